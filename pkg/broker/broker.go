@@ -1,0 +1,162 @@
+// Package broker defines the contract between herald's SSE layer and the
+// systems that store and fan out events.
+//
+// The data path is: publish -> Broker -> (Redis) -> Broker of each replica ->
+// Subscription -> sse handler -> client. A Broker keeps one ordered log per
+// topic; every event has a position (its ID) that all replicas agree on. A
+// Subscription delivers, per topic, one ordered and gap-free sequence: the
+// replay of what followed the subscriber's cursor, then live events.
+//
+// Implementations: membroker (in-process) and redisbroker (Redis streams and
+// pub/sub). The package brokertest holds the conformance suite every
+// implementation runs.
+package broker
+
+import (
+	"context"
+	"errors"
+	"sync/atomic"
+	"time"
+)
+
+// Broker publishes events to topics and subscribes to them. Implementations
+// are safe for concurrent use.
+type Broker interface {
+	// Publish appends msg to the topic's log and delivers it to live
+	// subscribers as one atomic step. It returns the event's ID: its
+	// position in the topic, the same on every replica.
+	Publish(ctx context.Context, topic string, msg Message) (id string, err error)
+
+	// Subscribe follows topics starting after the positions in from.
+	// A topic missing from from (or with an empty position) starts live.
+	//
+	// The subscription is registered before Subscribe returns: an event
+	// published after it returns is delivered. Cancelling ctx or calling
+	// Close on the subscription releases everything it holds.
+	//
+	// A position the broker cannot honour exactly (another epoch, older than
+	// the retained history, unparseable) is not an error: the subscription
+	// delivers a KindReset item for that topic and continues with what the
+	// history still holds. Subscribe fails only for invalid topics, a closed
+	// broker or a cancelled ctx.
+	Subscribe(ctx context.Context, topics []string, from Cursor) (Subscription, error)
+
+	// Close releases the broker's resources and ends every subscription
+	// with ErrClosed. Publish and Subscribe fail with ErrClosed afterwards.
+	Close() error
+}
+
+// Subscription is one subscriber's ordered view of its topics.
+//
+// Items of one topic arrive in log order; items of different topics are
+// interleaved in the order the broker saw them. For every topic the first
+// item is a KindPosition (possibly preceded by a KindReset) telling where the
+// sequence starts, so a consumer always knows a resumable cursor, even
+// before the first event.
+//
+// Ready and Take may be used from one goroutine only; Close from any.
+type Subscription interface {
+	// Ready returns a channel that receives a value whenever Take may have
+	// something new: items, or the end of the subscription.
+	Ready() <-chan struct{}
+
+	// Take appends every pending item to dst and returns it, without
+	// blocking. Once the subscription has ended and every pending item was
+	// taken, it returns the reason: ErrSlowConsumer, ErrClosed (Close was
+	// called or the broker closed), ctx.Err(), or a broker failure.
+	Take(dst []*Event) ([]*Event, error)
+
+	// Close ends the subscription and releases its resources at once. It is
+	// idempotent and safe for concurrent use.
+	Close() error
+}
+
+// Message is what a publisher sends.
+type Message struct {
+	// Type is the SSE event type; empty means the default "message".
+	Type string
+	// Data is the payload, any UTF-8 text (it may contain line breaks).
+	Data string
+}
+
+// Kind tells what a subscription item is.
+type Kind uint8
+
+const (
+	// KindEvent is a published event.
+	KindEvent Kind = iota
+	// KindPosition moves the topic's cursor to ID without an event: the
+	// sequence continues after ID. Every topic's sequence starts with one.
+	KindPosition
+	// KindReset says the subscriber's cursor for Topic could not be honoured
+	// exactly; Reason says why. Events may have been missed. A KindPosition
+	// and the remaining history follow.
+	KindReset
+)
+
+// Reasons carried by KindReset items (and by herald's reset event).
+const (
+	// ReasonTruncated: the cursor is older than the retained history.
+	ReasonTruncated = "truncated"
+	// ReasonEpoch: the cursor belongs to another epoch of the topic's log
+	// (the broker restarted without its history, or the history was lost).
+	ReasonEpoch = "epoch"
+	// ReasonUnknown: the cursor is not one this broker can place (another
+	// format or version, or a position the log never reached).
+	ReasonUnknown = "unknown-cursor"
+)
+
+// Event is one item of a subscription. Events are shared by every
+// subscriber of a replica and must be treated as read-only.
+type Event struct {
+	Kind  Kind
+	Topic string
+	// ID is the position in Topic: for KindEvent the event's ID (as
+	// returned by Publish), for KindPosition the position the sequence
+	// continues from. Empty for KindReset.
+	ID string
+	// Type and Data: see Message. Empty unless Kind is KindEvent.
+	Type string
+	Data string
+	// Time is when the event was published (zero if unknown); used for
+	// publish-to-deliver latency.
+	Time time.Time
+	// Reason is set for KindReset: one of the Reason constants.
+	Reason string
+
+	memo atomic.Pointer[[]byte]
+}
+
+// Memo returns the value build produces for e, calling build at most once per
+// event in the common case (concurrent first callers may both build; one
+// result wins). It lets a consumer encode a shared event once per replica
+// instead of once per connection. There is one memo slot per event: one
+// consumer package owns it (pkg/sse).
+func (e *Event) Memo(build func(*Event) []byte) []byte {
+	if p := e.memo.Load(); p != nil {
+		return *p
+	}
+	b := build(e)
+	if e.memo.CompareAndSwap(nil, &b) {
+		return b
+	}
+	return *e.memo.Load()
+}
+
+// Cursor maps topics to the position a subscriber has seen last.
+type Cursor map[string]string
+
+// Errors shared by brokers.
+var (
+	// ErrClosed: the broker or subscription was closed.
+	ErrClosed = errors.New("broker: closed")
+	// ErrSlowConsumer: the subscriber fell more than its queue limit behind
+	// and was disconnected; it may resume from its cursor.
+	ErrSlowConsumer = errors.New("broker: slow consumer: queue limit exceeded")
+	// ErrUnavailable: the backing store cannot be reached now; retry later.
+	ErrUnavailable = errors.New("broker: unavailable")
+	// ErrInvalidTopic: a topic name breaks the rules of ValidateTopic.
+	ErrInvalidTopic = errors.New("broker: invalid topic")
+	// ErrInvalidMessage: an event type breaks the rules of ValidateMessage.
+	ErrInvalidMessage = errors.New("broker: invalid message")
+)

@@ -1,0 +1,128 @@
+package broker
+
+import (
+	"sync"
+)
+
+// Queue is the bounded, ordered hand-off between a broker's fan-out and one
+// subscriber. It implements Ready and Take of Subscription; brokers embed it.
+//
+// Overflow policy: disconnect. Push never blocks; when more than Limit items
+// are pending the queue ends with ErrSlowConsumer, the subscriber sees the
+// error after taking what was queued, and resumes later from its cursor. The
+// initial replay (Preload) does not count against the limit.
+//
+// Push and Fail are safe for concurrent use with each other and with Take.
+type Queue struct {
+	ready chan struct{} // capacity 1: a pending wake-up
+
+	mu      sync.Mutex // guards the fields below
+	items   []*Event
+	bound   int   // current limit on len(items): limit, plus the preload until first drained
+	limit   int   // configured limit
+	err     error // terminal error; set once
+	dropped bool  // items are no longer accepted
+}
+
+// DefaultQueueLimit is the pending-item limit used when NewQueue gets 0.
+const DefaultQueueLimit = 1024
+
+// NewQueue returns a queue that holds at most limit pending items
+// (DefaultQueueLimit if limit <= 0).
+func NewQueue(limit int) *Queue {
+	if limit <= 0 {
+		limit = DefaultQueueLimit
+	}
+	return &Queue{ready: make(chan struct{}, 1), limit: limit, bound: limit}
+}
+
+func (q *Queue) wake() {
+	select {
+	case q.ready <- struct{}{}:
+	default:
+	}
+}
+
+// Preload appends items regardless of the limit (a replay is bounded by the
+// history size). It returns false if the queue has ended.
+func (q *Queue) Preload(items ...*Event) bool {
+	q.mu.Lock()
+	if q.dropped {
+		q.mu.Unlock()
+		return false
+	}
+	q.items = append(q.items, items...)
+	q.bound += len(items)
+	q.mu.Unlock()
+	q.wake()
+	return true
+}
+
+// Push appends one item. It returns false if the queue has ended, either
+// before or because of this push (overflow: ErrSlowConsumer). A broker
+// should stop delivering to a queue once Push returned false.
+func (q *Queue) Push(e *Event) bool {
+	q.mu.Lock()
+	if q.dropped {
+		q.mu.Unlock()
+		return false
+	}
+	if len(q.items) >= q.bound {
+		q.dropped = true
+		q.err = ErrSlowConsumer
+		q.mu.Unlock()
+		q.wake()
+		return false
+	}
+	q.items = append(q.items, e)
+	q.mu.Unlock()
+	q.wake()
+	return true
+}
+
+// Fail ends the queue with err: no more items are accepted, those already
+// pending are still delivered, then Take returns err. The first error wins.
+func (q *Queue) Fail(err error) {
+	q.mu.Lock()
+	if !q.dropped {
+		q.dropped = true
+		q.err = err
+	}
+	q.mu.Unlock()
+	q.wake()
+}
+
+// Ended reports whether the queue accepts no more items.
+func (q *Queue) Ended() bool {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	return q.dropped
+}
+
+// Ready implements Subscription.
+func (q *Queue) Ready() <-chan struct{} { return q.ready }
+
+// Take implements Subscription.
+func (q *Queue) Take(dst []*Event) ([]*Event, error) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if len(q.items) == 0 {
+		if q.dropped {
+			return dst, q.err
+		}
+		return dst, nil
+	}
+	dst = append(dst, q.items...)
+	clear(q.items)
+	if cap(q.items) > 4*q.limit && cap(q.items) > 64 {
+		q.items = nil // let a preload-sized backing array go
+	} else {
+		q.items = q.items[:0]
+	}
+	q.bound = q.limit
+	if q.dropped {
+		// More to report: make sure the consumer comes back for the error.
+		q.wake()
+	}
+	return dst, nil
+}
