@@ -1,0 +1,534 @@
+// Package membroker is herald's in-process broker: one process, no
+// replicas, history in memory. It sits where the Redis round trip sits for
+// redisbroker: publish -> membroker (per-topic log + fan-out) ->
+// subscriptions -> sse handler.
+//
+// # Positions
+//
+// Every Broker has an epoch, 8 hex digits of a random UUID, chosen by New.
+// An event ID is "<epoch>-<seq>": seq counts the topic's events from 1 (see
+// below for topics created again after they were dropped), and the position
+// before a topic's first event is "<epoch>-0". A cursor of another epoch
+// (another process, or the same process restarted) gets a
+// broker.ReasonEpoch reset; one the broker cannot parse, or ahead of the
+// topic's head, a broker.ReasonUnknown reset; one older than the retained
+// history a broker.ReasonTruncated reset. Each reset is followed by the whole
+// retained history and live events.
+//
+// # Memory and idle topics
+//
+// A topic costs a small fixed part (about 200 bytes plus its name and map
+// entry) plus its history: at most HistorySize events, each an Event of
+// about 120 bytes plus its ID (about 12 bytes), Type and Data. The history's
+// ring grows by doubling up to HistorySize, so a topic with few events is
+// small. Subscribers cost one slot per topic they follow.
+//
+// A topic is dropped — its memory freed — when it has no subscriber and no
+// retained event: when its last subscriber leaves a topic that never had an
+// event (or whose events all expired), and when a periodic sweep finds a
+// topic whose history expired (only with HistoryTTL set; the sweep runs every
+// HistoryTTL/2, at least every second and at most every minute). Without
+// HistoryTTL a topic that ever had an event is kept for the life of the
+// Broker: memory grows with the number of distinct topics published to,
+// bounded per topic by HistorySize.
+//
+// Dropping a topic forgets its head. To keep cursors honest anyway, a topic
+// created after any drop does not count from 0 but from the highest head of
+// any dropped topic: a cursor from the dropped incarnation is then never
+// ahead of the new one, so it gets a broker.ReasonTruncated reset (its
+// events expired) — or, if it was exactly at that highest head, the new
+// incarnation's events without a reset — and never a silent gap.
+package membroker
+
+import (
+	"context"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/herald-sse/herald/pkg/broker"
+)
+
+// DefaultHistorySize is the number of events kept per topic when
+// Config.HistorySize is 0.
+const DefaultHistorySize = 1000
+
+// Config configures a Broker. The zero value is usable.
+type Config struct {
+	// HistorySize is the number of events kept per topic for replay.
+	// 0 means DefaultHistorySize (1000); a negative value keeps no history
+	// (every cursor but the head then gets a broker.ReasonTruncated reset).
+	HistorySize int
+
+	// HistoryTTL is the age limit of retained events: events published
+	// longer ago are dropped from the history (checked on every publish and
+	// subscribe of the topic, and by a sweep; see the package comment).
+	// 0 means no age limit.
+	HistoryTTL time.Duration
+
+	// QueueLimit is the number of live items a subscription may have
+	// pending before it is ended with broker.ErrSlowConsumer. 0 means
+	// broker.DefaultQueueLimit.
+	QueueLimit int
+
+	// Now returns the current time; nil means time.Now. Tests use it to
+	// control the clock for HistoryTTL and Event.Time.
+	Now func() time.Time
+}
+
+// Broker is an in-process broker.Broker. It is safe for concurrent use.
+// Create it with New and release it with Close.
+type Broker struct {
+	epoch       string
+	historySize int
+	ttl         time.Duration
+	queueLimit  int
+	now         func() time.Time
+
+	// Lock order: Broker.mu before topic.mu before broker.Queue's lock.
+	mu       sync.RWMutex      // guards the fields below
+	topics   map[string]*topic // nil once closed
+	closed   bool
+	dropHigh uint64 // highest head of any dropped topic: a new topic's seq starts here
+
+	stopSweep chan struct{} // closed by Close; nil without HistoryTTL
+	swept     chan struct{} // closed when the sweeper has exited
+}
+
+// New returns a Broker configured by cfg. With a HistoryTTL it starts one
+// goroutine that drops expired idle topics; Close stops it.
+func New(cfg Config) *Broker {
+	b := &Broker{
+		epoch:       newEpoch(),
+		historySize: cfg.HistorySize,
+		ttl:         cfg.HistoryTTL,
+		queueLimit:  cfg.QueueLimit,
+		now:         cfg.Now,
+		topics:      map[string]*topic{},
+	}
+	if b.historySize == 0 {
+		b.historySize = DefaultHistorySize
+	}
+	b.historySize = max(b.historySize, 0)
+	if b.queueLimit <= 0 {
+		b.queueLimit = broker.DefaultQueueLimit
+	}
+	if b.now == nil {
+		b.now = time.Now
+	}
+	if b.ttl > 0 {
+		b.stopSweep, b.swept = make(chan struct{}), make(chan struct{})
+		go b.sweeper(min(max(b.ttl/2, time.Second), time.Minute))
+	}
+	return b
+}
+
+// newEpoch returns 8 hex digits of a random UUID.
+func newEpoch() string {
+	u := uuid.New()
+	return u.String()[:8]
+}
+
+// Epoch returns the broker's epoch, the first part of every ID it issues.
+func (b *Broker) Epoch() string { return b.epoch }
+
+// id renders the position seq of this broker.
+func (b *Broker) id(seq uint64) string {
+	var buf [32]byte
+	p := append(buf[:0], b.epoch...)
+	p = append(p, '-')
+	return string(strconv.AppendUint(p, seq, 10))
+}
+
+// parseID returns the epoch and seq of a position in this package's format
+// (8 lowercase hex digits, '-', a decimal number without leading zeros).
+func parseID(id string) (epoch string, seq uint64, ok bool) {
+	if len(id) < 10 || len(id) > 29 || id[8] != '-' {
+		return "", 0, false
+	}
+	for i := range 8 {
+		if c := id[i]; !(c >= '0' && c <= '9' || c >= 'a' && c <= 'f') {
+			return "", 0, false
+		}
+	}
+	digits := id[9:]
+	if len(digits) > 1 && digits[0] == '0' {
+		return "", 0, false
+	}
+	seq, err := strconv.ParseUint(digits, 10, 64)
+	if err != nil {
+		return "", 0, false
+	}
+	return id[:8], seq, true
+}
+
+// topic is one topic's log and subscribers.
+type topic struct {
+	name string
+
+	mu     sync.Mutex // guards the fields below
+	seq    uint64     // seq of the last event published: the head
+	ring   []*broker.Event
+	first  int // index in ring of the oldest retained event
+	n      int // retained events
+	subs   []member
+	dead   bool // dropped from Broker.topics; look the topic up again
+	closed bool // the broker is closed
+}
+
+// member is a subscription's entry in a topic: s.slot[k] is its index in
+// topic.subs, where k is the topic's index in s.topics.
+type member struct {
+	s *subscription
+	k int
+}
+
+func (t *topic) at(i int) *broker.Event { return t.ring[(t.first+i)%len(t.ring)] }
+
+// appendEvent adds e to the history, dropping the oldest beyond size.
+func (t *topic) appendEvent(e *broker.Event, size int) {
+	if size == 0 {
+		return
+	}
+	if t.n < len(t.ring) {
+		t.ring[(t.first+t.n)%len(t.ring)] = e
+		t.n++
+		return
+	}
+	if len(t.ring) < size { // grow by doubling, up to size
+		ring := make([]*broker.Event, min(max(2*len(t.ring), 8), size))
+		for i := range t.n {
+			ring[i] = t.at(i)
+		}
+		t.ring, t.first = ring, 0
+		t.ring[t.n] = e
+		t.n++
+		return
+	}
+	t.ring[t.first] = e // full: overwrite the oldest
+	t.first = (t.first + 1) % len(t.ring)
+}
+
+// expire drops events published before now-ttl.
+func (t *topic) expire(now time.Time, ttl time.Duration) {
+	if ttl <= 0 {
+		return
+	}
+	limit := now.Add(-ttl)
+	for t.n > 0 && t.ring[t.first].Time.Before(limit) {
+		t.ring[t.first] = nil
+		t.first = (t.first + 1) % len(t.ring)
+		t.n--
+	}
+	if t.n == 0 {
+		t.ring, t.first = nil, 0
+	}
+}
+
+// idle reports whether the topic may be dropped.
+func (t *topic) idle() bool { return len(t.subs) == 0 && t.n == 0 && !t.dead }
+
+// remove takes subs[i] out of the topic.
+func (t *topic) remove(i int) {
+	m := t.subs[i]
+	m.s.slot[m.k] = -1
+	last := len(t.subs) - 1
+	if i != last {
+		moved := t.subs[last]
+		t.subs[i] = moved
+		moved.s.slot[moved.k] = i
+	}
+	t.subs[last] = member{}
+	t.subs = t.subs[:last]
+}
+
+// lockTopic returns the topic called name, locked, creating it if needed.
+func (b *Broker) lockTopic(name string) (*topic, error) {
+	for {
+		b.mu.RLock()
+		t, closed := b.topics[name], b.closed
+		b.mu.RUnlock()
+		if closed {
+			return nil, broker.ErrClosed
+		}
+		if t == nil {
+			b.mu.Lock()
+			if b.closed {
+				b.mu.Unlock()
+				return nil, broker.ErrClosed
+			}
+			if t = b.topics[name]; t == nil {
+				t = &topic{name: name, seq: b.dropHigh}
+				b.topics[name] = t
+			}
+			b.mu.Unlock()
+		}
+		t.mu.Lock()
+		switch {
+		case t.closed:
+			t.mu.Unlock()
+			return nil, broker.ErrClosed
+		case t.dead:
+			t.mu.Unlock()
+			continue
+		}
+		return t, nil
+	}
+}
+
+// drop removes t from the broker if it is still idle.
+func (b *Broker) drop(t *topic) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if !t.idle() || t.closed || b.topics[t.name] != t {
+		return
+	}
+	t.dead = true
+	delete(b.topics, t.name)
+	b.dropHigh = max(b.dropHigh, t.seq)
+}
+
+// Publish implements broker.Broker. It validates topic and msg, appends the
+// event to the topic's history and pushes it to every subscriber's queue,
+// in one critical section of the topic (so live order is log order). It
+// never blocks on subscribers: one whose queue is full is ended with
+// broker.ErrSlowConsumer and removed from the topic.
+func (b *Broker) Publish(ctx context.Context, topicName string, msg broker.Message) (string, error) {
+	if err := broker.ValidateTopic(topicName); err != nil {
+		return "", err
+	}
+	if err := broker.ValidateMessage(msg); err != nil {
+		return "", err
+	}
+	if err := ctx.Err(); err != nil {
+		return "", err
+	}
+	t, err := b.lockTopic(topicName)
+	if err != nil {
+		return "", err
+	}
+	defer t.mu.Unlock()
+	now := b.now()
+	t.seq++
+	e := &broker.Event{Kind: broker.KindEvent, Topic: t.name, ID: b.id(t.seq), Type: msg.Type, Data: msg.Data, Time: now}
+	t.expire(now, b.ttl)
+	t.appendEvent(e, b.historySize)
+	for i := 0; i < len(t.subs); {
+		if t.subs[i].s.q.Push(e) {
+			i++
+		} else {
+			t.remove(i) // ended (slow consumer, or closed concurrently)
+		}
+	}
+	return e.ID, nil
+}
+
+// Subscribe implements broker.Broker. The replay of every topic is queued,
+// and the subscription registered, before Subscribe returns.
+func (b *Broker) Subscribe(ctx context.Context, topics []string, from broker.Cursor) (broker.Subscription, error) {
+	if err := broker.ValidateTopics(topics); err != nil {
+		return nil, err
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	s := &subscription{
+		b:      b,
+		q:      broker.NewQueue(b.queueLimit),
+		topics: make([]*topic, len(topics)),
+		slot:   make([]int, len(topics)),
+	}
+	for k, name := range topics {
+		t, err := b.lockTopic(name)
+		if err != nil {
+			s.end(err)
+			return nil, err
+		}
+		b.replay(s.q, t, from[name])
+		s.topics[k] = t
+		s.slot[k] = len(t.subs)
+		t.subs = append(t.subs, member{s, k})
+		t.mu.Unlock()
+	}
+	s.mu.Lock()
+	if !s.ended {
+		s.stop = context.AfterFunc(ctx, func() { s.end(ctx.Err()) })
+	}
+	s.mu.Unlock()
+	return s, nil
+}
+
+// replay queues, for t locked, what follows cursor: an optional reset, the
+// position, then the retained events after it.
+func (b *Broker) replay(q *broker.Queue, t *topic, cursor string) {
+	t.expire(b.now(), b.ttl)
+	if cursor == "" {
+		q.Preload(&broker.Event{Kind: broker.KindPosition, Topic: t.name, ID: b.id(t.seq)})
+		return
+	}
+	before := t.seq - uint64(t.n) // the position before the oldest retained event
+	epoch, seq, ok := parseID(cursor)
+	reason := ""
+	switch {
+	case !ok:
+		reason = broker.ReasonUnknown
+	case epoch != b.epoch:
+		reason = broker.ReasonEpoch
+	case seq > t.seq:
+		reason = broker.ReasonUnknown // never reached
+	case seq < before:
+		reason = broker.ReasonTruncated
+	}
+	skip := 0
+	if reason != "" {
+		q.Preload(
+			&broker.Event{Kind: broker.KindReset, Topic: t.name, Reason: reason},
+			&broker.Event{Kind: broker.KindPosition, Topic: t.name, ID: b.id(before)},
+		)
+	} else {
+		q.Preload(&broker.Event{Kind: broker.KindPosition, Topic: t.name, ID: b.id(seq)})
+		skip = int(seq - before)
+	}
+	if t.n == skip {
+		return
+	}
+	// The retained events after the cursor, in at most two pieces of the ring.
+	start := (t.first + skip) % len(t.ring)
+	count := t.n - skip
+	end := min(start+count, len(t.ring))
+	q.Preload(t.ring[start:end]...)
+	if rest := count - (end - start); rest > 0 {
+		q.Preload(t.ring[:rest]...)
+	}
+}
+
+// Close implements broker.Broker: every subscription ends with
+// broker.ErrClosed (after its pending items), and Publish and Subscribe
+// return broker.ErrClosed from then on. Close is idempotent.
+func (b *Broker) Close() error {
+	b.mu.Lock()
+	if b.closed {
+		b.mu.Unlock()
+		return nil
+	}
+	b.closed = true
+	topics := b.topics
+	b.topics = nil
+	b.mu.Unlock()
+	if b.stopSweep != nil {
+		close(b.stopSweep)
+		<-b.swept
+	}
+	var subs []*subscription
+	for _, t := range topics {
+		t.mu.Lock()
+		t.closed = true
+		for _, m := range t.subs {
+			subs = append(subs, m.s)
+		}
+		t.mu.Unlock()
+	}
+	for _, s := range subs {
+		s.end(broker.ErrClosed)
+	}
+	return nil
+}
+
+// sweeper drops idle topics whose history expired, every interval.
+func (b *Broker) sweeper(interval time.Duration) {
+	defer close(b.swept)
+	tick := time.NewTicker(interval)
+	defer tick.Stop()
+	for {
+		select {
+		case <-b.stopSweep:
+			return
+		case <-tick.C:
+			b.sweep()
+		}
+	}
+}
+
+// sweep expires every topic's history and drops the idle ones.
+func (b *Broker) sweep() {
+	b.mu.RLock()
+	topics := make([]*topic, 0, len(b.topics))
+	for _, t := range b.topics {
+		topics = append(topics, t)
+	}
+	b.mu.RUnlock()
+	now := b.now()
+	for _, t := range topics {
+		t.mu.Lock()
+		t.expire(now, b.ttl)
+		idle := t.idle()
+		t.mu.Unlock()
+		if idle {
+			b.drop(t)
+		}
+	}
+}
+
+// topicCount returns the number of topics held (for tests).
+func (b *Broker) topicCount() int {
+	b.mu.RLock()
+	defer b.mu.RUnlock()
+	return len(b.topics)
+}
+
+// subscription implements broker.Subscription on a broker.Queue.
+type subscription struct {
+	b      *Broker
+	q      *broker.Queue
+	topics []*topic // nil entries: not registered (Subscribe failed)
+	slot   []int    // slot[k] guarded by topics[k].mu: index in topics[k].subs, -1 once removed
+
+	mu    sync.Mutex // guards the fields below
+	ended bool
+	stop  func() bool // stops the context.AfterFunc
+}
+
+func (s *subscription) Ready() <-chan struct{} { return s.q.Ready() }
+
+func (s *subscription) Take(dst []*broker.Event) ([]*broker.Event, error) { return s.q.Take(dst) }
+
+// Close ends the subscription with broker.ErrClosed and removes it from its
+// topics at once. It is idempotent and safe for concurrent use.
+func (s *subscription) Close() error {
+	s.end(broker.ErrClosed)
+	return nil
+}
+
+// end fails the queue with err (the first error wins), and removes s from
+// its topics, dropping topics left idle.
+func (s *subscription) end(err error) {
+	s.mu.Lock()
+	if s.ended {
+		s.mu.Unlock()
+		return
+	}
+	s.ended = true
+	stop := s.stop
+	s.mu.Unlock()
+	s.q.Fail(err)
+	if stop != nil {
+		stop()
+	}
+	for k, t := range s.topics {
+		if t == nil {
+			continue
+		}
+		t.mu.Lock()
+		if s.slot[k] >= 0 {
+			t.remove(s.slot[k])
+		}
+		idle := t.idle() && !t.closed
+		t.mu.Unlock()
+		if idle {
+			s.b.drop(t)
+		}
+	}
+}
