@@ -1,0 +1,285 @@
+package redisbroker
+
+import (
+	"context"
+	"fmt"
+	"strconv"
+	"strings"
+)
+
+// libraryVersion changes whenever the Lua code changes meaning. It is part
+// of the library's source, so FUNCTION LIST shows which herald loaded it.
+const libraryVersion = "1"
+
+// The Redis Function library, generated per key prefix with the prefix and
+// the history settings baked in: a service in another language publishes
+// with the same retention as herald itself, knowing only the topic.
+//
+// Functions (<fn> is the prefix, "herald" by default):
+//
+//	FCALL <fn>_publish 1 <topic> <event-type> <data>  -> event ID
+//	FCALL_RO <fn>_read 1 <topic> <after> <count>      -> state + entries
+//
+// The only key argument is the topic NAME; the function derives its keys
+// from it: <prefix>:{<topic>}:s (stream), <prefix>:{<topic>}:e (epoch) and
+// publishes on channel <prefix>:{<topic>}. In Redis Cluster the declared
+// key <topic> hashes to the same slot as the hash-tagged keys as long as the
+// topic contains no '{' or '}' (see the package documentation).
+//
+// Epoch: a per-topic token created by the first publish to a topic whose
+// epoch key is missing: the server time in microseconds, base 36. A Redis
+// that restarts without persistence loses the key with the stream, so the
+// next publish creates a new, later epoch and old cursors are recognised as
+// belonging to another epoch.
+//
+// <fn>_read returns, atomically: epoch ("0" if the topic has none),
+// last-generated-id, first entry ID ("" if empty), length, entries-added,
+// then up to <count> entries after <after> (exclusive; "0-0" = from the
+// start) as flat id, type, data triples.
+const libraryTemplate = `#!lua name=%[1]s
+-- herald %[2]s: generated for key prefix %[3]q; loaded by herald at start.
+local PREFIX = %[3]q
+local MAXLEN = %[4]d
+local TTL_MS = %[5]d
+
+local function check_topic(topic)
+  if type(topic) ~= 'string' or #topic < 1 or #topic > 256 or string.find(topic, '[^!-~]') then
+    return 'invalid topic: 1-256 printable ASCII characters without spaces'
+  end
+end
+
+local function check_type(t)
+  if #t > 256 then return 'event type is longer than 256 bytes' end
+  if string.find(t, '[\r\n%%z]') then return 'event type must not contain CR, LF or NUL' end
+  if string.sub(t, 1, 7) == 'herald.' then return 'event types starting with "herald." are reserved' end
+end
+
+local function base36(n)
+  local digits = '0123456789abcdefghijklmnopqrstuvwxyz'
+  local s = ''
+  repeat
+    local d = n %% 36
+    s = string.sub(digits, d + 1, d + 1) .. s
+    n = math.floor(n / 36)
+  until n == 0
+  return s
+end
+
+local function publish(keys, args)
+  local topic = keys[1]
+  local err = check_topic(topic)
+  if err then return redis.error_reply('ERR herald: ' .. err) end
+  if #args ~= 2 then
+    return redis.error_reply('ERR herald: usage: FCALL %[6]s 1 <topic> <event-type> <data>')
+  end
+  local etype, data = args[1], args[2]
+  err = check_type(etype)
+  if err then return redis.error_reply('ERR herald: ' .. err) end
+
+  local base = PREFIX .. ':{' .. topic .. '}'
+  local ekey, skey = base .. ':e', base .. ':s'
+  local epoch = redis.call('GET', ekey)
+  if not epoch then
+    local t = redis.call('TIME')
+    epoch = base36(tonumber(t[1]) * 1000000 + tonumber(t[2]))
+    redis.call('SET', ekey, epoch)
+  end
+  local id
+  if MAXLEN > 0 then
+    id = redis.call('XADD', skey, 'MAXLEN', '~', MAXLEN, '*', 't', etype, 'd', data)
+  else
+    id = redis.call('XADD', skey, '*', 't', etype, 'd', data)
+  end
+  if TTL_MS > 0 then
+    local t = redis.call('TIME')
+    local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+    redis.call('XTRIM', skey, 'MINID', '~', string.format('%%d-0', now - TTL_MS))
+  end
+  local full = epoch .. '-' .. id
+  redis.call('PUBLISH', base, full .. '\n' .. etype .. '\n' .. data)
+  return full
+end
+
+local function read(keys, args)
+  local topic = keys[1]
+  local err = check_topic(topic)
+  if err then return redis.error_reply('ERR herald: ' .. err) end
+  local base = PREFIX .. ':{' .. topic .. '}'
+  local skey = base .. ':s'
+  local epoch = redis.call('GET', base .. ':e')
+  if not epoch then epoch = '0' end
+  local res = {epoch, '0-0', '', 0, 0}
+  if redis.call('EXISTS', skey) == 0 then return res end
+  local info = redis.call('XINFO', 'STREAM', skey)
+  for i = 1, #info, 2 do
+    local k, v = info[i], info[i + 1]
+    if k == 'last-generated-id' then res[2] = v
+    elseif k == 'first-entry' and type(v) == 'table' then res[3] = v[1]
+    elseif k == 'length' then res[4] = v
+    elseif k == 'entries-added' then res[5] = v
+    end
+  end
+  local count = tonumber(args[2])
+  if count and count > 0 then
+    local entries = redis.call('XRANGE', skey, '(' .. args[1], '+', 'COUNT', count)
+    for _, e in ipairs(entries) do
+      local f = e[2]
+      local etype, data = '', ''
+      for i = 1, #f, 2 do
+        if f[i] == 't' then etype = f[i + 1] elseif f[i] == 'd' then data = f[i + 1] end
+      end
+      res[#res + 1] = e[1]
+      res[#res + 1] = etype
+      res[#res + 1] = data
+    end
+  end
+  return res
+end
+
+redis.register_function('%[6]s', publish)
+redis.register_function{function_name = '%[7]s', callback = read, flags = {'no-writes'}}
+`
+
+// library returns the library name, the publish and read function names
+// and the Lua source for a configuration.
+func library(prefix string, maxLen int, ttlMillis int64) (name, publishFn, readFn, code string) {
+	name = "herald"
+	if prefix != DefaultPrefix {
+		name = "herald_" + prefix
+	}
+	publishFn = prefix + "_publish"
+	readFn = prefix + "_read"
+	code = fmt.Sprintf(libraryTemplate, name, libraryVersion, prefix, maxLen, ttlMillis, publishFn, readFn)
+	return name, publishFn, readFn, code
+}
+
+// validPrefix reports whether p can be a key prefix: 1-64 bytes of
+// [A-Za-z0-9_], so that it is also a valid part of a function name and
+// cannot contain a hash tag.
+func validPrefix(p string) error {
+	if p == "" || len(p) > 64 {
+		return fmt.Errorf("redisbroker: prefix must be 1-64 characters, got %d", len(p))
+	}
+	for i := 0; i < len(p); i++ {
+		c := p[i]
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '_') {
+			return fmt.Errorf("redisbroker: prefix %q: only letters, digits and '_' are allowed", p)
+		}
+	}
+	return nil
+}
+
+// readResult is the decoded answer of <fn>_read.
+type readResult struct {
+	epoch   string
+	last    streamID // last-generated-id
+	first   streamID // first entry; valid if length > 0
+	length  int64
+	added   int64 // entries-added
+	entries []entry
+}
+
+type entry struct {
+	id   streamID
+	typ  string
+	data string
+}
+
+func parseReadResult(v any) (readResult, error) {
+	var r readResult
+	a, ok := v.([]any)
+	if !ok || len(a) < 5 || (len(a)-5)%3 != 0 {
+		return r, fmt.Errorf("redisbroker: unexpected read reply %T", v)
+	}
+	var err error
+	r.epoch, _ = a[0].(string)
+	if r.epoch == "" || !validEpoch(r.epoch) {
+		return r, fmt.Errorf("redisbroker: unexpected epoch %q", a[0])
+	}
+	s, _ := a[1].(string)
+	if r.last, err = parseStreamID(s); err != nil {
+		return r, err
+	}
+	r.length, _ = a[3].(int64)
+	r.added, _ = a[4].(int64)
+	if r.length > 0 {
+		s, _ = a[2].(string)
+		if r.first, err = parseStreamID(s); err != nil {
+			return r, err
+		}
+	}
+	for i := 5; i+2 < len(a); i += 3 {
+		s, _ := a[i].(string)
+		id, err := parseStreamID(s)
+		if err != nil {
+			return r, err
+		}
+		typ, _ := a[i+1].(string)
+		data, _ := a[i+2].(string)
+		r.entries = append(r.entries, entry{id: id, typ: typ, data: data})
+	}
+	return r, nil
+}
+
+func validEpoch(e string) bool {
+	if e == "" || len(e) > 32 {
+		return false
+	}
+	for i := 0; i < len(e); i++ {
+		c := e[i]
+		if !(c >= '0' && c <= '9' || c >= 'a' && c <= 'z') {
+			return false
+		}
+	}
+	return true
+}
+
+// isFunctionMissing reports whether err says the library is not loaded
+// (Redis restarted without persistence, or FUNCTION FLUSH).
+func isFunctionMissing(err error) bool {
+	return err != nil && strings.Contains(err.Error(), "Function not found")
+}
+
+// load (re)loads the library. Concurrent callers may each load it; FUNCTION
+// LOAD REPLACE is idempotent.
+func (b *Broker) load(ctx context.Context) error {
+	if err := b.rdb.FunctionLoadReplace(ctx, b.code).Err(); err != nil {
+		return err
+	}
+	b.loaded.Store(true)
+	return nil
+}
+
+// fcall calls a function of the library, loading the library first if it
+// was never loaded and once more if Redis answers that it is missing.
+func (b *Broker) fcall(ctx context.Context, readOnly bool, fn, topic string, args ...any) (any, error) {
+	if !b.loaded.Load() {
+		if err := b.load(ctx); err != nil {
+			return nil, err
+		}
+	}
+	call := func() (any, error) {
+		if readOnly {
+			return b.rdb.FCallRO(ctx, fn, []string{topic}, args...).Result()
+		}
+		return b.rdb.FCall(ctx, fn, []string{topic}, args...).Result()
+	}
+	v, err := call()
+	if isFunctionMissing(err) {
+		b.log.Warn("redisbroker: function library missing on the server; loading it again", "library", b.libName)
+		if err := b.load(ctx); err != nil {
+			return nil, err
+		}
+		v, err = call()
+	}
+	return v, err
+}
+
+// read calls <fn>_read.
+func (b *Broker) read(ctx context.Context, topic string, after streamID, count int) (readResult, error) {
+	v, err := b.fcall(ctx, true, b.readFn, topic, after.String(), strconv.Itoa(count))
+	if err != nil {
+		return readResult{}, err
+	}
+	return parseReadResult(v)
+}

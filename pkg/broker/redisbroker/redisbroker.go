@@ -1,0 +1,834 @@
+// Package redisbroker is the Broker of a herald fleet: every replica runs one
+// against the same Redis, and every replica serves the same ordered stream
+// of each topic.
+//
+// Data path: Publish (or FCALL <prefix>_publish from any service) appends
+// the event to the topic's Redis stream and publishes it on the topic's
+// channel in one atomic Redis Function call. Each Broker holds one pub/sub
+// connection, subscribed once per topic that has local subscribers
+// (reference-counted), decodes each event once and fans it out to the local
+// subscriptions' queues. The stream is the source of truth, pub/sub only the
+// wake-up: a new subscription is served from the stream and then live; when
+// the pub/sub connection drops and comes back, every active topic is
+// refilled from its stream before live delivery resumes.
+//
+// # Keys
+//
+// For prefix P (default "herald") and topic T:
+//
+//	P:{T}:s   stream: one entry per event, fields t (type) and d (data)
+//	P:{T}:e   epoch: a token that changes when the stream was lost
+//	P:{T}     pub/sub channel: "<id>\n<type>\n<data>" per event
+//
+// One topic's keys share the hash tag {T}, hence one Redis Cluster slot.
+// The function library is named "herald" ("herald_P" for another prefix)
+// and defines P_publish and P_read (herald_publish, herald_read by default).
+//
+// # Publishing from another service
+//
+//	FCALL herald_publish 1 <topic> <event-type> <data>
+//
+// returns the event ID. The key argument is the topic name; the library is
+// generated with the prefix and the history settings baked in, so the
+// caller needs nothing else. An empty event type means the default
+// "message". A topic containing '{' or '}' works on a standalone Redis but
+// not in Redis Cluster (its name then hashes elsewhere than its keys).
+//
+// # Event IDs and cursors
+//
+// An ID is <epoch>-<ms>-<seq>: the topic's epoch (base-36 microseconds of
+// the first publish after the stream was created or lost) and the stream
+// entry ID that XADD assigned, so every replica reports the same ID and
+// Event.Time is the entry's millisecond time. The position of a topic that
+// has never been published to is "0-0-0".
+//
+// A cursor the broker cannot place yields a KindReset then a KindPosition
+// just before the oldest retained entry and all retained history:
+// ReasonEpoch for another epoch (Redis lost the stream: restart without
+// persistence, failover), ReasonTruncated when entries after the cursor
+// were trimmed, ReasonUnknown for anything unparseable or ahead of the
+// stream. A live subscriber whose topic loses its stream receives the same
+// reset, mid-stream, followed by the new epoch's events.
+//
+// # Redis unavailable
+//
+// Publish fails with an error wrapping broker.ErrUnavailable. Subscribe
+// still succeeds: the subscription is registered locally and starts (its
+// KindPosition, then events) once Redis answers again. See Subscribe for
+// where a live-from-now subscription starts when the head cannot be read.
+// Connected and Config.OnStateChange report the pub/sub connection's state.
+package redisbroker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/herald-sse/herald/pkg/broker"
+	"github.com/redis/go-redis/v9"
+)
+
+// Defaults of Config.
+const (
+	DefaultPrefix      = "herald"
+	DefaultHistorySize = 1000
+)
+
+const (
+	pageSize     = 1000            // XRANGE page when replaying
+	workers      = 4               // goroutines that load subscriptions from streams
+	bufLimit     = 1 << 16         // live events kept for subscriptions being loaded
+	headTimeout  = time.Second     // Subscribe's wait for a topic's head
+	clockSkew    = time.Second     // tolerance when the head is unknown (see Subscribe)
+	pingInterval = time.Second     // pub/sub health check
+	maxBackoff   = 2 * time.Second // retry delay cap after Redis errors
+)
+
+// Config configures a Broker. Only URL or Client is required.
+type Config struct {
+	// URL of the Redis server, in the form redis.ParseURL accepts:
+	// redis://[[user]:password@]host[:port][/db], rediss:// for TLS.
+	// Ignored when Client is set. The Broker closes the client it creates.
+	URL string
+	// Client, if set, is used instead of URL; Close does not close it.
+	// Standalone and Sentinel clients are supported; with a Cluster client
+	// every replica's pub/sub connection lands on one node.
+	Client redis.UniversalClient
+	// Prefix of every key, channel and function name: 1-64 letters, digits
+	// or '_'. Default "herald". Deployments sharing one Redis use different
+	// prefixes.
+	Prefix string
+	// HistorySize is the number of events kept per topic, approximately
+	// (XADD MAXLEN ~: Redis trims whole nodes of about 100 entries, so a
+	// little more is kept). Default DefaultHistorySize; negative means no
+	// count limit. Every replica of a deployment must use the same value:
+	// it is baked into the function library, and the last loader wins.
+	HistorySize int
+	// HistoryTTL, if positive, also trims events older than this
+	// (XTRIM MINID ~, at each publish, millisecond resolution). Default 0:
+	// no age limit. Same rule as HistorySize across replicas.
+	HistoryTTL time.Duration
+	// QueueLimit is the number of pending items a subscriber may fall
+	// behind before it is disconnected with broker.ErrSlowConsumer.
+	// Default broker.DefaultQueueLimit.
+	QueueLimit int
+	// Logger receives connectivity changes and errors. Default
+	// slog.Default().
+	Logger *slog.Logger
+	// OnStateChange, if set, is called with true when the pub/sub
+	// connection to Redis works again and false when it broke or stopped
+	// answering, from the broker's receive goroutine (keep it fast). Use it
+	// for metrics; Connected reports the same state.
+	OnStateChange func(up bool)
+}
+
+// Broker implements broker.Broker on Redis. It is safe for concurrent use.
+// It runs a fixed number of goroutines (receive loop, channel
+// (un)subscriber, loaders) whatever the number of subscriptions.
+type Broker struct {
+	rdb        redis.UniversalClient
+	ownClient  bool
+	prefix     string
+	libName    string
+	publishFn  string
+	readFn     string
+	code       string
+	queueLimit int
+	log        *slog.Logger
+	onState    func(bool)
+
+	loaded   atomic.Bool // the library was loaded by this broker at least once
+	up       atomic.Bool
+	isClosed atomic.Bool
+
+	ctx    context.Context
+	cancel context.CancelFunc
+	ps     *redis.PubSub
+	wg     sync.WaitGroup
+
+	reconcileCh chan struct{} // cap 1: channel subscriptions may differ from topics
+	workCh      chan struct{} // cap workers: work was queued
+
+	mu        sync.Mutex // guards the fields below; taken before any topic.mu
+	closed    bool
+	topics    map[string]*topic // by channel
+	confirmed map[string]bool   // channel subscribed on the current pub/sub connection
+	subs      map[*subscription]struct{}
+
+	wmu  sync.Mutex // guards work
+	work []*topic
+}
+
+// New connects to Redis, loads the function library and starts the
+// broker's goroutines. Redis being unreachable is not an error: the broker
+// starts anyway, logs it, and loads the library once Redis answers. New
+// fails for an invalid configuration or when Redis answers the library load
+// with an error (for example a Redis older than 7.0).
+func New(ctx context.Context, cfg Config) (*Broker, error) {
+	b := &Broker{
+		rdb:         cfg.Client,
+		prefix:      cfg.Prefix,
+		queueLimit:  cfg.QueueLimit,
+		log:         cfg.Logger,
+		onState:     cfg.OnStateChange,
+		reconcileCh: make(chan struct{}, 1),
+		workCh:      make(chan struct{}, workers),
+		topics:      make(map[string]*topic),
+		confirmed:   make(map[string]bool),
+		subs:        make(map[*subscription]struct{}),
+	}
+	if b.prefix == "" {
+		b.prefix = DefaultPrefix
+	}
+	if err := validPrefix(b.prefix); err != nil {
+		return nil, err
+	}
+	if b.log == nil {
+		b.log = slog.Default()
+	}
+	size := cfg.HistorySize
+	if size == 0 {
+		size = DefaultHistorySize
+	} else if size < 0 {
+		size = 0
+	}
+	if cfg.HistoryTTL < 0 {
+		return nil, errors.New("redisbroker: negative HistoryTTL")
+	}
+	ttl := cfg.HistoryTTL.Milliseconds()
+	if cfg.HistoryTTL > 0 && ttl == 0 {
+		ttl = 1
+	}
+	b.libName, b.publishFn, b.readFn, b.code = library(b.prefix, size, ttl)
+	if b.rdb == nil {
+		if cfg.URL == "" {
+			return nil, errors.New("redisbroker: Config needs URL or Client")
+		}
+		opt, err := redis.ParseURL(cfg.URL)
+		if err != nil {
+			return nil, fmt.Errorf("redisbroker: %w", err)
+		}
+		b.rdb = redis.NewClient(opt)
+		b.ownClient = true
+	}
+	if err := b.load(ctx); err != nil {
+		if isServerError(err) {
+			if b.ownClient {
+				b.rdb.Close()
+			}
+			return nil, fmt.Errorf("redisbroker: loading function library %q: %w", b.libName, err)
+		}
+		b.log.Warn("redisbroker: Redis is unreachable; starting anyway", "err", err)
+	}
+
+	b.ctx, b.cancel = context.WithCancel(context.Background())
+	b.ps = b.rdb.Subscribe(b.ctx) // no channel yet: connects on first use
+	b.wg.Add(2 + workers)
+	go b.receiveLoop()
+	go b.reconcileLoop()
+	for range workers {
+		go b.worker()
+	}
+	return b, nil
+}
+
+// Connected reports whether the broker's pub/sub connection to Redis
+// currently works (it answered within about a second).
+func (b *Broker) Connected() bool { return b.up.Load() }
+
+func (b *Broker) setUp(v bool, err error) {
+	if b.up.Swap(v) == v {
+		return
+	}
+	if v {
+		b.log.Info("redisbroker: connected to Redis")
+	} else {
+		b.log.Warn("redisbroker: Redis connection lost; publishing fails and streams wait until it is back", "err", err)
+	}
+	if b.onState != nil {
+		b.onState(v)
+	}
+}
+
+func (b *Broker) channel(topic string) string { return b.prefix + ":{" + topic + "}" }
+
+// Publish implements broker.Broker: one FCALL <prefix>_publish. Errors that
+// mean Redis could not be reached or did not answer in time wrap
+// broker.ErrUnavailable; such a publish may still have been applied.
+func (b *Broker) Publish(ctx context.Context, topic string, msg broker.Message) (string, error) {
+	if err := broker.ValidateTopic(topic); err != nil {
+		return "", err
+	}
+	if err := broker.ValidateMessage(msg); err != nil {
+		return "", err
+	}
+	if b.isClosed.Load() {
+		return "", broker.ErrClosed
+	}
+	v, err := b.fcall(ctx, false, b.publishFn, topic, msg.Type, msg.Data)
+	if err != nil {
+		return "", b.publishError(err)
+	}
+	id, _ := v.(string)
+	if _, _, ok := parseID(id); !ok {
+		return "", fmt.Errorf("redisbroker: unexpected reply to %s: %v", b.publishFn, v)
+	}
+	return id, nil
+}
+
+func (b *Broker) publishError(err error) error {
+	switch {
+	case errors.Is(err, redis.ErrClosed) && b.isClosed.Load():
+		return broker.ErrClosed
+	case isServerError(err):
+		msg := err.Error()
+		switch {
+		case strings.Contains(msg, "herald: invalid topic"):
+			return fmt.Errorf("%w: %s", broker.ErrInvalidTopic, msg)
+		case strings.Contains(msg, "herald: "):
+			return fmt.Errorf("%w: %s", broker.ErrInvalidMessage, msg)
+		case transientServerError(msg):
+			return fmt.Errorf("%w: redis: %w", broker.ErrUnavailable, err)
+		}
+		return fmt.Errorf("redisbroker: publish: %w", err)
+	}
+	return fmt.Errorf("%w: redis: %w", broker.ErrUnavailable, err)
+}
+
+// isServerError reports whether Redis answered with an error reply (as
+// opposed to a network failure or timeout).
+func isServerError(err error) bool {
+	var re redis.Error
+	if !errors.As(err, &re) {
+		return false
+	}
+	var ne net.Error
+	return !errors.As(err, &ne)
+}
+
+func transientServerError(msg string) bool {
+	for _, p := range []string{"LOADING", "BUSY", "READONLY", "MASTERDOWN", "CLUSTERDOWN", "TRYAGAIN", "MOVED", "ASK"} {
+		if strings.HasPrefix(msg, p) {
+			return true
+		}
+	}
+	return false
+}
+
+// Close implements broker.Broker. It ends every subscription with
+// broker.ErrClosed, stops the broker's goroutines and closes the Redis
+// client if the broker created it. It is idempotent.
+func (b *Broker) Close() error {
+	b.mu.Lock()
+	if b.closed {
+		b.mu.Unlock()
+		return nil
+	}
+	b.closed = true
+	b.isClosed.Store(true)
+	subs := make([]*subscription, 0, len(b.subs))
+	for s := range b.subs {
+		subs = append(subs, s)
+	}
+	b.mu.Unlock()
+	for _, s := range subs {
+		s.end(broker.ErrClosed)
+	}
+	b.cancel()
+	err := b.ps.Close()
+	b.wg.Wait()
+	if b.ownClient {
+		if cerr := b.rdb.Close(); err == nil {
+			err = cerr
+		}
+	}
+	if errors.Is(err, redis.ErrClosed) {
+		err = nil
+	}
+	return err
+}
+
+// reconcileLoop makes the pub/sub connection's channel subscriptions follow
+// the set of topics with local subscribers: one SUBSCRIBE per topic,
+// UNSUBSCRIBE when its last subscriber leaves. go-redis records the
+// channels even when the command fails and resubscribes them on reconnect.
+func (b *Broker) reconcileLoop() {
+	defer b.wg.Done()
+	issued := make(map[string]bool)
+	for {
+		select {
+		case <-b.ctx.Done():
+			return
+		case <-b.reconcileCh:
+		}
+		var add, del []string
+		b.mu.Lock()
+		for ch := range b.topics {
+			if !issued[ch] {
+				add = append(add, ch)
+			}
+		}
+		for ch := range issued {
+			if b.topics[ch] == nil {
+				del = append(del, ch)
+			}
+		}
+		b.mu.Unlock()
+		if len(del) > 0 {
+			for _, ch := range del {
+				delete(issued, ch)
+			}
+			if err := b.ps.Unsubscribe(b.ctx, del...); err != nil && b.ctx.Err() == nil {
+				b.log.Debug("redisbroker: unsubscribe", "channels", len(del), "err", err)
+			}
+		}
+		if len(add) > 0 {
+			for _, ch := range add {
+				issued[ch] = true
+			}
+			if err := b.ps.Subscribe(b.ctx, add...); err != nil && b.ctx.Err() == nil {
+				b.log.Debug("redisbroker: subscribe", "channels", len(add), "err", err)
+			}
+		}
+	}
+}
+
+func (b *Broker) signalReconcile() {
+	select {
+	case b.reconcileCh <- struct{}{}:
+	default:
+	}
+}
+
+// receiveLoop reads the pub/sub connection: confirmations, events, pongs.
+// It never does I/O other than reading and pinging, so a slow Redis read
+// elsewhere never delays live events of other topics.
+func (b *Broker) receiveLoop() {
+	defer b.wg.Done()
+	backoff := time.Duration(0)
+	pinged := false
+	_ = b.ps.Ping(b.ctx) // connects now, so Connected turns true quickly
+	for {
+		msg, err := b.ps.ReceiveTimeout(b.ctx, pingInterval)
+		if b.ctx.Err() != nil {
+			return
+		}
+		if err != nil {
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() {
+				if pinged {
+					// A whole interval without an answer: Redis is paused or
+					// the network is gone. The connection may still recover
+					// without losing anything, so only the state changes.
+					b.setUp(false, err)
+				}
+				pinged = true
+				_ = b.ps.Ping(b.ctx)
+				continue
+			}
+			b.disconnected()
+			b.setUp(false, err)
+			backoff = min(max(2*backoff, 50*time.Millisecond), maxBackoff)
+			select {
+			case <-b.ctx.Done():
+				return
+			case <-time.After(backoff):
+			}
+			_ = b.ps.Ping(b.ctx)
+			continue
+		}
+		backoff = 0
+		pinged = false
+		b.setUp(true, nil)
+		switch m := msg.(type) {
+		case *redis.Subscription:
+			b.onSubscription(m)
+		case *redis.Message:
+			b.onMessage(m.Channel, m.Payload)
+		}
+	}
+}
+
+// disconnected marks every topic unconfirmed: its channel subscription
+// lapsed, events may be lost until go-redis resubscribes (the confirmation
+// then triggers the refill).
+func (b *Broker) disconnected() {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	clear(b.confirmed)
+	for _, t := range b.topics {
+		t.mu.Lock()
+		t.confirmed = false
+		t.inval++
+		if len(t.live) > 0 {
+			t.stale = true
+		}
+		t.mu.Unlock()
+	}
+}
+
+func (b *Broker) onSubscription(m *redis.Subscription) {
+	switch m.Kind {
+	case "subscribe":
+		b.mu.Lock()
+		b.confirmed[m.Channel] = true
+		t := b.topics[m.Channel]
+		b.mu.Unlock()
+		if t == nil {
+			return
+		}
+		t.mu.Lock()
+		t.confirmed = true
+		t.inval++
+		if len(t.live) > 0 {
+			// Either a resubscription after a reconnect, or a subscription
+			// that lapsed (unsubscribed and subscribed again): events may
+			// have been missed, refill from the stream.
+			t.stale = true
+		}
+		work := t.stale || len(t.loading) > 0
+		t.mu.Unlock()
+		if work {
+			b.schedule(t)
+		}
+	case "unsubscribe":
+		b.mu.Lock()
+		delete(b.confirmed, m.Channel)
+		t := b.topics[m.Channel]
+		b.mu.Unlock()
+		if t == nil {
+			return
+		}
+		t.mu.Lock()
+		t.confirmed = false
+		t.inval++
+		if len(t.live) > 0 {
+			t.stale = true
+		}
+		t.mu.Unlock()
+		b.signalReconcile()
+	}
+}
+
+// decodeMessage parses "<id>\n<type>\n<data>".
+func decodeMessage(topic, payload string) (item, bool) {
+	id, rest, ok1 := strings.Cut(payload, "\n")
+	typ, data, ok2 := strings.Cut(rest, "\n")
+	if !ok1 || !ok2 {
+		return item{}, false
+	}
+	epoch, sid, ok := parseID(id)
+	if !ok {
+		return item{}, false
+	}
+	return item{epoch: epoch, id: sid, ev: &broker.Event{
+		Kind: broker.KindEvent, Topic: topic, ID: id, Type: typ, Data: data, Time: timeOf(sid),
+	}}, true
+}
+
+func (b *Broker) onMessage(channel, payload string) {
+	b.mu.Lock()
+	t := b.topics[channel]
+	b.mu.Unlock()
+	if t == nil {
+		return
+	}
+	it, ok := decodeMessage(t.name, payload)
+	if !ok {
+		b.log.Warn("redisbroker: ignoring malformed message", "channel", channel)
+		return
+	}
+	var slow []*subscription
+	schedule := false
+	t.mu.Lock()
+	if t.removed {
+		t.mu.Unlock()
+		return
+	}
+	if !t.stale && len(t.live) > 0 && it.epoch != t.epoch {
+		// The stream was lost and recreated without this connection
+		// noticing: refill (and reset) the live subscribers.
+		t.stale = true
+		t.inval++
+		schedule = true
+	}
+	if t.stale || len(t.loading) > 0 {
+		if len(t.buf) >= bufLimit {
+			clear(t.buf)
+			t.buf = t.buf[:0]
+			t.bufOverflow = true
+		} else {
+			t.buf = append(t.buf, it)
+		}
+	}
+	if !t.stale {
+		for _, m := range t.live {
+			if m.pos.less(it.id) {
+				m.pos = it.id
+				if !m.s.q.Push(it.ev) {
+					slow = append(slow, m.s)
+				}
+			}
+		}
+	}
+	t.mu.Unlock()
+	if schedule {
+		b.schedule(t)
+	}
+	for _, s := range slow {
+		s.end(broker.ErrSlowConsumer)
+	}
+}
+
+// schedule queues a load round for t unless one is queued or running.
+func (b *Broker) schedule(t *topic) {
+	b.wmu.Lock()
+	t.dirty = true
+	if !t.queued && !t.running {
+		t.queued = true
+		b.work = append(b.work, t)
+	}
+	b.wmu.Unlock()
+	select {
+	case b.workCh <- struct{}{}:
+	default:
+	}
+}
+
+func (b *Broker) worker() {
+	defer b.wg.Done()
+	for {
+		b.wmu.Lock()
+		var t *topic
+		if len(b.work) > 0 {
+			t = b.work[0]
+			b.work[0] = nil
+			b.work = b.work[1:]
+			t.queued, t.running, t.dirty = false, true, false
+		}
+		b.wmu.Unlock()
+		if t == nil {
+			select {
+			case <-b.ctx.Done():
+				return
+			case <-b.workCh:
+			}
+			continue
+		}
+		again, err := b.round(t)
+		if err != nil && b.ctx.Err() == nil {
+			t.failures = min(t.failures+1, 10)
+			d := min(50*time.Millisecond<<t.failures, maxBackoff)
+			b.log.Debug("redisbroker: loading from stream failed; retrying", "topic", t.name, "in", d, "err", err)
+			time.AfterFunc(d, func() { b.schedule(t) })
+		} else if err == nil {
+			t.failures = 0
+		}
+		b.wmu.Lock()
+		t.running = false
+		requeue := (again || t.dirty) && !t.queued
+		if requeue {
+			t.queued = true
+			b.work = append(b.work, t)
+		}
+		b.wmu.Unlock()
+		if requeue {
+			select {
+			case b.workCh <- struct{}{}:
+			default:
+			}
+		}
+	}
+}
+
+// Subscribe implements broker.Broker.
+//
+// Every topic's first items (a KindReset if the cursor cannot be honoured,
+// then a KindPosition) and its replay are delivered once Redis answers,
+// asynchronously. A topic missing from from starts at the stream's head,
+// read here with a timeout of one second; if Redis does not answer in
+// time, the subscription starts instead with the stream's entries stamped
+// at most one second (clock skew tolerance) before Subscribe was called, so
+// that no event published after Subscribe returned is missed, at the cost
+// of possibly a few earlier ones.
+func (b *Broker) Subscribe(ctx context.Context, topics []string, from broker.Cursor) (broker.Subscription, error) {
+	if err := broker.ValidateTopics(topics); err != nil {
+		return nil, err
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	if b.isClosed.Load() {
+		return nil, broker.ErrClosed
+	}
+	startMs := uint64(max(time.Now().Add(-clockSkew).UnixMilli(), 0))
+	cursors := make([]string, len(topics))
+	var live []int
+	for i, name := range topics {
+		cursors[i] = from[name]
+		if cursors[i] == "" {
+			live = append(live, i)
+		}
+	}
+	timeBased := false
+	if len(live) > 0 {
+		hctx, cancel := context.WithTimeout(ctx, headTimeout)
+		for _, i := range live {
+			r, err := b.read(hctx, topics[i], streamID{}, 0)
+			if err != nil {
+				timeBased = true
+				break
+			}
+			if r.epoch == noEpoch {
+				r.last = streamID{}
+			}
+			cursors[i] = formatID(r.epoch, r.last)
+		}
+		cancel()
+		if err := ctx.Err(); err != nil {
+			return nil, err
+		}
+	}
+
+	s := &subscription{b: b, q: broker.NewQueue(b.queueLimit), loaded: make(chan struct{})}
+	s.pending.Store(int32(len(topics)))
+	var ts []*topic
+	newTopic := false
+	b.mu.Lock()
+	if b.closed {
+		b.mu.Unlock()
+		return nil, broker.ErrClosed
+	}
+	for i, name := range topics {
+		ch := b.channel(name)
+		t := b.topics[ch]
+		if t == nil {
+			t = &topic{name: name, channel: ch, confirmed: b.confirmed[ch], epoch: noEpoch}
+			b.topics[ch] = t
+			newTopic = true
+		}
+		m := &member{s: s, t: t, cursor: cursors[i]}
+		if timeBased && from[name] == "" {
+			m.cursor, m.timeBased, m.startMs = "", true, startMs
+		}
+		t.mu.Lock()
+		t.loading = append(t.loading, m)
+		t.mu.Unlock()
+		s.members = append(s.members, m)
+		ts = append(ts, t)
+	}
+	b.subs[s] = struct{}{}
+	b.mu.Unlock()
+	if newTopic {
+		b.signalReconcile()
+	}
+	for _, t := range ts {
+		b.schedule(t)
+	}
+	stop := context.AfterFunc(ctx, func() { s.end(ctx.Err()) })
+	s.mu.Lock()
+	s.stop = stop
+	ended := s.ended
+	s.mu.Unlock()
+	if ended {
+		stop()
+	}
+	if timeBased {
+		return s, nil
+	}
+	// Redis answered: wait (briefly) for the replay to be queued, so that
+	// a consumer finds it pending as soon as Subscribe returns.
+	timer := time.NewTimer(headTimeout)
+	defer timer.Stop()
+	select {
+	case <-s.loaded:
+	case <-timer.C:
+	case <-ctx.Done():
+		s.end(ctx.Err())
+		return nil, ctx.Err()
+	}
+	return s, nil
+}
+
+// release removes s from its topics; a topic without members is dropped
+// and its channel unsubscribed.
+func (b *Broker) release(s *subscription) {
+	changed := false
+	b.mu.Lock()
+	delete(b.subs, s)
+	for _, m := range s.members {
+		t := m.t
+		t.mu.Lock()
+		if !m.gone {
+			m.gone = true
+			if m.live {
+				last := t.live[len(t.live)-1]
+				t.live[m.idx] = last
+				last.idx = m.idx
+				t.live[len(t.live)-1] = nil
+				t.live = t.live[:len(t.live)-1]
+			} else if i := slices.Index(t.loading, m); i >= 0 {
+				t.loading = slices.Delete(t.loading, i, i+1)
+			}
+			if len(t.live)+len(t.loading) == 0 && !t.removed {
+				t.removed = true
+				clear(t.buf)
+				t.buf = nil
+				delete(b.topics, t.channel)
+				changed = true
+			}
+		}
+		t.mu.Unlock()
+	}
+	b.mu.Unlock()
+	if changed {
+		b.signalReconcile()
+	}
+}
+
+// subscription implements broker.Subscription.
+type subscription struct {
+	b       *Broker
+	q       *broker.Queue
+	members []*member     // set before the subscription is published
+	pending atomic.Int32  // members whose KindPosition is not queued yet
+	loaded  chan struct{} // closed when pending reaches 0
+
+	mu    sync.Mutex // guards stop, ended
+	stop  func() bool
+	ended bool
+}
+
+func (s *subscription) Ready() <-chan struct{} { return s.q.Ready() }
+
+func (s *subscription) Take(dst []*broker.Event) ([]*broker.Event, error) { return s.q.Take(dst) }
+
+func (s *subscription) Close() error {
+	s.end(broker.ErrClosed)
+	return nil
+}
+
+// end ends the subscription with err (the queue keeps the first error, so
+// a slow consumer stays ErrSlowConsumer) and releases it. Idempotent.
+func (s *subscription) end(err error) {
+	s.mu.Lock()
+	if s.ended {
+		s.mu.Unlock()
+		return
+	}
+	s.ended = true
+	stop := s.stop
+	s.mu.Unlock()
+	s.q.Fail(err)
+	if stop != nil {
+		stop()
+	}
+	s.b.release(s)
+}

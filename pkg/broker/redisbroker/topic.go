@@ -1,0 +1,324 @@
+package redisbroker
+
+import (
+	"sort"
+	"sync"
+
+	"github.com/herald-sse/herald/pkg/broker"
+)
+
+// topic is the replica-local state of one topic with local subscribers.
+//
+// Members are either loading (waiting for their replay) or live (in sync:
+// every live event is pushed to them as it arrives). A load round reads the
+// stream once for all loading members (and for the live ones when the topic
+// is stale), then merges under mu: replay, then the live events buffered
+// since the read started, skipping by ID what a member already has.
+type topic struct {
+	name    string
+	channel string
+
+	mu          sync.Mutex // guards the fields below; taken after Broker.mu
+	live        []*member  // member.idx is the index here
+	loading     []*member
+	confirmed   bool   // the channel is subscribed on the current connection
+	inval       uint64 // bumped by anything that voids a round in progress
+	stale       bool   // live members may have missed events: refill them
+	epoch       string // epoch of the live members
+	buf         []item // live events received while loading or stale
+	bufOverflow bool
+	removed     bool // no members left: dropped from Broker.topics
+
+	// Guarded by Broker.wmu.
+	queued, running, dirty bool
+	// Used only by the worker running the topic's round.
+	failures uint
+}
+
+// member is one subscription's membership in one topic.
+type member struct {
+	s *subscription
+	t *topic
+
+	// Guarded by t.mu.
+	idx       int
+	live      bool
+	gone      bool
+	started   bool   // its KindPosition was delivered
+	cursor    string // loading: the cursor to start after
+	timeBased bool   // loading: start at entries stamped >= startMs instead
+	startMs   uint64
+	epoch     string   // live: epoch of pos
+	pos       streamID // live: last position delivered
+}
+
+// item is a decoded event with its parsed ID.
+type item struct {
+	epoch string
+	id    streamID
+	ev    *broker.Event
+}
+
+// plan is what a round decided for one member.
+type plan struct {
+	m         *member
+	reset     string   // reason, or ""
+	from      streamID // deliver entries after this
+	position  bool     // deliver a KindPosition
+	cursor    string   // the ID of that position when the cursor was honoured
+	live      bool     // a live member being refilled: its items count against its queue limit
+	timeBased bool
+}
+
+// round loads the topic's loading members, and refills its live members if
+// the topic is stale. It returns again=true when more work is pending, and
+// an error when Redis failed (the caller retries with backoff).
+func (b *Broker) round(t *topic) (again bool, err error) {
+	var slow []*subscription
+	again, err = b.runRound(t, &slow)
+	for _, s := range slow {
+		s.end(broker.ErrSlowConsumer)
+	}
+	return again, err
+}
+
+// runRound does the work of round; live members whose queue overflowed
+// are appended to slow, to be ended once t.mu is released.
+func (b *Broker) runRound(t *topic, slow *[]*subscription) (again bool, err error) {
+	t.mu.Lock()
+	if t.removed || !t.confirmed || (len(t.loading) == 0 && !t.stale) {
+		t.mu.Unlock()
+		return false, nil
+	}
+	type snap struct {
+		m         *member
+		live      bool
+		cursor    string
+		timeBased bool
+		startMs   uint64
+		epoch     string
+		pos       streamID
+	}
+	var snaps []snap
+	for _, m := range t.loading {
+		snaps = append(snaps, snap{m: m, cursor: m.cursor, timeBased: m.timeBased, startMs: m.startMs})
+	}
+	if t.stale {
+		for _, m := range t.live {
+			snaps = append(snaps, snap{m: m, live: true, epoch: m.epoch, pos: m.pos})
+		}
+	}
+	wasStale := t.stale
+	inval := t.inval
+	clear(t.buf)
+	t.buf = t.buf[:0]
+	t.bufOverflow = false
+	t.mu.Unlock()
+
+	st, err := b.read(b.ctx, t.name, streamID{}, 0)
+	if err != nil {
+		return false, err
+	}
+	// Entries before this position are gone; after it, all retained.
+	retained := st.last
+	if st.length > 0 {
+		retained = st.first.pred()
+	}
+	lost := st.added > st.length
+	plans := make([]plan, len(snaps))
+	for i, sn := range snaps {
+		p := plan{m: sn.m, position: !sn.live, live: sn.live}
+		var epoch string
+		var pos streamID
+		ok := true
+		switch {
+		case sn.live:
+			epoch, pos = sn.epoch, sn.pos
+		case sn.timeBased:
+			p.timeBased = true
+			p.from = max2(streamID{sn.startMs, 0}.pred(), retained)
+			if st.epoch == noEpoch {
+				p.from = streamID{}
+			}
+			plans[i] = p
+			continue
+		default:
+			epoch, pos, ok = parseID(sn.cursor)
+		}
+		switch {
+		case !ok:
+			p.reset = broker.ReasonUnknown
+		case epoch == noEpoch && pos != (streamID{}):
+			p.reset = broker.ReasonUnknown
+		case epoch == noEpoch:
+			// The subscriber saw the topic without an epoch; any epoch
+			// now was created after that: all of it is new.
+			if lost && st.epoch != noEpoch {
+				p.reset = broker.ReasonTruncated
+			}
+		case epoch != st.epoch:
+			p.reset = broker.ReasonEpoch
+		case st.last.less(pos):
+			p.reset = broker.ReasonUnknown
+		case lost && pos.less(retained):
+			p.reset = broker.ReasonTruncated
+		default:
+			p.from = pos
+		}
+		if p.reset == "" && !sn.live {
+			p.cursor = sn.cursor
+		}
+		if p.reset != "" || epoch == noEpoch {
+			p.from = retained
+			if epoch == noEpoch && p.reset == "" {
+				p.from = streamID{}
+			}
+			if p.reset != "" {
+				p.position = true
+			}
+		}
+		plans[i] = p
+	}
+
+	// One read from the lowest start serves every member.
+	after := plans[0].from
+	for _, p := range plans[1:] {
+		if p.from.less(after) {
+			after = p.from
+		}
+	}
+	var items []item
+	for st.epoch != noEpoch {
+		r, err := b.read(b.ctx, t.name, after, pageSize)
+		if err != nil {
+			return false, err
+		}
+		if r.epoch != st.epoch {
+			return true, nil
+		}
+		if r.added > r.length {
+			// Entries after the read position were trimmed since the
+			// state was read: start over (the next state reports it).
+			if r.length == 0 && after.less(r.last) || r.length > 0 && after.less(r.first.pred()) {
+				return true, nil
+			}
+		}
+		for _, e := range r.entries {
+			items = append(items, item{epoch: st.epoch, id: e.id, ev: &broker.Event{
+				Kind: broker.KindEvent, Topic: t.name, ID: formatID(st.epoch, e.id),
+				Type: e.typ, Data: e.data, Time: timeOf(e.id),
+			}})
+		}
+		if len(r.entries) < pageSize {
+			if len(r.entries) == 0 && st.last.less(r.last) {
+				st.last = r.last
+			}
+			break
+		}
+		after = r.entries[len(r.entries)-1].id
+	}
+
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.removed {
+		return false, nil
+	}
+	if t.inval != inval || t.bufOverflow {
+		return true, nil
+	}
+	for _, it := range t.buf {
+		if it.epoch != st.epoch {
+			return true, nil
+		}
+	}
+	if !wasStale && len(t.live) > 0 && t.epoch != st.epoch {
+		t.stale = true
+		t.inval++
+		return true, nil
+	}
+	var out []*broker.Event
+	for _, p := range plans {
+		m := p.m
+		if m.gone {
+			continue
+		}
+		out = out[:0]
+		k := sort.Search(len(items), func(i int) bool { return p.from.less(items[i].id) })
+		if p.reset != "" {
+			out = append(out, &broker.Event{Kind: broker.KindReset, Topic: t.name, Reason: p.reset})
+		}
+		if p.position {
+			posID := p.from
+			if p.timeBased {
+				if k < len(items) {
+					posID = items[k].id.pred()
+				} else {
+					posID = max2(p.from, st.last)
+				}
+			}
+			id := p.cursor
+			if id == "" {
+				id = formatID(st.epoch, posID)
+			}
+			out = append(out, &broker.Event{Kind: broker.KindPosition, Topic: t.name, ID: id})
+			p.from = posID
+		}
+		pos := p.from
+		for _, it := range items[k:] {
+			out = append(out, it.ev)
+			pos = it.id
+		}
+		for _, it := range t.buf {
+			if pos.less(it.id) {
+				out = append(out, it.ev)
+				pos = it.id
+			}
+		}
+		m.epoch, m.pos = st.epoch, pos
+		if p.live {
+			for _, e := range out {
+				if !m.s.q.Push(e) {
+					*slow = append(*slow, m.s)
+					break
+				}
+			}
+		} else if len(out) > 0 {
+			m.s.q.Preload(out...)
+		}
+		if !m.started {
+			m.started = true
+			if m.s.pending.Add(-1) == 0 {
+				close(m.s.loaded)
+			}
+		}
+		if !m.live {
+			if i := indexOf(t.loading, m); i >= 0 {
+				t.loading = append(t.loading[:i], t.loading[i+1:]...)
+			}
+			m.live = true
+			m.idx = len(t.live)
+			t.live = append(t.live, m)
+		}
+	}
+	t.epoch = st.epoch
+	t.stale = false
+	clear(t.buf)
+	t.buf = t.buf[:0]
+	return len(t.loading) > 0, nil
+}
+
+func indexOf(ms []*member, m *member) int {
+	for i, x := range ms {
+		if x == m {
+			return i
+		}
+	}
+	return -1
+}
+
+func max2(a, b streamID) streamID {
+	if a.less(b) {
+		return b
+	}
+	return a
+}
