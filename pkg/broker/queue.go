@@ -82,7 +82,11 @@ func (q *Queue) Push(e *Event) bool {
 
 // Fail ends the queue with err: no more items are accepted, those already
 // pending are still delivered, then Take returns err. The first error wins.
+// A nil err is taken as ErrClosed (Take must report the end somehow).
 func (q *Queue) Fail(err error) {
+	if err == nil {
+		err = ErrClosed
+	}
 	q.mu.Lock()
 	if !q.dropped {
 		q.dropped = true
