@@ -69,3 +69,7 @@ func ValidateTopics(topics []string) error {
 	}
 	return nil
 }
+
+// MaxIDLen is the longest event ID a broker may produce. IDs are 1-128 bytes
+// of [0-9A-Za-z_-]: no '.', which separates topics in composite cursors.
+const MaxIDLen = 128

@@ -1,0 +1,23 @@
+// Package sse serves and consumes Server-Sent Events over net/http.
+//
+// It has three layers, each usable on its own:
+//
+//   - Encoding: AppendEvent, AppendComment, AppendID and AppendRetry write
+//     spec-exact frames (see the WHATWG HTML "server-sent events" rules);
+//     IDs and event types that would inject fields are refused.
+//   - Handler: mount a stream function and an on-connect hook
+//     (Serve(stream, onConnect)); the hook decides status and headers
+//     (authentication, sessions), the stream function sends events. The
+//     handler owns the connection: heartbeats without a timer per
+//     connection, flushing through http.ResponseController, per-write
+//     deadlines, drain on shutdown.
+//   - TopicHandler: GET /events?topic=a&topic=b backed by a broker.Broker,
+//     with Last-Event-ID resume across topics, the herald.reset event when a
+//     cursor cannot be honoured exactly, and a bounded queue per connection.
+//
+// Decoder and Client are the consuming side: a spec-exact parser and a
+// reconnecting client that sends Last-Event-ID.
+//
+// In herald's data path this package is the last hop: broker ->
+// Subscription -> TopicHandler -> client. It knows nothing about Redis.
+package sse
