@@ -17,11 +17,13 @@
 //
 // # Memory and idle topics
 //
-// A topic costs a small fixed part (about 200 bytes plus its name and map
-// entry) plus its history: at most HistorySize events, each an Event of
-// about 120 bytes plus its ID (about 12 bytes), Type and Data. The history's
+// A topic costs a fixed part of about 220 bytes (its state, name and map
+// entry) plus its history: at most HistorySize events of about 160 bytes
+// each (the Event, its ID and its ring slot) plus their Type and Data. The
 // ring grows by doubling up to HistorySize, so a topic with few events is
-// small. Subscribers cost one slot per topic they follow.
+// small. (Measured by TestTopicFootprint: 376 bytes for a topic with one
+// event, 15.7 kB with 100 events of 16-byte payloads.) A subscriber costs
+// one 16-byte slot per topic it follows, plus its queue.
 //
 // A topic is dropped — its memory freed — when it has no subscriber and no
 // retained event: when its last subscriber leaves a topic that never had an
