@@ -1,0 +1,455 @@
+package sse
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/herald-sse/herald/pkg/broker"
+	"github.com/herald-sse/herald/pkg/broker/membroker"
+)
+
+// events reads decoded events from a stream in the background.
+type eventReader struct {
+	t      testing.TB
+	events chan Event
+	dec    *Decoder
+	lastID chan string
+}
+
+func newEventReader(t testing.TB, body io.ReadCloser) *eventReader {
+	er := &eventReader{t: t, events: make(chan Event, 4096), dec: NewDecoder(body)}
+	go func() {
+		defer close(er.events)
+		for {
+			ev, err := er.dec.Next()
+			if err != nil {
+				return
+			}
+			er.events <- ev
+		}
+	}()
+	t.Cleanup(func() {
+		body.Close()
+		for range er.events {
+		}
+	})
+	return er
+}
+
+func (er *eventReader) next(d time.Duration) Event {
+	er.t.Helper()
+	select {
+	case ev, ok := <-er.events:
+		if !ok {
+			er.t.Fatalf("stream ended, wanted an event")
+		}
+		return ev
+	case <-time.After(d):
+		er.t.Fatalf("no event within %v", d)
+	}
+	return Event{}
+}
+
+// closed waits for the end of the stream.
+func (er *eventReader) closed(d time.Duration) {
+	er.t.Helper()
+	deadline := time.After(d)
+	for {
+		select {
+		case _, ok := <-er.events:
+			if !ok {
+				return
+			}
+		case <-deadline:
+			er.t.Fatalf("stream still open after %v", d)
+		}
+	}
+}
+
+type topicEnv struct {
+	t   *testing.T
+	b   *membroker.Broker
+	h   *TopicHandler
+	srv *httptest.Server
+	m   *recMetrics
+}
+
+func newTopicEnv(t *testing.T, cfg membroker.Config) *topicEnv {
+	b := membroker.New(cfg)
+	m := &recMetrics{closed: map[string]int{}, resets: map[string]int{}}
+	h := &TopicHandler{Broker: b, Heartbeat: -1, Metrics: m, Logger: discardLogger()}
+	srv := httptest.NewServer(h)
+	t.Cleanup(func() { b.Close() })
+	t.Cleanup(srv.Close)
+	return &topicEnv{t: t, b: b, h: h, srv: srv, m: m}
+}
+
+func (e *topicEnv) publish(topic, typ, data string) string {
+	e.t.Helper()
+	id, err := e.b.Publish(context.Background(), topic, broker.Message{Type: typ, Data: data})
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return id
+}
+
+func (e *topicEnv) open(query string, lastID string) (*http.Response, *eventReader) {
+	e.t.Helper()
+	var resp *http.Response
+	if lastID != "" {
+		resp = get(e.t, nil, e.srv.URL+"/events?"+query, "Last-Event-ID", lastID)
+	} else {
+		resp = get(e.t, nil, e.srv.URL+"/events?"+query)
+	}
+	if resp.StatusCode != 200 {
+		b, _ := io.ReadAll(resp.Body)
+		e.t.Fatalf("status %d: %s", resp.StatusCode, b)
+	}
+	return resp, newEventReader(e.t, resp.Body)
+}
+
+type recMetrics struct {
+	mu        sync.Mutex
+	opened    int
+	closed    map[string]int
+	delivered int
+	replayed  int
+	resets    map[string]int
+}
+
+func (m *recMetrics) StreamOpened() { m.mu.Lock(); m.opened++; m.mu.Unlock() }
+func (m *recMetrics) StreamClosed(r string) {
+	m.mu.Lock()
+	m.closed[r]++
+	m.mu.Unlock()
+}
+func (m *recMetrics) Delivered(*broker.Event, time.Time) { m.mu.Lock(); m.delivered++; m.mu.Unlock() }
+func (m *recMetrics) Replayed(n int)                      { m.mu.Lock(); m.replayed += n; m.mu.Unlock() }
+func (m *recMetrics) Reset(topic, reason string) {
+	m.mu.Lock()
+	m.resets[reason]++
+	m.mu.Unlock()
+}
+func (m *recMetrics) get(f func(*recMetrics) int) int {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return f(m)
+}
+
+const wait = 10 * time.Second
+
+func TestTopicLiveEventsCarryPublishIDs(t *testing.T) {
+	e := newTopicEnv(t, membroker.Config{})
+	_, er := e.open("topic=news", "")
+	// The publish right after the headers must arrive: the subscription is
+	// registered before the headers go out.
+	id1 := e.publish("news", "", "first")
+	id2 := e.publish("news", "my-custom-event", "two\nlines\r\nand\rmore")
+	id3 := e.publish("news", "", "")
+	for _, want := range []Event{
+		{ID: id1, Data: "first"},
+		{ID: id2, Type: "my-custom-event", Data: "two\nlines\nand\nmore"},
+		{ID: id3, Data: ""},
+	} {
+		if got := er.next(wait); got != want {
+			t.Fatalf("got %+v, want %+v", got, want)
+		}
+	}
+	if got := e.m.get(func(m *recMetrics) int { return m.delivered }); got != 3 {
+		t.Fatalf("Delivered called %d times, want 3", got)
+	}
+}
+
+func TestTopicStartPositionSentBeforeFirstEvent(t *testing.T) {
+	e := newTopicEnv(t, membroker.Config{})
+	before := e.publish("news", "", "old")
+	resp := get(t, nil, e.srv.URL+"/events?topic=news")
+	// No event yet, but the client already holds a resumable position.
+	if b := newLineReader(t, resp.Body).block(wait); len(b) != 1 || b[0] != "id: "+before {
+		t.Fatalf("first block %q, want the id-only block %q", b, "id: "+before)
+	}
+	// A disconnect now and a publish before the reconnect lose nothing.
+	missed := e.publish("news", "", "while away")
+	_, er2 := e.open("topic=news", before)
+	if got := er2.next(wait); got.ID != missed || got.Data != "while away" {
+		t.Fatalf("resume got %+v, want %s", got, missed)
+	}
+}
+
+func TestTopicResumeFromLastEventID(t *testing.T) {
+	e := newTopicEnv(t, membroker.Config{})
+	for _, how := range []string{"header", "query"} {
+		t.Run(how, func(t *testing.T) {
+			var ids []string
+			for i := 1; i <= 10; i++ {
+				ids = append(ids, e.publish("t-"+how, "", fmt.Sprint(i)))
+			}
+			var er *eventReader
+			if how == "header" {
+				_, er = e.open("topic=t-header", ids[4])
+			} else {
+				_, er = e.open("topic=t-query&lastEventId="+url.QueryEscape(ids[4]), "")
+			}
+			for i := 5; i < 10; i++ {
+				if got := er.next(wait); got.ID != ids[i] || got.Data != fmt.Sprint(i+1) {
+					t.Fatalf("replay %d: got %+v, want id %s", i+1, got, ids[i])
+				}
+			}
+			live := e.publish("t-"+how, "", "live")
+			if got := er.next(wait); got.ID != live {
+				t.Fatalf("live: got %+v, want %s", got, live)
+			}
+		})
+	}
+	if got := e.m.get(func(m *recMetrics) int { return m.replayed }); got != 10 {
+		t.Fatalf("Replayed total %d, want 10", got)
+	}
+}
+
+func TestTopicMultiTopicCompositeCursorResume(t *testing.T) {
+	e := newTopicEnv(t, membroker.Config{})
+	resp, er := e.open("topic=b&topic=a&topic=b", "") // unordered, duplicated: canonicalised
+	a1 := e.publish("a", "", "a1")
+	b1 := e.publish("b", "", "b1")
+	ev := er.next(wait)
+	if ev.Data != "a1" || !strings.HasPrefix(ev.ID, "h1.") {
+		t.Fatalf("first: %+v", ev)
+	}
+	ev = er.next(wait)
+	if ev.Data != "b1" || ev.ID != FormatCursor(broker.Cursor{"a": a1, "b": b1}) {
+		t.Fatalf("second: %+v, want cursor %s", ev, FormatCursor(broker.Cursor{"a": a1, "b": b1}))
+	}
+	resp.Body.Close()
+	// While away, both topics move.
+	var want []string
+	for i := 0; i < 5; i++ {
+		e.publish("a", "", fmt.Sprint("a", i))
+		want = append(want, fmt.Sprint("a", i))
+		e.publish("b", "", fmt.Sprint("b", i))
+		want = append(want, fmt.Sprint("b", i))
+	}
+	_, er = e.open("topic=a&topic=b", ev.ID)
+	gotA, gotB := []string{}, []string{}
+	for range want {
+		ev := er.next(wait)
+		if strings.HasPrefix(ev.Data, "a") {
+			gotA = append(gotA, ev.Data)
+		} else {
+			gotB = append(gotB, ev.Data)
+		}
+	}
+	if strings.Join(gotA, ",") != "a0,a1,a2,a3,a4" || strings.Join(gotB, ",") != "b0,b1,b2,b3,b4" {
+		t.Fatalf("resumed a=%v b=%v", gotA, gotB)
+	}
+}
+
+func TestTopicResetEvents(t *testing.T) {
+	other := membroker.New(membroker.Config{})
+	defer other.Close()
+	foreign, _ := other.Publish(context.Background(), "t", broker.Message{Data: "x"})
+
+	e := newTopicEnv(t, membroker.Config{HistorySize: 3})
+	var ids []string
+	for i := 1; i <= 6; i++ {
+		ids = append(ids, e.publish("t", "", fmt.Sprint(i)))
+	}
+	cases := []struct {
+		name, cursor, reason string
+	}{
+		{"truncated", ids[0], broker.ReasonTruncated},
+		{"another epoch", foreign, broker.ReasonEpoch},
+		{"unknown format", "not-a-cursor", broker.ReasonUnknown},
+		{"composite of another topic set", "h1.x-1.y-2", broker.ReasonUnknown},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			_, er := e.open("topic=t", tc.cursor)
+			ev := er.next(wait)
+			var data struct{ Topic, Reason string }
+			if ev.Type != ResetEventType || json.Unmarshal([]byte(ev.Data), &data) != nil || data.Topic != "t" || data.Reason != tc.reason {
+				t.Fatalf("got %+v, want a %s reset with reason %s", ev, ResetEventType, tc.reason)
+			}
+			// Then the retained history, in order.
+			for _, want := range ids[3:] {
+				if got := er.next(wait); got.ID != want {
+					t.Fatalf("after reset: got %+v, want %s", got, want)
+				}
+			}
+		})
+	}
+}
+
+func TestTopicBadRequests(t *testing.T) {
+	e := newTopicEnv(t, membroker.Config{})
+	e.h.MaxTopics = 3
+	cases := []struct {
+		name, query string
+		hdr         []string
+		status      int
+		msg         string
+	}{
+		{"no topic", "", nil, 400, "missing topic"},
+		{"empty topic", "topic=", nil, 400, "empty topic"},
+		{"space in topic", "topic=a%20b", nil, 400, "printable ASCII"},
+		{"control char in topic", "topic=a%01", nil, 400, "printable ASCII"},
+		{"too long topic", "topic=" + strings.Repeat("x", 257), nil, 400, "limit is 256"},
+		{"too many topics", "topic=a&topic=b&topic=c&topic=d", nil, 400, "too many topics"},
+		{"bad query", "topic=%zz", nil, 400, "malformed query"},
+		{"cursor with control char", "topic=a&lastEventId=x%01y", nil, 400, "Last-Event-ID"},
+		{"cursor with space", "topic=a", []string{"Last-Event-ID", "a b"}, 400, "Last-Event-ID"},
+		{"cursor too long", "topic=a", []string{"Last-Event-ID", strings.Repeat("1", e.h.maxCursorLen()+1)}, 400, "limit"},
+		{"cursor non-ascii", "topic=a&lastEventId=%C3%A9", nil, 400, "Last-Event-ID"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			resp := get(t, nil, e.srv.URL+"/events?"+tc.query, tc.hdr...)
+			body, _ := io.ReadAll(resp.Body)
+			if resp.StatusCode != tc.status || !strings.Contains(string(body), tc.msg) {
+				t.Fatalf("status %d body %q; want %d containing %q", resp.StatusCode, body, tc.status, tc.msg)
+			}
+		})
+	}
+	resp, err := http.Post(e.srv.URL+"/events?topic=a", "text/plain", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 405 || resp.Header.Get("Allow") != "GET" {
+		t.Fatalf("POST: status %d Allow %q", resp.StatusCode, resp.Header.Get("Allow"))
+	}
+	if n := e.h.Connections(); n != 0 {
+		t.Fatalf("%d connections left after bad requests", n)
+	}
+}
+
+func TestTopicOnConnectRunsBeforeSubscribe(t *testing.T) {
+	e := newTopicEnv(t, membroker.Config{})
+	e.h.OnConnect = func(r *http.Request) (int, http.Header, error) {
+		if r.Header.Get("Authorization") != "Bearer good" {
+			return http.StatusUnauthorized, nil, errors.New("missing or invalid token")
+		}
+		return DefaultOnConnect(r)
+	}
+	resp := get(t, nil, e.srv.URL+"/events?topic=a")
+	body, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != 401 || string(body) != "missing or invalid token\n" {
+		t.Fatalf("status %d body %q", resp.StatusCode, body)
+	}
+	resp = get(t, nil, e.srv.URL+"/events?topic=a", "Authorization", "Bearer good")
+	if resp.StatusCode != 200 {
+		t.Fatalf("with token: %d", resp.StatusCode)
+	}
+}
+
+// TestTopicSlowClientIsDropped: one client stops reading; it is disconnected
+// while a reading client receives everything and the publisher never
+// blocks.
+func TestTopicSlowClientIsDropped(t *testing.T) {
+	e := newTopicEnv(t, membroker.Config{QueueLimit: 64, HistorySize: 10})
+	e.h.WriteTimeout = 500 * time.Millisecond
+
+	// The slow client: a raw connection that never reads after the headers.
+	conn, err := net.Dial("tcp", e.srv.Listener.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	fmt.Fprintf(conn, "GET /events?topic=big HTTP/1.1\r\nHost: x\r\n\r\n")
+	_, fast := e.open("topic=big", "")
+	waitFor(t, wait, func() bool { return e.h.Connections() == 2 }, "two streams")
+
+	payload := strings.Repeat("x", 32<<10)
+	const n = 400 // ~13 MB: more than the socket buffers hold
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for i := 0; i < n; i++ {
+			if _, err := e.b.Publish(context.Background(), "big", broker.Message{Data: payload}); err != nil {
+				t.Error(err)
+				return
+			}
+			time.Sleep(200 * time.Microsecond) // a steady stream, not a burst
+		}
+	}()
+	for i := 0; i < n; i++ {
+		if ev := fast.next(wait); len(ev.Data) != len(payload) {
+			t.Fatalf("fast client event %d: %d bytes", i, len(ev.Data))
+		}
+	}
+	select {
+	case <-done:
+	case <-time.After(wait):
+		t.Fatal("publisher blocked")
+	}
+	waitFor(t, wait, func() bool { return e.m.get(func(m *recMetrics) int { return m.closed["slow"] }) == 1 }, "slow client disconnected")
+	waitFor(t, wait, func() bool { return e.h.Connections() == 1 }, "one stream left")
+}
+
+func TestTopicDrain(t *testing.T) {
+	e := newTopicEnv(t, membroker.Config{})
+	_, er := e.open("topic=a", "")
+	id := e.publish("a", "", "x")
+	er.next(wait)
+	ctx, cancel := context.WithTimeout(context.Background(), wait)
+	defer cancel()
+	if err := e.h.Drain(ctx, 2*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	er.closed(wait)
+	if r := er.dec.Retry(); r < time.Second || r > 3*time.Second {
+		t.Fatalf("retry hint %v, want 1s..3s", r)
+	}
+	if er.dec.LastEventID() != id {
+		t.Fatalf("last id %q, want %q", er.dec.LastEventID(), id)
+	}
+	if got := e.m.get(func(m *recMetrics) int { return m.closed["drain"] }); got != 1 {
+		t.Fatalf("drain closes = %d", got)
+	}
+	resp := get(t, nil, e.srv.URL+"/events?topic=a")
+	if resp.StatusCode != 503 {
+		t.Fatalf("new stream while draining: %d", resp.StatusCode)
+	}
+}
+
+func TestTopicBrokerCloseEndsStream(t *testing.T) {
+	e := newTopicEnv(t, membroker.Config{})
+	_, er := e.open("topic=a", "")
+	waitFor(t, wait, func() bool { return e.h.Connections() == 1 }, "stream open")
+	e.b.Close()
+	er.closed(wait)
+	if got := e.m.get(func(m *recMetrics) int { return m.closed["broker"] }); got != 1 {
+		t.Fatalf("broker closes = %d", got)
+	}
+	resp := get(t, nil, e.srv.URL+"/events?topic=a")
+	if resp.StatusCode != 503 {
+		t.Fatalf("subscribe on a closed broker: %d", resp.StatusCode)
+	}
+}
+
+func TestTopicHeartbeat(t *testing.T) {
+	e := newTopicEnv(t, membroker.Config{})
+	e.h.Heartbeat = 30 * time.Millisecond
+	resp := get(t, nil, e.srv.URL+"/events?topic=a")
+	lr := newLineReader(t, resp.Body)
+	seen := 0
+	for seen < 3 {
+		l, ok := lr.next(wait)
+		if !ok {
+			t.Fatal("stream ended")
+		}
+		if l == ":" {
+			seen++
+		}
+	}
+}
