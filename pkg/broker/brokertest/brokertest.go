@@ -96,6 +96,7 @@ func Run(t *testing.T, f Factory) {
 		{"CloseAndCancel", s.testCloseAndCancel},
 		{"SubscriptionsLeakNothing", s.testSubscriptionsLeakNothing},
 		{"BrokerClose", s.testBrokerClose},
+		{"CloseRace", s.testCloseRace},
 		{"Invalid", s.testInvalid},
 		{"ManySubscribers", s.testManySubscribers},
 	} {

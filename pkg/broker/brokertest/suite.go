@@ -557,6 +557,8 @@ func (s *suite) testUnknownCursor(t *testing.T) {
 	}{
 		{"question mark", "?", []string{broker.ReasonUnknown}},
 		{"garbage", "garbage-but-printable", []string{broker.ReasonUnknown}},
+		{"long number", strings.Repeat("9", 300), []string{broker.ReasonUnknown}},
+		{"control characters", "\x00\r\n\x7f", []string{broker.ReasonUnknown}},
 		// Ahead of this topic's head (or of another epoch, for brokers with
 		// an epoch per topic).
 		{"other topic's cursor", longIDs[19], []string{broker.ReasonUnknown, broker.ReasonEpoch}},
@@ -1029,6 +1031,98 @@ func (s *suite) testManySubscribers(t *testing.T) {
 				if bad++; bad >= 3 {
 					return
 				}
+			}
+		}
+	}
+}
+
+// testCloseRace closes subscriptions and then the broker while publishers
+// and subscribers churn: every call returns or fails with ErrClosed, nothing
+// deadlocks, and every subscription ends (run it with -race).
+func (s *suite) testCloseRace(t *testing.T) {
+	// The long-lived subscribers take nothing until the end: a queue limit
+	// far above what the publishers manage keeps them from overflowing.
+	b := s.f.New(t, Options{QueueLimit: 1 << 22})
+	topics := []string{topicName("race1"), topicName("race2"), topicName("race3")}
+	var published atomic.Int64
+	var wg sync.WaitGroup
+	for p := range 2 {
+		wg.Go(func() {
+			for i := 0; ; i++ {
+				_, err := s.tryPublish(t, nil, b, topics[(p+i)%len(topics)], broker.Message{Data: fmt.Sprint(i)})
+				if errors.Is(err, broker.ErrClosed) {
+					return
+				}
+				if err != nil {
+					t.Errorf("Publish: %v", err)
+					return
+				}
+				published.Add(1)
+			}
+		})
+	}
+	var churned atomic.Int64
+	for k := range 4 {
+		wg.Go(func() {
+			for i := 0; ; i++ {
+				ctx, cancel := context.WithCancel(context.Background())
+				from := broker.Cursor{topics[0]: []string{"", "?"}[i%2]}
+				sub, err := b.Subscribe(ctx, topics[:1+(k+i)%len(topics)], from)
+				if err != nil {
+					cancel()
+					if !errors.Is(err, broker.ErrClosed) {
+						t.Errorf("Subscribe: %v", err)
+					}
+					return
+				}
+				r := NewReader(sub)
+				r.Until(s.f.Timeout, func(r *Reader) bool { return r.Ended || r.Total() > 0 })
+				if i%2 == 0 {
+					sub.Close()
+				} else {
+					cancel()
+				}
+				if !r.UntilEnd(s.f.Timeout) {
+					t.Errorf("a churned subscription did not end: %s", r)
+				} else if !errors.Is(r.Err, broker.ErrClosed) && !errors.Is(r.Err, context.Canceled) {
+					t.Errorf("a churned subscription ended with %v", r.Err)
+				}
+				cancel()
+				churned.Add(1)
+			}
+		})
+	}
+	var long []*Reader
+	for range 10 {
+		long = append(long, s.subscribe(t, b, topics, nil))
+	}
+	// Let everybody make progress, then close the broker under them.
+	deadline := time.Now().Add(s.f.Timeout)
+	for published.Load() < 200 || churned.Load() < 20 {
+		if time.Now().After(deadline) {
+			t.Errorf("no progress: %d published, %d subscriptions churned", published.Load(), churned.Load())
+			break
+		}
+		time.Sleep(time.Millisecond)
+	}
+	if err := b.Close(); err != nil {
+		t.Errorf("Close: %v", err)
+	}
+	done := make(chan struct{})
+	go func() { wg.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(s.f.Timeout):
+		t.Fatal("publishers or subscribers still running after Broker.Close")
+	}
+	for i, r := range long {
+		if !r.UntilEnd(s.f.Timeout) || !errors.Is(r.Err, broker.ErrClosed) {
+			t.Errorf("subscription %d: want ErrClosed after Broker.Close, got %s", i, r)
+			continue
+		}
+		for _, topic := range topics {
+			if _, err := ParseSequence(topic, r.Items[topic]); err != nil && len(r.Items[topic]) > 0 {
+				t.Errorf("subscription %d: %v", i, err)
 			}
 		}
 	}
