@@ -297,6 +297,13 @@ func CheckSequence(t testing.TB, topic string, items []*broker.Event, w Want) (S
 	return s, ok
 }
 
+// CheckSequenceOK is CheckSequence reporting only whether it matched.
+func CheckSequenceOK(t testing.TB, topic string, items []*broker.Event, w Want) bool {
+	t.Helper()
+	_, ok := CheckSequence(t, topic, items, w)
+	return ok
+}
+
 // diffIDs describes the first difference between got and want.
 func diffIDs(got, want []string) string {
 	n := min(len(got), len(want))

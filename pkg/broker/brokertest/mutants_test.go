@@ -14,7 +14,10 @@ import (
 	"github.com/herald-sse/herald/pkg/broker"
 	"github.com/herald-sse/herald/pkg/broker/brokertest"
 	"github.com/herald-sse/herald/pkg/broker/membroker"
+	"go.uber.org/goleak"
 )
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
 // The suite must be able to fail: TestMutants runs it, in a child process,
 // against membroker wrapped by a deliberately broken layer, and checks that

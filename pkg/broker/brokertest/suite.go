@@ -411,13 +411,6 @@ func (s *suite) testReplayLiveSwitch(t *testing.T) {
 	}
 }
 
-// CheckSequenceOK is CheckSequence reporting only whether it matched.
-func CheckSequenceOK(t testing.TB, topic string, items []*broker.Event, w Want) bool {
-	t.Helper()
-	_, ok := CheckSequence(t, topic, items, w)
-	return ok
-}
-
 func (s *suite) testMultiTopic(t *testing.T) {
 	b := s.f.New(t, Options{})
 	l := newLog()
