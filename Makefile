@@ -1,0 +1,59 @@
+# herald's build and test entry points. `make test` is the test command the
+# README and CI (.ci/run) use.
+
+GO          ?= go
+STATICCHECK ?= honnef.co/go/tools/cmd/staticcheck@v0.8.2
+FUZZTIME    ?= 15s
+BIN         ?= bin/herald
+
+# The testcontainers reaper image cannot be pulled without a registry; tests
+# clean up their own containers (and CI removes leftovers by label).
+export TESTCONTAINERS_RYUK_DISABLED := true
+
+.PHONY: test fmt-check vet staticcheck unit test-deps fuzz run build clean
+
+## test: format check, vet, staticcheck, then every test with the race detector.
+test: fmt-check vet staticcheck test-deps unit
+
+## fmt-check: fail listing the files gofmt would change.
+fmt-check:
+	@files="$$(gofmt -l $$(find . -name '*.go' -not -path './.git/*'))"; \
+	if [ -n "$$files" ]; then echo "gofmt would change these files (run gofmt -w):"; echo "$$files"; exit 1; fi
+
+vet:
+	$(GO) vet ./...
+
+staticcheck:
+	$(GO) run $(STATICCHECK) ./...
+
+unit:
+	$(GO) test -race -count=1 ./...
+
+## test-deps: prepare what the tests need beyond Go: the Redis image (built
+## locally, no registry). Under CI=true a failure here fails the build;
+## elsewhere, without Docker, the Redis tests skip with a message.
+test-deps:
+	@if [ -f scripts/redis-image.sh ]; then \
+		if [ "$${CI:-}" = "true" ]; then sh scripts/redis-image.sh; \
+		elif docker info >/dev/null 2>&1; then sh scripts/redis-image.sh || echo "test-deps: could not prepare the Redis image; Redis tests will skip"; \
+		else echo "test-deps: Docker is not reachable; Redis tests will skip"; fi; \
+	fi
+
+## fuzz: run every fuzz target for FUZZTIME each (a short run for CI).
+fuzz:
+	@set -e; for pkg in $$($(GO) list ./...); do \
+		for target in $$($(GO) test -list '^Fuzz' $$pkg | grep '^Fuzz' || true); do \
+			echo "fuzz: $$pkg $$target ($(FUZZTIME))"; \
+			$(GO) test -run '^$$' -fuzz "^$$target\$$" -fuzztime $(FUZZTIME) $$pkg; \
+		done; \
+	done
+
+## run: start the server on :8080 with the in-process broker.
+run:
+	$(GO) run ./cmd/server
+
+build:
+	CGO_ENABLED=0 $(GO) build -trimpath -o $(BIN) ./cmd/server
+
+clean:
+	rm -rf bin

@@ -1,0 +1,470 @@
+package server
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/herald-sse/herald/pkg/broker"
+)
+
+// EnvPrefix starts the environment twin of every flag: --redis-url is also
+// read from HERALD_REDIS_URL.
+const EnvPrefix = "HERALD_"
+
+// Config is the server's configuration. DefaultConfig returns the defaults;
+// ParseConfig fills it from flags and environment variables.
+type Config struct {
+	// Addr is the TCP listen address (host:port). Default ":8080".
+	Addr string
+	// RedisURL selects the Redis broker (redis://host:6379/0); empty means
+	// the in-process broker.
+	RedisURL string
+	// RedisPrefix starts every Redis key herald uses. Default "herald".
+	RedisPrefix string
+	// Heartbeat is the interval of heartbeat comments on a stream. Default 15s.
+	Heartbeat time.Duration
+	// HistorySize is how many events the broker keeps per topic for resume.
+	// Default 1000.
+	HistorySize int
+	// HistoryTTL drops history older than this; 0 keeps it regardless of age.
+	HistoryTTL time.Duration
+	// QueueLimit is how many events may wait for one connection before it
+	// is disconnected as a slow consumer. Default broker.DefaultQueueLimit.
+	QueueLimit int
+	// MaxTopics is the number of topics one stream may follow. Default 16.
+	MaxTopics int
+	// MaxConnections caps concurrent streams (503 + Retry-After beyond it);
+	// 0 means no cap.
+	MaxConnections int
+	// MaxEventBytes limits the data of one published event. Default 64 KiB.
+	MaxEventBytes int64
+	// MaxBodyBytes limits the body of a publish request. Default 1 MiB.
+	MaxBodyBytes int64
+	// DrainTimeout bounds the whole graceful shutdown. Default 25s.
+	DrainTimeout time.Duration
+	// DrainDelay is how long /readyz answers 503 before streams are closed,
+	// so load balancers stop sending new clients first. Default 2s.
+	DrainDelay time.Duration
+	// DrainRetry is the reconnect delay (retry:) sent to streams closed by
+	// a drain; it is jittered by the stream handler. Default 1s.
+	DrainRetry time.Duration
+	// WriteTimeout bounds each write to a stream. Default 10s.
+	WriteTimeout time.Duration
+	// PublishAllow lets any peer publish when no auth is configured;
+	// otherwise only loopback peers may.
+	PublishAllow bool
+	// CORSOrigins are the origins allowed to use the API from a browser
+	// ("*" for any).
+	CORSOrigins []string
+	// JWTSecret is reserved for authentication, which this version does
+	// not implement: setting it is a configuration error.
+	JWTSecret string
+	// LogLevel is debug, info, warn or error. Default info.
+	LogLevel slog.Level
+	// LogFormat is text or json. Default text.
+	LogFormat string
+}
+
+// DefaultConfig returns the configuration used when nothing is set.
+func DefaultConfig() Config {
+	return Config{
+		Addr:          ":8080",
+		RedisPrefix:   "herald",
+		Heartbeat:     15 * time.Second,
+		HistorySize:   1000,
+		QueueLimit:    broker.DefaultQueueLimit,
+		MaxTopics:     16,
+		MaxEventBytes: 64 << 10,
+		MaxBodyBytes:  1 << 20,
+		DrainTimeout:  25 * time.Second,
+		DrainDelay:    2 * time.Second,
+		DrainRetry:    time.Second,
+		WriteTimeout:  10 * time.Second,
+		LogLevel:      slog.LevelInfo,
+		LogFormat:     "text",
+	}
+}
+
+// ErrHelp is returned by ParseConfig when --help or -h was given; the usage
+// has been written.
+var ErrHelp = flag.ErrHelp
+
+// ConfigError names the setting that is wrong.
+type ConfigError struct {
+	Setting string // "--heartbeat" or "HERALD_HEARTBEAT"
+	Err     error
+}
+
+func (e *ConfigError) Error() string { return e.Setting + ": " + e.Err.Error() }
+func (e *ConfigError) Unwrap() error { return e.Err }
+
+// EnvName returns the environment twin of a flag name: "redis-url" ->
+// "HERALD_REDIS_URL".
+func EnvName(flagName string) string {
+	return EnvPrefix + strings.ToUpper(strings.ReplaceAll(flagName, "-", "_"))
+}
+
+// ParseConfig reads the configuration from args (without the program name)
+// and the environment (getenv, usually os.Getenv). A flag beats its
+// environment twin, which beats the default. Usage and flag errors are
+// written to output. It returns ErrHelp for --help, and a *ConfigError
+// naming the flag or variable for anything invalid, including leftover
+// arguments.
+func ParseConfig(args []string, getenv func(string) string, output io.Writer) (Config, error) {
+	cfg := DefaultConfig()
+	fs := flag.NewFlagSet("herald", flag.ContinueOnError)
+	fs.SetOutput(io.Discard) // errors are returned, usage printed on request
+
+	var (
+		cors     = stringList{list: &cfg.CORSOrigins}
+		level    = levelValue{&cfg.LogLevel}
+		format   = choiceValue{p: &cfg.LogFormat, choices: []string{"text", "json"}}
+		maxEvent = sizeValue{&cfg.MaxEventBytes}
+		maxBody  = sizeValue{&cfg.MaxBodyBytes}
+	)
+	fs.StringVar(&cfg.Addr, "addr", cfg.Addr, "listen address (host:port)")
+	fs.StringVar(&cfg.RedisURL, "redis-url", cfg.RedisURL, "Redis URL (redis://host:6379/0) for the Redis broker; empty uses the in-process broker")
+	fs.StringVar(&cfg.RedisPrefix, "redis-prefix", cfg.RedisPrefix, "prefix of every Redis key")
+	fs.Var(durationValue{&cfg.Heartbeat}, "heartbeat", "interval of heartbeat comments on streams")
+	fs.IntVar(&cfg.HistorySize, "history-size", cfg.HistorySize, "events kept per topic for resume")
+	fs.Var(durationValue{&cfg.HistoryTTL}, "history-ttl", "age limit of kept events (0 = no age limit)")
+	fs.IntVar(&cfg.QueueLimit, "queue-limit", cfg.QueueLimit, "events that may wait for one stream before it is disconnected as too slow")
+	fs.IntVar(&cfg.MaxTopics, "max-topics", cfg.MaxTopics, "topics one stream may follow")
+	fs.IntVar(&cfg.MaxConnections, "max-connections", cfg.MaxConnections, "concurrent streams (0 = no limit); beyond it new streams get 503")
+	fs.Var(&maxEvent, "max-event-bytes", "limit on the data of one published event (bytes, or with KiB/MiB)")
+	fs.Var(&maxBody, "max-body-bytes", "limit on the body of a publish request (bytes, or with KiB/MiB)")
+	fs.Var(durationValue{&cfg.DrainTimeout}, "drain-timeout", "deadline of the graceful shutdown after SIGTERM/SIGINT")
+	fs.Var(durationValue{&cfg.DrainDelay}, "drain-delay", "time /readyz answers 503 before streams are closed at shutdown")
+	fs.Var(durationValue{&cfg.DrainRetry}, "drain-retry", "reconnect delay (jittered) sent to streams closed at shutdown")
+	fs.Var(durationValue{&cfg.WriteTimeout}, "write-timeout", "deadline of each write to a stream")
+	fs.BoolVar(&cfg.PublishAllow, "publish-allow", cfg.PublishAllow, "allow POST /publish from any address without auth (default: loopback only)")
+	fs.Var(&cors, "cors-origins", "comma-separated origins allowed to use the API from a browser (* for any)")
+	fs.StringVar(&cfg.JWTSecret, "jwt-secret", cfg.JWTSecret, "reserved for authentication, not implemented yet: setting it stops the server")
+	fs.Var(&level, "log-level", "log level: debug, info, warn or error")
+	fs.Var(&format, "log-format", "log format: text or json")
+	fs.Usage = func() {} // printed below for --help only
+
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			writeUsage(output, fs)
+			return cfg, ErrHelp
+		}
+		return cfg, &ConfigError{Setting: flagNameOf(err), Err: err}
+	}
+	// Environment twins fill what the command line did not set.
+	given := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { given[f.Name] = true })
+	var envErr error
+	fs.VisitAll(func(f *flag.Flag) {
+		name := EnvName(f.Name)
+		v, ok := lookup(getenv, name)
+		if !ok || given[f.Name] || envErr != nil {
+			return
+		}
+		if err := fs.Set(f.Name, v); err != nil {
+			envErr = &ConfigError{Setting: name, Err: fmt.Errorf("invalid value %q: %v", v, unwrapFlagErr(err))}
+		}
+	})
+	if envErr != nil {
+		return cfg, envErr
+	}
+	if fs.NArg() > 0 {
+		return cfg, &ConfigError{Setting: "arguments", Err: fmt.Errorf("unexpected argument %q (settings are flags: --name=value)", fs.Arg(0))}
+	}
+	// Tell which source a bad value came from: a flag given on the command
+	// line, else its environment twin.
+	setting := func(name string) string {
+		if _, fromEnv := lookup(getenv, EnvName(name)); fromEnv && !given[name] {
+			return EnvName(name)
+		}
+		return "--" + name
+	}
+	if err := cfg.validate(setting); err != nil {
+		return cfg, err
+	}
+	return cfg, nil
+}
+
+// Validate checks the configuration, naming the flag of a bad value.
+func (c *Config) Validate() error {
+	return c.validate(func(name string) string { return "--" + name })
+}
+
+func (c *Config) validate(setting func(string) string) error {
+	bad := func(name, format string, a ...any) error {
+		return &ConfigError{Setting: setting(name), Err: fmt.Errorf(format, a...)}
+	}
+	if _, port, err := net.SplitHostPort(c.Addr); err != nil {
+		return bad("addr", "%q is not host:port: %v", c.Addr, err)
+	} else if p, err := strconv.Atoi(port); err != nil || p < 0 || p > 65535 {
+		if _, err := net.LookupPort("tcp", port); err != nil {
+			return bad("addr", "bad port %q", port)
+		}
+	}
+	if c.RedisURL != "" {
+		if _, err := redis.ParseURL(c.RedisURL); err != nil {
+			return bad("redis-url", "%v", err)
+		}
+	}
+	if c.RedisPrefix == "" || strings.ContainsAny(c.RedisPrefix, " \t\r\n{}") {
+		return bad("redis-prefix", "must be non-empty, without spaces or braces")
+	}
+	positive := []struct {
+		name string
+		v    int64
+	}{
+		{"heartbeat", int64(c.Heartbeat)},
+		{"history-size", int64(c.HistorySize)},
+		{"queue-limit", int64(c.QueueLimit)},
+		{"max-topics", int64(c.MaxTopics)},
+		{"max-event-bytes", c.MaxEventBytes},
+		{"max-body-bytes", c.MaxBodyBytes},
+		{"drain-timeout", int64(c.DrainTimeout)},
+		{"drain-retry", int64(c.DrainRetry)},
+		{"write-timeout", int64(c.WriteTimeout)},
+	}
+	for _, p := range positive {
+		if p.v <= 0 {
+			return bad(p.name, "must be greater than zero")
+		}
+	}
+	nonNegative := []struct {
+		name string
+		v    int64
+	}{
+		{"history-ttl", int64(c.HistoryTTL)},
+		{"max-connections", int64(c.MaxConnections)},
+		{"drain-delay", int64(c.DrainDelay)},
+	}
+	for _, p := range nonNegative {
+		if p.v < 0 {
+			return bad(p.name, "must not be negative")
+		}
+	}
+	if c.DrainDelay >= c.DrainTimeout {
+		return bad("drain-delay", "%v must be shorter than --drain-timeout (%v)", c.DrainDelay, c.DrainTimeout)
+	}
+	for _, o := range c.CORSOrigins {
+		if err := validateOrigin(o); err != nil {
+			return bad("cors-origins", "%v", err)
+		}
+	}
+	if c.JWTSecret != "" {
+		return bad("jwt-secret", "authentication is not implemented in this version of herald; refusing to start rather than run without the protection you asked for (unset it)")
+	}
+	return nil
+}
+
+// validateOrigin accepts "*" or a serialized origin: scheme://host[:port].
+func validateOrigin(o string) error {
+	if o == "*" {
+		return nil
+	}
+	u, err := url.Parse(o)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" ||
+		u.User != nil || (u.Path != "" && u.Path != "/") || u.RawQuery != "" || u.Fragment != "" {
+		return fmt.Errorf("%q is not an origin like https://app.example.com or *", o)
+	}
+	return nil
+}
+
+func lookup(getenv func(string) string, name string) (string, bool) {
+	if getenv == nil {
+		return "", false
+	}
+	v := getenv(name)
+	return v, v != ""
+}
+
+// flagNameOf extracts the flag name from the flag package's error text.
+func flagNameOf(err error) string {
+	msg := err.Error()
+	for _, marker := range []string{" for flag -", "flag provided but not defined: -", "flag needs an argument: -"} {
+		if i := strings.Index(msg, marker); i >= 0 {
+			name := msg[i+len(marker):]
+			if j := strings.IndexAny(name, ": "); j >= 0 {
+				name = name[:j]
+			}
+			return "--" + strings.TrimLeft(name, "-")
+		}
+	}
+	return "flags"
+}
+
+// unwrapFlagErr turns fs.Set's error into the value's own message.
+func unwrapFlagErr(err error) error {
+	if ne := (*strconv.NumError)(nil); errors.As(err, &ne) {
+		return ne.Err
+	}
+	return err
+}
+
+func writeUsage(w io.Writer, fs *flag.FlagSet) {
+	fmt.Fprintf(w, "Usage: herald [flags]\n\nherald serves Server-Sent Events: GET /events?topic=..., POST /publish, demo page at /.\nEvery flag can also be set with its environment variable; a flag wins over the variable.\n\nFlags:\n")
+	fs.VisitAll(func(f *flag.Flag) {
+		typ, usage := flag.UnquoteUsage(f)
+		switch f.Value.(type) {
+		case durationValue:
+			typ = "duration"
+		case *sizeValue:
+			typ = "size"
+		case *stringList:
+			typ = "list"
+		case *levelValue, *choiceValue:
+			typ = "name"
+		}
+		if typ != "" {
+			typ = " " + typ
+		}
+		def := f.DefValue
+		if def == "" {
+			def = `""`
+		}
+		fmt.Fprintf(w, "  --%s%s\n    \t%s\n    \t(default %s, env %s)\n", f.Name, typ, usage, def, EnvName(f.Name))
+	})
+}
+
+// stringList is a comma-separated list flag.
+type stringList struct{ list *[]string }
+
+func (s *stringList) String() string {
+	if s == nil || s.list == nil {
+		return ""
+	}
+	return strings.Join(*s.list, ",")
+}
+
+func (s *stringList) Set(v string) error {
+	*s.list = nil
+	for _, part := range strings.Split(v, ",") {
+		if part = strings.TrimSpace(part); part != "" {
+			*s.list = append(*s.list, strings.TrimSuffix(part, "/"))
+		}
+	}
+	return nil
+}
+
+type levelValue struct{ p *slog.Level }
+
+func (l *levelValue) String() string {
+	if l == nil || l.p == nil {
+		return "info"
+	}
+	return strings.ToLower(l.p.String())
+}
+
+func (l *levelValue) Set(v string) error {
+	switch strings.ToLower(v) {
+	case "debug":
+		*l.p = slog.LevelDebug
+	case "info":
+		*l.p = slog.LevelInfo
+	case "warn", "warning":
+		*l.p = slog.LevelWarn
+	case "error":
+		*l.p = slog.LevelError
+	default:
+		return fmt.Errorf("unknown log level %q (want debug, info, warn or error)", v)
+	}
+	return nil
+}
+
+type choiceValue struct {
+	p       *string
+	choices []string
+}
+
+func (c *choiceValue) String() string {
+	if c == nil || c.p == nil {
+		return ""
+	}
+	return *c.p
+}
+
+func (c *choiceValue) Set(v string) error {
+	for _, ch := range c.choices {
+		if v == ch {
+			*c.p = v
+			return nil
+		}
+	}
+	return fmt.Errorf("%q is not one of %s", v, strings.Join(c.choices, ", "))
+}
+
+// sizeValue is a byte count: "65536", "64KiB", "64K", "1MiB", "1M".
+type sizeValue struct{ p *int64 }
+
+func (s *sizeValue) String() string {
+	if s == nil || s.p == nil {
+		return "0"
+	}
+	return formatSize(*s.p)
+}
+
+func (s *sizeValue) Set(v string) error {
+	n, err := parseSize(v)
+	if err != nil {
+		return err
+	}
+	*s.p = n
+	return nil
+}
+
+func parseSize(v string) (int64, error) {
+	s := strings.TrimSpace(v)
+	mult := int64(1)
+	for _, u := range []struct {
+		suffix string
+		mult   int64
+	}{{"KiB", 1 << 10}, {"MiB", 1 << 20}, {"GiB", 1 << 30}, {"K", 1 << 10}, {"M", 1 << 20}, {"G", 1 << 30}, {"B", 1}} {
+		if strings.HasSuffix(s, u.suffix) {
+			s, mult = strings.TrimSuffix(s, u.suffix), u.mult
+			break
+		}
+	}
+	n, err := strconv.ParseInt(strings.TrimSpace(s), 10, 64)
+	if err != nil || n < 0 || n > (1<<62)/mult {
+		return 0, fmt.Errorf("%q is not a size (e.g. 65536, 64KiB, 1MiB)", v)
+	}
+	return n * mult, nil
+}
+
+func formatSize(n int64) string {
+	switch {
+	case n >= 1<<20 && n%(1<<20) == 0:
+		return strconv.FormatInt(n>>20, 10) + "MiB"
+	case n >= 1<<10 && n%(1<<10) == 0:
+		return strconv.FormatInt(n>>10, 10) + "KiB"
+	}
+	return strconv.FormatInt(n, 10)
+}
+
+// durationValue is a Go duration ("15s", "1m30s") with time's own error
+// messages.
+type durationValue struct{ p *time.Duration }
+
+func (d durationValue) String() string {
+	if d.p == nil {
+		return "0s"
+	}
+	return d.p.String()
+}
+
+func (d durationValue) Set(v string) error {
+	x, err := time.ParseDuration(strings.TrimSpace(v))
+	if err != nil {
+		return fmt.Errorf("not a duration like 15s or 2m (%v)", err)
+	}
+	*d.p = x
+	return nil
+}

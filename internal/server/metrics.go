@@ -1,0 +1,157 @@
+package server
+
+import (
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/herald-sse/herald/pkg/broker"
+)
+
+// Metrics holds herald's Prometheus metrics on a registry of its own (plus
+// the process and Go runtime collectors). It implements the stream
+// handler's metrics hooks (sse.Metrics). Safe for concurrent use.
+type Metrics struct {
+	Registry *prometheus.Registry
+
+	connections     prometheus.Gauge
+	streams         prometheus.Counter
+	streamsClosed   *prometheus.CounterVec
+	published       prometheus.Counter
+	publishErrors   *prometheus.CounterVec
+	delivered       prometheus.Counter
+	replayed        prometheus.Counter
+	resets          *prometheus.CounterVec
+	slowDisconnects prometheus.Counter
+	latency         prometheus.Histogram
+	brokerUp        prometheus.Gauge
+}
+
+// LatencyBuckets are the upper bounds of herald_delivery_latency_seconds:
+// 0.5ms to 10s, roughly doubling.
+var LatencyBuckets = []float64{0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10}
+
+// NewMetrics creates the metrics and registers them on a new registry.
+func NewMetrics() *Metrics {
+	m := &Metrics{
+		Registry: prometheus.NewRegistry(),
+		connections: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "herald_connections", Help: "Open event streams.",
+		}),
+		streams: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "herald_streams_total", Help: "Event streams opened.",
+		}),
+		streamsClosed: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "herald_streams_closed_total", Help: "Event streams closed, by reason (client, slow, drain, broker, error).",
+		}, []string{"reason"}),
+		published: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "herald_events_published_total", Help: "Events accepted by POST /publish.",
+		}),
+		publishErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "herald_publish_errors_total", Help: "POST /publish requests refused, by HTTP status code.",
+		}, []string{"code"}),
+		delivered: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "herald_events_delivered_total", Help: "Events written to streams (one per event per stream).",
+		}),
+		replayed: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "herald_replayed_events_total", Help: "Events delivered from history when a stream resumed.",
+		}),
+		resets: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "herald_resets_total", Help: "herald.reset events sent, by reason (truncated, epoch, unknown-cursor).",
+		}, []string{"reason"}),
+		slowDisconnects: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "herald_slow_consumer_disconnects_total", Help: "Streams disconnected because they fell more than --queue-limit events behind.",
+		}),
+		latency: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "herald_delivery_latency_seconds", Help: "Time from publish to the write of the event to a stream.",
+			Buckets: LatencyBuckets,
+		}),
+		brokerUp: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "herald_broker_up", Help: "1 when the broker can reach its backing store, 0 otherwise.",
+		}),
+	}
+	m.Registry.MustRegister(
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+		collectors.NewGoCollector(),
+		m.connections, m.streams, m.streamsClosed, m.published, m.publishErrors,
+		m.delivered, m.replayed, m.resets, m.slowDisconnects, m.latency, m.brokerUp,
+	)
+	// Pre-create the usual label values so that they are exported at 0.
+	for _, r := range []string{"client", "slow", "drain", "broker", "error"} {
+		m.streamsClosed.WithLabelValues(r)
+	}
+	for _, code := range []string{"400", "403", "405", "413", "415", "500", "503"} {
+		m.publishErrors.WithLabelValues(code)
+	}
+	for _, r := range []string{broker.ReasonTruncated, broker.ReasonEpoch, broker.ReasonUnknown} {
+		m.resets.WithLabelValues(r)
+	}
+	return m
+}
+
+// Handler serves the registry in the Prometheus exposition format.
+func (m *Metrics) Handler() http.Handler {
+	return promhttp.HandlerFor(m.Registry, promhttp.HandlerOpts{})
+}
+
+// StreamOpened counts a new stream.
+func (m *Metrics) StreamOpened() {
+	m.streams.Inc()
+	m.connections.Inc()
+}
+
+// StreamClosed counts the end of a stream; reason "slow" also counts a slow
+// consumer disconnect.
+func (m *Metrics) StreamClosed(reason string) {
+	m.connections.Dec()
+	m.streamsClosed.WithLabelValues(reason).Inc()
+	if reason == "slow" {
+		m.slowDisconnects.Inc()
+	}
+}
+
+// Delivered counts one event written to one stream and observes its
+// publish-to-deliver latency when the publish time is known.
+func (m *Metrics) Delivered(ev *broker.Event, now time.Time) {
+	m.delivered.Inc()
+	if ev != nil && !ev.Time.IsZero() {
+		d := now.Sub(ev.Time)
+		if d < 0 {
+			d = 0
+		}
+		m.latency.Observe(d.Seconds())
+	}
+}
+
+// Reset counts a herald.reset event.
+func (m *Metrics) Reset(topic, reason string) {
+	m.resets.WithLabelValues(reason).Inc()
+}
+
+// Replayed counts events delivered from history at the start of a stream.
+func (m *Metrics) Replayed(n int) {
+	if n > 0 {
+		m.replayed.Add(float64(n))
+	}
+}
+
+// Published counts an accepted publish.
+func (m *Metrics) Published() { m.published.Inc() }
+
+// PublishError counts a refused publish by its HTTP status.
+func (m *Metrics) PublishError(status int) {
+	m.publishErrors.WithLabelValues(strconv.Itoa(status)).Inc()
+}
+
+// SetBrokerUp records whether the broker reaches its backing store.
+func (m *Metrics) SetBrokerUp(up bool) {
+	if up {
+		m.brokerUp.Set(1)
+	} else {
+		m.brokerUp.Set(0)
+	}
+}
