@@ -88,7 +88,8 @@ local function publish(keys, args)
   if MAXLEN > 0 then
     id = redis.call('XADD', skey, 'MAXLEN', '~', MAXLEN, '*', 't', etype, 'd', data)
   else
-    id = redis.call('XADD', skey, '*', 't', etype, 'd', data)
+    -- No history: the entry only keeps the stream's last-generated-id.
+    id = redis.call('XADD', skey, 'MAXLEN', '0', '*', 't', etype, 'd', data)
   end
   if TTL_MS > 0 then
     local t = redis.call('TIME')

@@ -107,9 +107,11 @@ type Config struct {
 	Prefix string
 	// HistorySize is the number of events kept per topic, approximately
 	// (XADD MAXLEN ~: Redis trims whole nodes of about 100 entries, so a
-	// little more is kept). Default DefaultHistorySize; negative means no
-	// count limit. Every replica of a deployment must use the same value:
-	// it is baked into the function library, and the last loader wins.
+	// little more is kept). Default DefaultHistorySize; negative keeps no
+	// history (every cursor but the head then gets a ReasonTruncated
+	// reset), as in membroker. Every replica of a deployment must use the
+	// same value: it is baked into the function library, and the last
+	// loader wins.
 	HistorySize int
 	// HistoryTTL, if positive, also trims events older than this
 	// (XTRIM MINID ~, at each publish, millisecond resolution). Default 0:

@@ -221,7 +221,7 @@ func TestGapRepairClientKill(t *testing.T) {
 	r := testredis.Start(t)
 	c := r.Client(t)
 	var downs atomic.Int32
-	cfg := Config{HistorySize: -1, QueueLimit: 1 << 20, Logger: warnLogger(), OnStateChange: func(up bool) {
+	cfg := Config{HistorySize: 1 << 20, QueueLimit: 1 << 20, Logger: warnLogger(), OnStateChange: func(up bool) {
 		if !up {
 			downs.Add(1)
 		}
@@ -483,7 +483,7 @@ func TestSubscribeWhileDown(t *testing.T) {
 func TestHistoryTTL(t *testing.T) {
 	r := testredis.Start(t)
 	c := r.Client(t)
-	b := newBroker(t, r, Config{Prefix: "ttl", HistorySize: -1, HistoryTTL: 300 * time.Millisecond, Logger: warnLogger()})
+	b := newBroker(t, r, Config{Prefix: "ttl", HistorySize: 100000, HistoryTTL: 300 * time.Millisecond, Logger: warnLogger()})
 	topic := uniqueTopic("ttl")
 	old := publishN(t, b, topic, 250)
 	var last string
@@ -580,4 +580,21 @@ func TestLoad(t *testing.T) {
 			}
 		}
 	}
+}
+
+// A negative HistorySize keeps no history, like membroker: only the head
+// is an exact cursor.
+func TestNoHistory(t *testing.T) {
+	r := testredis.Start(t)
+	b := newBroker(t, r, Config{Prefix: "nohist", HistorySize: -1, Logger: warnLogger()})
+	topic := uniqueTopic("none")
+	ids := publishN(t, b, topic, 3)
+	head := subscribe(t, b, []string{topic}, broker.Cursor{topic: ids[2]})
+	old := subscribe(t, b, []string{topic}, broker.Cursor{topic: ids[0]})
+	position(t, old, topic)
+	id := publishRetry(t, b, topic, broker.Message{Data: "live"})
+	waitLast(t, head, topic, id)
+	waitLast(t, old, topic, id)
+	brokertest.CheckSequence(t, topic, head.Items[topic], brokertest.Want{Position: ids[2], IDs: []string{id}})
+	brokertest.CheckSequence(t, topic, old.Items[topic], brokertest.Want{Reset: []string{broker.ReasonTruncated}, Position: ids[2], IDs: []string{id}})
 }
