@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"math/rand/v2"
 	"mime"
 	"net/http"
@@ -129,11 +130,11 @@ func (c *Client) Subscribe(ctx context.Context, url string, fn func(Event) error
 	failures := 0
 	for {
 		opened, final, err := s.connect(ctx)
-		if ctx.Err() != nil {
-			return ctx.Err()
-		}
 		if final {
 			return err
+		}
+		if ctx.Err() != nil {
+			return ctx.Err()
 		}
 		if err == nil {
 			err = io.EOF
@@ -148,7 +149,9 @@ func (c *Client) Subscribe(ctx context.Context, url string, fn func(Event) error
 		}
 		delay := s.retry
 		if delay > 0 {
-			delay += rand.N(delay/5 + 1)
+			if j := rand.N(delay/5 + 1); delay <= math.MaxInt64-j {
+				delay += j
+			}
 		}
 		t := time.NewTimer(delay)
 		select {
@@ -181,12 +184,14 @@ func (s *subscription) connect(ctx context.Context) (opened, final bool, err err
 		return false, true, err // a malformed URL will not get better
 	}
 	for k, v := range c.Header {
-		req.Header[k] = v
+		req.Header[k] = v // shared, not modified: the Set and Del below replace entries
 	}
 	req.Header.Set("Accept", "text/event-stream")
 	req.Header.Set("Cache-Control", "no-cache")
 	if s.lastID != "" {
 		req.Header.Set("Last-Event-ID", s.lastID)
+	} else {
+		req.Header.Del("Last-Event-ID")
 	}
 	hc := c.HTTPClient
 	if hc == nil {
