@@ -15,7 +15,6 @@ import (
 var leakOptions = []goleak.Option{
 	goleak.IgnoreAnyFunction("net/http.(*persistConn).readLoop"),
 	goleak.IgnoreAnyFunction("net/http.(*persistConn).writeLoop"),
-	goleak.IgnoreAnyFunction("internal/poll.runtime_pollWait"),
 	goleak.IgnoreAnyFunction("github.com/testcontainers/testcontainers-go.(*DockerContainer).startLogProduction.func1"),
 }
 

@@ -132,8 +132,10 @@ type Config struct {
 }
 
 // Broker implements broker.Broker on Redis. It is safe for concurrent use.
-// It runs a fixed number of goroutines (receive loop, channel
-// (un)subscriber, loaders) whatever the number of subscriptions.
+// It runs six goroutines (the pub/sub receive loop, the channel
+// (un)subscriber, four stream loaders) whatever the number of
+// subscriptions, and one Redis pub/sub connection besides the client's
+// pool.
 type Broker struct {
 	rdb        redis.UniversalClient
 	ownClient  bool
@@ -262,8 +264,10 @@ func (b *Broker) setUp(v bool, err error) {
 func (b *Broker) channel(topic string) string { return b.prefix + ":{" + topic + "}" }
 
 // Publish implements broker.Broker: one FCALL <prefix>_publish. Errors that
-// mean Redis could not be reached or did not answer in time wrap
-// broker.ErrUnavailable; such a publish may still have been applied.
+// mean Redis could not be reached or did not answer in time (including
+// ctx's deadline) wrap broker.ErrUnavailable; such a publish may still have
+// been applied (go-redis also retries a command whose connection failed), so
+// a publisher that retries may publish an event twice, under two IDs.
 func (b *Broker) Publish(ctx context.Context, topic string, msg broker.Message) (string, error) {
 	if err := broker.ValidateTopic(topic); err != nil {
 		return "", err
@@ -652,14 +656,18 @@ func (b *Broker) worker() {
 
 // Subscribe implements broker.Broker.
 //
-// Every topic's first items (a KindReset if the cursor cannot be honoured,
-// then a KindPosition) and its replay are delivered once Redis answers,
-// asynchronously. A topic missing from from starts at the stream's head,
-// read here with a timeout of one second; if Redis does not answer in
-// time, the subscription starts instead with the stream's entries stamped
-// at most one second (clock skew tolerance) before Subscribe was called, so
-// that no event published after Subscribe returned is missed, at the cost
-// of possibly a few earlier ones.
+// A topic missing from from starts at the stream's head, read here with a
+// timeout of one second. Subscribe then waits, up to another second, until
+// every topic's first items (a KindReset if the cursor cannot be honoured,
+// a KindPosition, the replay) are queued, so they are pending when it
+// returns; whatever is not ready by then follows asynchronously.
+//
+// If Redis does not answer the head read in time, Subscribe returns at
+// once with a registered subscription whose items start once Redis is
+// back. Its live topics then start with the stream's entries stamped at
+// most one second (clock-skew tolerance) before Subscribe was called: no
+// event published after Subscribe returned is missed, at the cost of
+// possibly a few published just before.
 func (b *Broker) Subscribe(ctx context.Context, topics []string, from broker.Cursor) (broker.Subscription, error) {
 	if err := broker.ValidateTopics(topics); err != nil {
 		return nil, err

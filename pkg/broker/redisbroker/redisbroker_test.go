@@ -598,3 +598,25 @@ func TestNoHistory(t *testing.T) {
 	brokertest.CheckSequence(t, topic, head.Items[topic], brokertest.Want{Position: ids[2], IDs: []string{id}})
 	brokertest.CheckSequence(t, topic, old.Items[topic], brokertest.Want{Reset: []string{broker.ReasonTruncated}, Position: ids[2], IDs: []string{id}})
 }
+
+// The stream and epoch vanish while the pub/sub connection stays up (DEL,
+// or a failover to a replica that never had them): live subscribers learn
+// it from the next event's epoch and get a reset before it.
+func TestStreamDeleted(t *testing.T) {
+	r := testredis.Start(t)
+	c := r.Client(t)
+	b := newBroker(t, r, Config{Logger: warnLogger()})
+	topic := uniqueTopic("deleted")
+	rd := subscribe(t, b, []string{topic}, nil)
+	pos := position(t, rd, topic)
+	before := publishN(t, b, topic, 3)
+	waitLast(t, rd, topic, before[2])
+	if err := c.Del(t.Context(), "herald:{"+topic+"}:s", "herald:{"+topic+"}:e").Err(); err != nil {
+		t.Fatal(err)
+	}
+	after := publishN(t, b, topic, 3)
+	waitLast(t, rd, topic, after[2])
+	items := rd.Items[topic]
+	brokertest.CheckSequence(t, topic, items[:4], brokertest.Want{Position: pos, IDs: before})
+	brokertest.CheckSequence(t, topic, items[4:], brokertest.Want{Reset: []string{broker.ReasonEpoch}, IDs: after})
+}
