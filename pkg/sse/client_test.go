@@ -143,7 +143,9 @@ func TestClientReconnectSendsLastEventID(t *testing.T) {
 			hold(r)
 		}
 	})
-	c := &sse.Client{HTTPClient: srv.Client(), LastEventID: "0"}
+	// A Last-Event-ID in Header must not leak into a request that should
+	// have none.
+	c := &sse.Client{HTTPClient: srv.Client(), LastEventID: "0", Header: http.Header{"Last-Event-Id": {"stale"}}}
 	var got []sse.Event
 	err := c.Subscribe(context.Background(), srv.URL, collect(4, &got))
 	if err != errStop {
@@ -168,6 +170,34 @@ func TestClientReconnectSendsLastEventID(t *testing.T) {
 	}
 	if c.LastID() != "3" {
 		t.Errorf("LastID() = %q after return, want 3", c.LastID())
+	}
+}
+
+// The client works the same over HTTP/2, where a stream ends without
+// closing the connection.
+func TestClientHTTP2(t *testing.T) {
+	noLeaks(t)
+	var mu sync.Mutex
+	var seen []string
+	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		seen = append(seen, r.Proto+" "+r.Header.Get("Last-Event-ID"))
+		n := len(seen)
+		mu.Unlock()
+		stream(w, fmt.Sprintf("retry: 1\nid: %d\ndata: %d\n\n", n, n))
+	}))
+	srv.EnableHTTP2 = true
+	srv.StartTLS()
+	t.Cleanup(srv.Close)
+	c := &sse.Client{HTTPClient: srv.Client()}
+	var got []sse.Event
+	if err := c.Subscribe(context.Background(), srv.URL, collect(3, &got)); err != errStop {
+		t.Fatalf("Subscribe returned %v", err)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if want := []string{"HTTP/2.0 ", "HTTP/2.0 1", "HTTP/2.0 2"}; fmt.Sprint(seen) != fmt.Sprint(want) {
+		t.Fatalf("server saw %q, want %q", seen, want)
 	}
 }
 

@@ -129,6 +129,7 @@ func (d *Decoder) maxEvent() int {
 // At the end of the stream Next returns io.EOF (an unfinished event is
 // discarded); a read error is returned as is, after the events received
 // before it. A data buffer or line over the limit gives ErrEventTooLarge.
+// Errors are final: Next keeps returning the same error.
 func (d *Decoder) Next() (Event, error) {
 	if d.fatal != nil {
 		return Event{}, d.fatal
