@@ -493,3 +493,24 @@ func (s *syncBuffer) String() string {
 	defer s.mu.Unlock()
 	return s.b.String()
 }
+
+func TestEndToEndCORSStream(t *testing.T) {
+	ls := startServer(t, func(c *Config) { c.CORSOrigins = []string{"https://app.example"} })
+	req, err := http.NewRequest("GET", ls.URL+"/events?topic=news", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(t.Context())
+	defer cancel()
+	req = req.WithContext(ctx)
+	req.Header.Set("Origin", "https://app.example")
+	resp, err := ls.client.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != 200 || resp.Header.Get("Access-Control-Allow-Origin") != "https://app.example" ||
+		resp.Header.Get("Access-Control-Allow-Credentials") != "true" {
+		t.Fatalf("%d %v", resp.StatusCode, resp.Header)
+	}
+}
