@@ -2,18 +2,35 @@ package server
 
 import (
 	"context"
-	"errors"
 	"log/slog"
 
 	"github.com/herald-sse/herald/pkg/broker"
 	"github.com/herald-sse/herald/pkg/broker/membroker"
+	"github.com/herald-sse/herald/pkg/broker/redisbroker"
 )
 
 // newBroker builds the broker the configuration selects and returns its
 // kind for logs: "memory" (the default) or "redis" (--redis-url).
+//
+// The Redis broker starts even when Redis is unreachable (publish answers
+// 503 and streams wait until it is back); it fails only when Redis answers
+// with an error, e.g. it refuses the function library.
 func newBroker(ctx context.Context, cfg Config, log *slog.Logger, m *Metrics) (broker.Broker, string, error) {
 	if cfg.RedisURL != "" {
-		return nil, "", errors.New("--redis-url: the Redis broker is not part of this build yet")
+		m.SetBrokerUp(false) // until the broker reports its connection
+		b, err := redisbroker.New(ctx, redisbroker.Config{
+			URL:           cfg.RedisURL,
+			Prefix:        cfg.RedisPrefix,
+			HistorySize:   cfg.HistorySize,
+			HistoryTTL:    cfg.HistoryTTL,
+			QueueLimit:    cfg.QueueLimit,
+			Logger:        log,
+			OnStateChange: m.SetBrokerUp,
+		})
+		if err != nil {
+			return nil, "", err
+		}
+		return b, "redis", nil
 	}
 	b := membroker.New(membroker.Config{
 		HistorySize: cfg.HistorySize,

@@ -216,8 +216,8 @@ func (c *Config) validate(setting func(string) string) error {
 			return bad("redis-url", "%v", err)
 		}
 	}
-	if c.RedisPrefix == "" || strings.ContainsAny(c.RedisPrefix, " \t\r\n{}") {
-		return bad("redis-prefix", "must be non-empty, without spaces or braces")
+	if err := validatePrefix(c.RedisPrefix); err != nil {
+		return bad("redis-prefix", "%v", err)
 	}
 	positive := []struct {
 		name string
@@ -261,6 +261,21 @@ func (c *Config) validate(setting func(string) string) error {
 	}
 	if c.JWTSecret != "" {
 		return bad("jwt-secret", "authentication is not implemented in this version of herald; refusing to start rather than run without the protection you asked for (unset it)")
+	}
+	return nil
+}
+
+// validatePrefix applies the Redis broker's rule: 1-64 letters, digits or
+// '_' (the prefix also names its Redis function library).
+func validatePrefix(p string) error {
+	if p == "" || len(p) > 64 {
+		return fmt.Errorf("%q must be 1-64 characters", p)
+	}
+	for i := 0; i < len(p); i++ {
+		c := p[i]
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '_') {
+			return fmt.Errorf("%q: only letters, digits and '_' are allowed", p)
+		}
 	}
 	return nil
 }

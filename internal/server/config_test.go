@@ -103,6 +103,8 @@ func TestParseConfigErrors(t *testing.T) {
 		{"unknown log format", []string{"--log-format=xml"}, nil, "--log-format"},
 		{"bad redis url", []string{"--redis-url=http://x"}, nil, "--redis-url"},
 		{"bad redis url env", nil, map[string]string{"HERALD_REDIS_URL": "nonsense"}, "HERALD_REDIS_URL"},
+		{"bad redis prefix", []string{"--redis-prefix=a:b"}, nil, "--redis-prefix"},
+		{"empty redis prefix env", nil, map[string]string{"HERALD_REDIS_PREFIX": " "}, "HERALD_REDIS_PREFIX"},
 		{"bad addr", []string{"--addr=localhost"}, nil, "--addr"},
 		{"bad port", []string{"--addr=:99999"}, nil, "--addr"},
 		{"bad cors origin", []string{"--cors-origins=example.com"}, nil, "--cors-origins"},

@@ -20,7 +20,13 @@ import (
 )
 
 func TestMain(m *testing.M) {
-	goleak.VerifyTestMain(m)
+	// The Docker client and testcontainers (Redis tests) keep goroutines
+	// beyond a test by design.
+	goleak.VerifyTestMain(m,
+		goleak.IgnoreAnyFunction("net/http.(*persistConn).readLoop"),
+		goleak.IgnoreAnyFunction("net/http.(*persistConn).writeLoop"),
+		goleak.IgnoreAnyFunction("github.com/testcontainers/testcontainers-go.(*DockerContainer).startLogProduction.func1"),
+	)
 }
 
 // liveServer is a Server running on a loopback port with the in-process
