@@ -5,7 +5,6 @@ import (
 	"errors"
 	"math/rand/v2"
 	"net/http"
-	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -237,13 +236,4 @@ func appendRetryHint(dst []byte, d time.Duration) []byte {
 		return dst
 	}
 	return AppendRetry(dst, d)
-}
-
-// retryAfter formats a Retry-After header value in whole seconds.
-func retryAfter(d time.Duration) string {
-	s := int64(d / time.Second)
-	if s < 1 {
-		s = 1
-	}
-	return strconv.FormatInt(s, 10)
 }

@@ -24,7 +24,6 @@ type eventReader struct {
 	t      testing.TB
 	events chan Event
 	dec    *Decoder
-	lastID chan string
 }
 
 func newEventReader(t testing.TB, body io.ReadCloser) *eventReader {
