@@ -134,7 +134,7 @@ func (m *recMetrics) StreamClosed(r string) {
 	m.mu.Unlock()
 }
 func (m *recMetrics) Delivered(*broker.Event, time.Time) { m.mu.Lock(); m.delivered++; m.mu.Unlock() }
-func (m *recMetrics) Replayed(n int)                      { m.mu.Lock(); m.replayed += n; m.mu.Unlock() }
+func (m *recMetrics) Replayed(n int)                     { m.mu.Lock(); m.replayed += n; m.mu.Unlock() }
 func (m *recMetrics) Reset(topic, reason string) {
 	m.mu.Lock()
 	m.resets[reason]++
