@@ -148,7 +148,8 @@ type Broker struct {
 	log        *slog.Logger
 	onState    func(bool)
 
-	loaded   atomic.Bool // the library was loaded by this broker at least once
+	loaded   atomic.Bool  // the library was loaded by this broker at least once
+	refilled atomic.Int64 // events live subscribers got from the stream after a gap (tests)
 	up       atomic.Bool
 	isClosed atomic.Bool
 
@@ -441,12 +442,17 @@ func (b *Broker) receiveLoop() {
 			}
 			b.disconnected()
 			b.setUp(false, err)
-			backoff = min(max(2*backoff, 50*time.Millisecond), maxBackoff)
-			select {
-			case <-b.ctx.Done():
-				return
-			case <-time.After(backoff):
+			// go-redis has usually reconnected already (the next read gets
+			// the resubscription confirmations): retry at once the first
+			// time, then back off while Redis stays unreachable.
+			if backoff > 0 {
+				select {
+				case <-b.ctx.Done():
+					return
+				case <-time.After(backoff):
+				}
 			}
+			backoff = min(max(2*backoff, 50*time.Millisecond), maxBackoff)
 			_ = b.ps.Ping(b.ctx)
 			continue
 		}

@@ -15,6 +15,7 @@ import (
 	"github.com/herald-sse/herald/internal/testredis"
 	"github.com/herald-sse/herald/pkg/broker"
 	"github.com/herald-sse/herald/pkg/broker/brokertest"
+	"github.com/redis/go-redis/v9"
 )
 
 var idPattern = regexp.MustCompile(`^[0-9a-z]+-[0-9]+-[0-9]+$`)
@@ -242,10 +243,14 @@ func TestGapRepairClientKill(t *testing.T) {
 	pub := startPublishers([]broker.Broker{p, a}, topics, 3, 0, 5*time.Second)
 	for k := range 5 {
 		pub.waitMore(t, 60)
-		killed, err := c.ClientKillByFilter(t.Context(), "TYPE", "pubsub").Result()
-		if err != nil || killed == 0 {
-			t.Fatalf("CLIENT KILL TYPE pubsub: %d, %v", killed, err)
-		}
+		// After the previous kill the brokers may still be reconnecting.
+		poll(t, "a pub/sub connection to kill", func() bool {
+			killed, err := c.ClientKillByFilter(t.Context(), "TYPE", "pubsub").Result()
+			if err != nil {
+				t.Fatalf("CLIENT KILL TYPE pubsub: %v", err)
+			}
+			return killed > 0
+		})
 		// Late subscribers resume from a cursor while the connection is
 		// being repaired.
 		for _, topic := range topics {
@@ -253,10 +258,29 @@ func TestGapRepairClientKill(t *testing.T) {
 			readers = append(readers, subscribe(t, a, []string{topic}, broker.Cursor{topic: log[len(log)/(k+2)]}))
 		}
 	}
+	// A deterministic gap: the kill and a publish in one transaction, so
+	// the event is published while the brokers are not subscribed.
+	poll(t, "a pub/sub connection to kill", func() bool { return len(c.PubSubNumSub(t.Context(), "herald:{"+topics[0]+"}").Val()) > 0 && a.Connected() })
+	cmds, err := c.TxPipelined(t.Context(), func(p redis.Pipeliner) error {
+		p.ClientKillByFilter(t.Context(), "TYPE", "pubsub")
+		p.FCall(t.Context(), "herald_publish", []string{topics[0]}, "gap", "published while unsubscribed")
+		return nil
+	})
+	if err != nil {
+		t.Fatalf("MULTI CLIENT KILL + FCALL: %v", err)
+	}
+	if n, _ := cmds[0].(*redis.IntCmd).Result(); n == 0 {
+		t.Fatalf("the transaction killed no pub/sub connection")
+	}
 	pub.waitMore(t, 60)
 	pub.halt()
 	if f := pub.failed(); len(f) > 0 {
 		t.Fatalf("%d publishes failed, first: %v", len(f), f[0])
+	}
+	if n := a.refilled.Load(); n == 0 {
+		t.Errorf("no event was refilled from the stream after the kills")
+	} else {
+		t.Logf("%d events refilled from the stream", n)
 	}
 	if downs.Load() == 0 {
 		t.Errorf("the broker never noticed its connection was killed")

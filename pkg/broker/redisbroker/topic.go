@@ -268,6 +268,9 @@ func (b *Broker) runRound(t *topic, slow *[]*subscription) (again bool, err erro
 			out = append(out, it.ev)
 			pos = it.id
 		}
+		if p.live {
+			b.refilled.Add(int64(len(items) - k))
+		}
 		for _, it := range t.buf {
 			if pos.less(it.id) {
 				out = append(out, it.ev)
