@@ -260,7 +260,9 @@ func TestGapRepairClientKill(t *testing.T) {
 	}
 	// A deterministic gap: the kill and a publish in one transaction, so
 	// the event is published while the brokers are not subscribed.
-	poll(t, "a pub/sub connection to kill", func() bool { return len(c.PubSubNumSub(t.Context(), "herald:{"+topics[0]+"}").Val()) > 0 && a.Connected() })
+	poll(t, "a pub/sub connection to kill", func() bool {
+		return len(c.PubSubNumSub(t.Context(), "herald:{"+topics[0]+"}").Val()) > 0 && a.Connected()
+	})
 	cmds, err := c.TxPipelined(t.Context(), func(p redis.Pipeliner) error {
 		p.ClientKillByFilter(t.Context(), "TYPE", "pubsub")
 		p.FCall(t.Context(), "herald_publish", []string{topics[0]}, "gap", "published while unsubscribed")
