@@ -261,7 +261,8 @@ func TestGapRepairClientKill(t *testing.T) {
 	// A deterministic gap: the kill and a publish in one transaction, so
 	// the event is published while the brokers are not subscribed.
 	poll(t, "a pub/sub connection to kill", func() bool {
-		return len(c.PubSubNumSub(t.Context(), "herald:{"+topics[0]+"}").Val()) > 0 && a.Connected()
+		ch := "herald:{" + topics[0] + "}"
+		return c.PubSubNumSub(t.Context(), ch).Val()[ch] > 0 && a.Connected()
 	})
 	cmds, err := c.TxPipelined(t.Context(), func(p redis.Pipeliner) error {
 		p.ClientKillByFilter(t.Context(), "TYPE", "pubsub")
