@@ -1,0 +1,125 @@
+//go:build linux
+
+package netwatch
+
+import (
+	"net"
+	"sync"
+	"syscall"
+)
+
+// epollWatcher serves every watched connection from one goroutine blocked
+// in epoll_wait. Registrations are one-shot on EPOLLRDHUP (plus the always
+// reported EPOLLHUP and EPOLLERR), keyed by a token rather than the file
+// descriptor, so a descriptor reused after close cannot trigger a stale
+// callback.
+type epollWatcher struct {
+	epfd int
+
+	mu      sync.Mutex // guards the fields below
+	next    uint64
+	gone    map[uint64]func()
+	running bool // a loop goroutine is serving epfd
+}
+
+func newWatcher() watcher {
+	fd, err := syscall.EpollCreate1(syscall.EPOLL_CLOEXEC)
+	if err != nil {
+		return readWatcher{}
+	}
+	return &epollWatcher{epfd: fd, gone: make(map[uint64]func())}
+}
+
+func (w *epollWatcher) watch(c net.Conn, gone func()) func() {
+	sc, ok := c.(syscall.Conn)
+	if !ok {
+		return readWatcher{}.watch(c, gone)
+	}
+	raw, err := sc.SyscallConn()
+	if err != nil {
+		return readWatcher{}.watch(c, gone)
+	}
+	w.mu.Lock()
+	w.next++
+	token := w.next
+	w.gone[token] = gone
+	if !w.running {
+		w.running = true
+		go w.loop()
+	}
+	w.mu.Unlock()
+
+	var fd int
+	var ctlErr error
+	err = raw.Control(func(f uintptr) {
+		fd = int(f)
+		ev := syscall.EpollEvent{Events: syscall.EPOLLRDHUP | epollOneShot}
+		putToken(&ev, token)
+		ctlErr = syscall.EpollCtl(w.epfd, syscall.EPOLL_CTL_ADD, fd, &ev)
+	})
+	if err != nil || ctlErr != nil {
+		w.mu.Lock()
+		delete(w.gone, token)
+		w.mu.Unlock()
+		return readWatcher{}.watch(c, gone)
+	}
+	return func() {
+		w.mu.Lock()
+		delete(w.gone, token)
+		w.mu.Unlock()
+		// The descriptor is still open (the caller closes c after stop),
+		// so fd still names this connection.
+		_ = raw.Control(func(uintptr) {
+			_ = syscall.EpollCtl(w.epfd, syscall.EPOLL_CTL_DEL, fd, nil)
+		})
+	}
+}
+
+// EPOLLONESHOT as the uint32 EpollEvent.Events wants it.
+const epollOneShot = 1 << 30
+
+// loop serves epfd while anything is watched; it exits within idleWait
+// of the last stop, so an idle process runs no watcher goroutine.
+func (w *epollWatcher) loop() {
+	events := make([]syscall.EpollEvent, 128)
+	for {
+		n, err := syscall.EpollWait(w.epfd, events, idleWait)
+		if err != nil && err != syscall.EINTR {
+			w.mu.Lock()
+			w.running = false
+			w.mu.Unlock()
+			return
+		}
+		for i := 0; i < n; i++ {
+			token := getToken(&events[i])
+			w.mu.Lock()
+			f := w.gone[token]
+			delete(w.gone, token)
+			w.mu.Unlock()
+			if f != nil {
+				f()
+			}
+		}
+		w.mu.Lock()
+		if len(w.gone) == 0 {
+			w.running = false
+			w.mu.Unlock()
+			return
+		}
+		w.mu.Unlock()
+	}
+}
+
+// idleWait is how long epoll_wait blocks, in milliseconds.
+const idleWait = 200
+
+// The 64-bit user data of an epoll_event is split by package syscall into
+// Fd and Pad.
+func putToken(ev *syscall.EpollEvent, t uint64) {
+	ev.Fd = int32(uint32(t))
+	ev.Pad = int32(uint32(t >> 32))
+}
+
+func getToken(ev *syscall.EpollEvent) uint64 {
+	return uint64(uint32(ev.Fd)) | uint64(uint32(ev.Pad))<<32
+}

@@ -1,0 +1,5 @@
+//go:build !linux
+
+package netwatch
+
+func newWatcher() watcher { return readWatcher{} }

@@ -1,0 +1,71 @@
+// Package netwatch tells when the peer of an idle connection goes away,
+// without a goroutine per connection.
+//
+// A server that only writes to a connection (an event stream) does not
+// notice a client that closed it until its next write. Reading in a
+// goroutine per connection notices at once but costs a goroutine stack per
+// connection. On Linux, Watcher registers connections in one epoll
+// instance (EPOLLRDHUP, one-shot) served by a single goroutine; elsewhere it
+// falls back to a reading goroutine per connection.
+package netwatch
+
+import (
+	"net"
+	"sync"
+)
+
+// Watcher reports peers that closed or reset their connection. It is safe
+// for concurrent use.
+type Watcher struct {
+	once sync.Once
+	impl watcher
+}
+
+type watcher interface {
+	watch(c net.Conn, gone func()) (stop func())
+}
+
+// Default is the process-wide watcher.
+var Default = &Watcher{}
+
+// Watch calls gone (once, from another goroutine) when the peer of c closes
+// or resets the connection, or when c fails. Call stop before closing c;
+// after stop returns, gone is not called any more. The connection must not
+// be read by anyone else (bytes the peer sends are discarded by the
+// fallback).
+func (w *Watcher) Watch(c net.Conn, gone func()) (stop func()) {
+	w.once.Do(func() { w.impl = newWatcher() })
+	return w.impl.watch(c, gone)
+}
+
+// readWatcher is the portable fallback: one reading goroutine per
+// connection.
+type readWatcher struct{}
+
+func (readWatcher) watch(c net.Conn, gone func()) func() {
+	var mu sync.Mutex
+	stopped := false
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		buf := make([]byte, 64)
+		for {
+			if _, err := c.Read(buf); err != nil {
+				mu.Lock()
+				s := stopped
+				mu.Unlock()
+				if !s {
+					gone()
+				}
+				return
+			}
+		}
+	}()
+	return func() {
+		mu.Lock()
+		stopped = true
+		mu.Unlock()
+		// The reader ends when the caller closes c; don't wait for it here
+		// (the caller closes c right after stop).
+	}
+}
