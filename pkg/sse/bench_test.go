@@ -65,7 +65,7 @@ func BenchmarkDeliver(b *testing.B) {
 		b.Run(fmt.Sprintf("topics=%d", len(topics)), func(b *testing.B) {
 			w := &discardWriter{h: http.Header{}}
 			c := &topicConn{
-				h: &TopicHandler{}, w: w, rc: http.NewResponseController(w),
+				h: &TopicHandler{}, out: &responseSink{w: w, rc: http.NewResponseController(w)},
 				topics: topics, pos: make([]string, len(topics)), timeout: time.Second,
 			}
 			evs := make([]*broker.Event, 64)
@@ -73,20 +73,23 @@ func BenchmarkDeliver(b *testing.B) {
 				evs[i] = &broker.Event{Topic: topics[i%len(topics)], ID: fmt.Sprintf("3f9a1c2e-%d", i+1), Data: strings.Repeat("x", 100), Time: time.Now()}
 				evs[i].Memo(encodeBrokerEvent)
 			}
-			batch := make([]*broker.Event, 1)
-			// Warm the per-connection buffers.
+			// Warm the per-connection state and the batch pool.
 			for _, ev := range evs {
-				batch[0] = ev
-				_ = c.deliver(batch)
+				bt := getBatch()
+				bt.items = append(bt.items, ev)
+				_ = c.deliver(bt)
+				putBatch(bt)
 			}
 			b.ReportAllocs()
 			i := 0
 			for b.Loop() {
-				batch[0] = evs[i%len(evs)]
+				bt := getBatch()
+				bt.items = append(bt.items, evs[i%len(evs)])
 				i++
-				if err := c.deliver(batch); err != nil {
+				if err := c.deliver(bt); err != nil {
 					b.Fatal(err)
 				}
+				putBatch(bt)
 			}
 		})
 	}

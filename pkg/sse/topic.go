@@ -7,12 +7,16 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/url"
 	"os"
 	"slices"
+	"strings"
+	"sync"
 	"time"
 
+	"github.com/herald-sse/herald/internal/netwatch"
 	"github.com/herald-sse/herald/pkg/broker"
 )
 
@@ -82,6 +86,14 @@ type TopicHandler struct {
 	// MaxCursorLen caps Last-Event-ID in bytes; 0 means
 	// DefaultMaxCursorLen, raised if needed to fit MaxTopics positions.
 	MaxCursorLen int
+	// NoHijack keeps HTTP/1.x streams on the ResponseWriter instead of
+	// taking the connection over. Taking it over (the default) frees
+	// net/http's per-request buffers and goroutine and writes each batch
+	// with one writev; http.Server.Shutdown then does not see the streams,
+	// so call Drain first (which a graceful shutdown needs anyway). HTTP/2
+	// streams, and writers that cannot be hijacked, always use the
+	// ResponseWriter.
+	NoHijack bool
 	// Metrics, if set, is told about streams and deliveries.
 	Metrics Metrics
 	// Logger receives stream-level logs; nil means slog.Default().
@@ -176,11 +188,23 @@ func (h *TopicHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if !h.lc.admit(w, h.MaxConnections) {
 		return
 	}
-	defer h.lc.release()
+	handedOff := false
+	defer func() {
+		if !handedOff {
+			h.lc.release()
+		}
+	}()
 
+	// The subscription lives as long as the stream, which may outlive this
+	// call (see hijack below), so its context is detached from the
+	// request's; the request's cancellation is forwarded while ServeHTTP
+	// runs.
+	ctx, cancel := context.WithCancel(context.WithoutCancel(r.Context()))
+	stopForward := context.AfterFunc(r.Context(), cancel)
 	start := time.Now()
-	sub, err := h.Broker.Subscribe(r.Context(), topics, parseCursor(topics, lastID))
+	sub, err := h.Broker.Subscribe(ctx, topics, parseCursor(topics, lastID))
 	if err != nil {
+		cancel()
 		switch {
 		case errors.Is(err, broker.ErrInvalidTopic):
 			http.Error(w, err.Error(), http.StatusBadRequest)
@@ -193,88 +217,242 @@ func (h *TopicHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 		return
 	}
-	defer sub.Close()
 
+	handedOff = true // from here on, finish releases the slot
 	c := &topicConn{
 		h:       h,
-		w:       w,
-		rc:      http.NewResponseController(w),
+		ctx:     ctx,
+		cancel:  cancel,
+		sub:     sub,
 		topics:  topics,
 		pos:     make([]string, len(topics)),
 		start:   start,
 		timeout: h.WriteTimeout,
+		remote:  r.RemoteAddr,
 	}
 	if c.timeout == 0 {
 		c.timeout = DefaultWriteTimeout
 	}
 	c.sent = append(c.sent, lastID...)
+
+	// HTTP/1.x: take the connection over and serve it from a fresh
+	// goroutine, so the stream holds none of net/http's per-request state
+	// (read and write buffers, a second goroutine watching for the client
+	// going away, a deep stack); batches go out with one writev.
+	if !h.NoHijack && r.ProtoMajor == 1 {
+		if conn, _, err := http.NewResponseController(w).Hijack(); err == nil {
+			stopForward()
+			c.out = &connSink{conn: conn}
+			if h.Metrics != nil {
+				h.Metrics.StreamOpened()
+			}
+			go c.serveHijacked(w.Header())
+			return
+		}
+	}
+	defer stopForward()
+	c.out = &responseSink{w: w, rc: http.NewResponseController(w)}
 	if h.Metrics != nil {
 		h.Metrics.StreamOpened()
 	}
-	reason := c.run(r, sub)
-	if h.Metrics != nil {
-		h.Metrics.StreamClosed(reason)
+	w.WriteHeader(http.StatusOK)
+	reason := "client"
+	if c.out.flush(nil, c.timeout) == nil {
+		reason = c.run()
 	}
+	c.finish(reason)
 }
 
-// topicConn is the state of one topic stream. Only the handler goroutine
-// touches it.
+// topicConn is the state of one topic stream. Only the goroutine serving the
+// stream touches it.
 type topicConn struct {
 	h       *TopicHandler
-	w       http.ResponseWriter
-	rc      *http.ResponseController
+	ctx     context.Context // done when the client is gone or the stream must end
+	cancel  context.CancelFunc
+	sub     broker.Subscription
+	out     sink
 	timeout time.Duration
 	topics  []string // sorted, unique
 	pos     []string // pos[i]: last position of topics[i] known to this stream
 	start   time.Time
+	remote  string
 	sent    []byte // the id the client holds now
-	idbuf   []byte // scratch for composite ids and small frames
 	posMove bool   // a KindPosition moved pos since the last id written
 }
 
-func (c *topicConn) run(r *http.Request, sub broker.Subscription) string {
-	c.w.WriteHeader(http.StatusOK)
-	if err := c.rc.Flush(); err != nil {
-		return "client"
+// batch is the scratch space of one delivery: the items taken from the
+// subscription, the pieces to write, and the bytes of composite ids and
+// small frames. Batches come from a pool shared by all streams, so an idle
+// stream holds no scratch memory at all.
+type batch struct {
+	items []*broker.Event
+	bufs  [][]byte
+	idbuf []byte
+}
+
+var batchPool = sync.Pool{New: func() any { return new(batch) }}
+
+func getBatch() *batch { return batchPool.Get().(*batch) }
+
+func putBatch(b *batch) {
+	clear(b.items) // don't pin events
+	clear(b.bufs)
+	if cap(b.items) > 1<<14 || cap(b.bufs) > 1<<15 || cap(b.idbuf) > 1<<20 {
+		return // an outsized burst: let it go
 	}
+	b.items, b.bufs, b.idbuf = b.items[:0], b.bufs[:0], b.idbuf[:0]
+	batchPool.Put(b)
+}
+
+// sink is where a stream's bytes go: a hijacked connection or a
+// ResponseWriter.
+type sink interface {
+	// flush writes bufs (which it may clobber) and pushes them to the
+	// client within timeout.
+	flush(bufs [][]byte, timeout time.Duration) error
+}
+
+type responseSink struct {
+	w  http.ResponseWriter
+	rc *http.ResponseController
+}
+
+func (s *responseSink) flush(bufs [][]byte, timeout time.Duration) error {
+	// A fresh deadline per batch also overrides a server-wide WriteTimeout
+	// that would otherwise cut long streams. ErrNotSupported is not fatal.
+	_ = s.rc.SetWriteDeadline(time.Now().Add(timeout))
+	for _, b := range bufs {
+		if _, err := s.w.Write(b); err != nil {
+			return err
+		}
+	}
+	return s.rc.Flush()
+}
+
+type connSink struct {
+	conn net.Conn
+}
+
+func (s *connSink) flush(bufs [][]byte, timeout time.Duration) error {
+	if len(bufs) == 0 {
+		return nil
+	}
+	if err := s.conn.SetWriteDeadline(time.Now().Add(timeout)); err != nil {
+		return err
+	}
+	nb := net.Buffers(bufs)
+	_, err := nb.WriteTo(s.conn)
+	return err
+}
+
+// serveHijacked runs a stream on a hijacked HTTP/1.x connection: it writes
+// the response head itself (no chunked encoding: the body ends when the
+// connection closes) and then the stream, and releases everything at the
+// end.
+func (c *topicConn) serveHijacked(hdr http.Header) {
+	conn := c.out.(*connSink).conn
+	defer conn.Close()
+	stop := netwatch.Default.Watch(conn, c.cancel)
+	defer stop()
+	reason := "client"
+	if c.out.flush([][]byte{responseHead(hdr)}, c.timeout) == nil {
+		reason = c.run()
+	}
+	c.finish(reason)
+}
+
+// finish releases the stream's subscription and slot and reports it.
+func (c *topicConn) finish(reason string) {
+	c.cancel()
+	c.sub.Close()
+	c.h.lc.release()
+	if c.h.Metrics != nil {
+		c.h.Metrics.StreamClosed(reason)
+	}
+}
+
+// responseHead is the status line and headers of a hijacked stream.
+func responseHead(hdr http.Header) []byte {
+	b := make([]byte, 0, 256)
+	b = append(b, "HTTP/1.1 200 OK\r\n"...)
+	for k, vs := range hdr {
+		switch http.CanonicalHeaderKey(k) {
+		case "Connection", "Content-Length", "Transfer-Encoding", "Keep-Alive":
+			continue
+		}
+		if !validHeaderKey(k) {
+			continue
+		}
+		for _, v := range vs {
+			if strings.ContainsAny(v, "\r\n\x00") {
+				continue
+			}
+			b = append(b, k...)
+			b = append(b, ": "...)
+			b = append(b, v...)
+			b = append(b, "\r\n"...)
+		}
+	}
+	b = append(b, "Date: "...)
+	b = time.Now().UTC().AppendFormat(b, http.TimeFormat)
+	return append(b, "\r\nConnection: close\r\n\r\n"...)
+}
+
+func validHeaderKey(k string) bool {
+	if k == "" {
+		return false
+	}
+	for i := 0; i < len(k); i++ {
+		if c := k[i]; c <= ' ' || c >= 0x7f || c == ':' {
+			return false
+		}
+	}
+	return true
+}
+
+func (c *topicConn) run() string {
 	lc := &c.h.lc
 	slot := lc.joinHeartbeat()
 	defer lc.leaveHeartbeat()
-	var items []*broker.Event
 	for {
 		select {
-		case <-sub.Ready():
-			var err error
-			items, err = sub.Take(items[:0])
-			if len(items) > 0 {
-				if werr := c.deliver(items); werr != nil {
-					clear(items)
-					return writeReason(werr)
-				}
-				clear(items) // don't pin events in the reused slice
+		case <-c.sub.Ready():
+			b := getBatch()
+			var err, werr error
+			b.items, err = c.sub.Take(b.items)
+			if len(b.items) > 0 {
+				werr = c.deliver(b)
+			}
+			putBatch(b)
+			if werr != nil {
+				return writeReason(werr)
 			}
 			if err != nil {
-				return c.subscriptionEnded(r, err)
+				return c.subscriptionEnded(err)
 			}
 		case <-lc.heartbeat(slot):
-			if err := c.write([]byte(":\n\n")); err != nil {
+			if err := c.out.flush([][]byte{heartbeatFrame}, c.timeout); err != nil {
 				return writeReason(err)
 			}
 		case <-lc.drainCh:
-			_ = c.write(appendRetryHint(nil, lc.drainRetry()))
+			if hint := appendRetryHint(nil, lc.drainRetry()); len(hint) > 0 {
+				_ = c.out.flush([][]byte{hint}, c.timeout)
+			}
 			return "drain"
-		case <-r.Context().Done():
+		case <-c.ctx.Done():
 			return "client"
 		}
 	}
 }
 
-func (c *topicConn) subscriptionEnded(r *http.Request, err error) string {
+var heartbeatFrame = []byte(":\n\n")
+
+func (c *topicConn) subscriptionEnded(err error) string {
 	switch {
-	case r.Context().Err() != nil:
+	case c.ctx.Err() != nil:
 		return "client"
 	case errors.Is(err, broker.ErrSlowConsumer):
-		c.h.logger().Info("sse: disconnecting a slow client", "topics", c.topics, "remote", r.RemoteAddr)
+		c.h.logger().Info("sse: disconnecting a slow client", "topics", c.topics, "remote", c.remote)
 		return "slow"
 	default:
 		c.h.logger().Warn("sse: subscription ended", "topics", c.topics, "err", err)
@@ -289,24 +467,6 @@ func writeReason(err error) string {
 	return "client"
 }
 
-// write sends one block and flushes it under a fresh deadline.
-func (c *topicConn) write(b []byte) error {
-	if len(b) == 0 {
-		return nil
-	}
-	c.deadline()
-	if _, err := c.w.Write(b); err != nil {
-		return err
-	}
-	return c.rc.Flush()
-}
-
-func (c *topicConn) deadline() {
-	// A fresh deadline per batch also overrides a server-wide WriteTimeout
-	// that would otherwise cut long streams. ErrNotSupported is not fatal.
-	_ = c.rc.SetWriteDeadline(time.Now().Add(c.timeout))
-}
-
 func (c *topicConn) index(topic string) int {
 	for i, t := range c.topics {
 		if t == topic {
@@ -316,9 +476,11 @@ func (c *topicConn) index(topic string) int {
 	return -1
 }
 
-// deliver writes a batch of items with one deadline and one flush.
-func (c *topicConn) deliver(items []*broker.Event) error {
-	c.deadline()
+// deliver writes a batch of items with one deadline and one flush (one
+// writev on a hijacked connection). One-topic streams write each event's
+// shared frame as it is; multi-topic streams write their composite id line
+// and the frame's body.
+func (c *topicConn) deliver(b *batch) error {
 	m := c.h.Metrics
 	var now time.Time
 	if m != nil {
@@ -326,7 +488,8 @@ func (c *topicConn) deliver(items []*broker.Event) error {
 	}
 	replayed := 0
 	single := len(c.topics) == 1
-	for _, ev := range items {
+	bufs, idbuf := b.bufs[:0], b.idbuf[:0]
+	for _, ev := range b.items {
 		i := c.index(ev.Topic)
 		if i < 0 {
 			continue // not ours; a broker bug, but never a wire problem
@@ -336,21 +499,17 @@ func (c *topicConn) deliver(items []*broker.Event) error {
 			c.pos[i] = ev.ID
 			frame := ev.Memo(encodeBrokerEvent)
 			if single {
-				if _, err := c.w.Write(frame); err != nil {
-					return err
-				}
+				bufs = append(bufs, frame)
 				c.sent = append(c.sent[:0], ev.ID...)
 			} else {
-				c.idbuf = append(c.idbuf[:0], "id: "...)
-				c.idbuf = appendCursor(c.idbuf, c.pos)
-				c.idbuf = append(c.idbuf, '\n')
-				if _, err := c.w.Write(c.idbuf); err != nil {
-					return err
-				}
-				if _, err := c.w.Write(frameBody(frame)); err != nil {
-					return err
-				}
-				c.sent = append(c.sent[:0], c.idbuf[4:len(c.idbuf)-1]...)
+				// Earlier pieces of idbuf stay valid if it grows: they keep
+				// the old array.
+				at := len(idbuf)
+				idbuf = append(idbuf, "id: "...)
+				idbuf = appendCursor(idbuf, c.pos)
+				idbuf = append(idbuf, '\n')
+				bufs = append(bufs, idbuf[at:len(idbuf):len(idbuf)], frameBody(frame))
+				c.sent = append(c.sent[:0], idbuf[at+4:len(idbuf)-1]...)
 			}
 			c.posMove = false
 			if m != nil {
@@ -366,10 +525,9 @@ func (c *topicConn) deliver(items []*broker.Event) error {
 				c.posMove = true
 			}
 		case broker.KindReset:
-			c.idbuf = appendReset(c.idbuf[:0], ev.Topic, ev.Reason)
-			if _, err := c.w.Write(c.idbuf); err != nil {
-				return err
-			}
+			at := len(idbuf)
+			idbuf = appendReset(idbuf, ev.Topic, ev.Reason)
+			bufs = append(bufs, idbuf[at:len(idbuf):len(idbuf)])
 			if m != nil {
 				m.Reset(ev.Topic, ev.Reason)
 			}
@@ -377,19 +535,19 @@ func (c *topicConn) deliver(items []*broker.Event) error {
 	}
 	if c.posMove {
 		c.posMove = false
-		c.idbuf = appendCursor(c.idbuf[:0], c.pos)
-		if len(c.idbuf) > 0 && !bytes.Equal(c.idbuf, c.sent) {
-			c.sent = append(c.sent[:0], c.idbuf...)
-			c.idbuf = append(append(append(c.idbuf[:0], "id: "...), c.sent...), '\n', '\n')
-			if _, err := c.w.Write(c.idbuf); err != nil {
-				return err
-			}
+		at := len(idbuf)
+		idbuf = appendCursor(idbuf, c.pos)
+		if cur := idbuf[at:]; len(cur) > 0 && !bytes.Equal(cur, c.sent) {
+			c.sent = append(c.sent[:0], cur...)
+			idbuf = append(append(append(idbuf[:at], "id: "...), c.sent...), '\n', '\n')
+			bufs = append(bufs, idbuf[at:len(idbuf):len(idbuf)])
 		}
 	}
 	if replayed > 0 {
 		m.Replayed(replayed)
 	}
-	return c.rc.Flush()
+	b.bufs, b.idbuf = bufs, idbuf
+	return c.out.flush(bufs, c.timeout)
 }
 
 // encodeBrokerEvent is the memoised wire form of a broker event: its own id

@@ -87,7 +87,7 @@ type topicEnv struct {
 func newTopicEnv(t *testing.T, cfg membroker.Config) *topicEnv {
 	b := membroker.New(cfg)
 	m := &recMetrics{closed: map[string]int{}, resets: map[string]int{}}
-	h := &TopicHandler{Broker: b, Heartbeat: -1, Metrics: m, Logger: discardLogger()}
+	h := &TopicHandler{Broker: b, Heartbeat: -1, Metrics: m, Logger: discardLogger(), NoHijack: noHijack}
 	srv := httptest.NewServer(h)
 	t.Cleanup(func() { b.Close() })
 	t.Cleanup(srv.Close)
@@ -148,7 +148,30 @@ func (m *recMetrics) get(f func(*recMetrics) int) int {
 
 const wait = 10 * time.Second
 
+// noHijack selects the TopicHandler's connection mode for newTopicEnv.
+var noHijack bool
+
+// bothModes runs a stream test on hijacked connections and on the
+// ResponseWriter path.
+func bothModes(t *testing.T, f func(t *testing.T)) {
+	for _, mode := range []bool{false, true} {
+		name := "hijack"
+		if mode {
+			name = "responsewriter"
+		}
+		t.Run(name, func(t *testing.T) {
+			noHijack = mode
+			defer func() { noHijack = false }()
+			f(t)
+		})
+	}
+}
+
 func TestTopicLiveEventsCarryPublishIDs(t *testing.T) {
+	bothModes(t, testTopicLiveEventsCarryPublishIDs)
+}
+
+func testTopicLiveEventsCarryPublishIDs(t *testing.T) {
 	e := newTopicEnv(t, membroker.Config{})
 	_, er := e.open("topic=news", "")
 	// The publish right after the headers must arrive: the subscription is
@@ -171,6 +194,10 @@ func TestTopicLiveEventsCarryPublishIDs(t *testing.T) {
 }
 
 func TestTopicStartPositionSentBeforeFirstEvent(t *testing.T) {
+	bothModes(t, testTopicStartPositionSentBeforeFirstEvent)
+}
+
+func testTopicStartPositionSentBeforeFirstEvent(t *testing.T) {
 	e := newTopicEnv(t, membroker.Config{})
 	before := e.publish("news", "", "old")
 	resp := get(t, nil, e.srv.URL+"/events?topic=news")
@@ -186,7 +213,9 @@ func TestTopicStartPositionSentBeforeFirstEvent(t *testing.T) {
 	}
 }
 
-func TestTopicResumeFromLastEventID(t *testing.T) {
+func TestTopicResumeFromLastEventID(t *testing.T) { bothModes(t, testTopicResumeFromLastEventID) }
+
+func testTopicResumeFromLastEventID(t *testing.T) {
 	e := newTopicEnv(t, membroker.Config{})
 	for _, how := range []string{"header", "query"} {
 		t.Run(how, func(t *testing.T) {
@@ -217,6 +246,10 @@ func TestTopicResumeFromLastEventID(t *testing.T) {
 }
 
 func TestTopicMultiTopicCompositeCursorResume(t *testing.T) {
+	bothModes(t, testTopicMultiTopicCompositeCursorResume)
+}
+
+func testTopicMultiTopicCompositeCursorResume(t *testing.T) {
 	e := newTopicEnv(t, membroker.Config{})
 	resp, er := e.open("topic=b&topic=a&topic=b", "") // unordered, duplicated: canonicalised
 	a1 := e.publish("a", "", "a1")
@@ -253,7 +286,9 @@ func TestTopicMultiTopicCompositeCursorResume(t *testing.T) {
 	}
 }
 
-func TestTopicResetEvents(t *testing.T) {
+func TestTopicResetEvents(t *testing.T) { bothModes(t, testTopicResetEvents) }
+
+func testTopicResetEvents(t *testing.T) {
 	other := membroker.New(membroker.Config{})
 	defer other.Close()
 	foreign, _ := other.Publish(context.Background(), "t", broker.Message{Data: "x"})
@@ -289,7 +324,9 @@ func TestTopicResetEvents(t *testing.T) {
 	}
 }
 
-func TestTopicBadRequests(t *testing.T) {
+func TestTopicBadRequests(t *testing.T) { bothModes(t, testTopicBadRequests) }
+
+func testTopicBadRequests(t *testing.T) {
 	e := newTopicEnv(t, membroker.Config{})
 	e.h.MaxTopics = 3
 	cases := []struct {
@@ -333,6 +370,10 @@ func TestTopicBadRequests(t *testing.T) {
 }
 
 func TestTopicOnConnectRunsBeforeSubscribe(t *testing.T) {
+	bothModes(t, testTopicOnConnectRunsBeforeSubscribe)
+}
+
+func testTopicOnConnectRunsBeforeSubscribe(t *testing.T) {
 	e := newTopicEnv(t, membroker.Config{})
 	e.h.OnConnect = func(r *http.Request) (int, http.Header, error) {
 		if r.Header.Get("Authorization") != "Bearer good" {
@@ -354,7 +395,9 @@ func TestTopicOnConnectRunsBeforeSubscribe(t *testing.T) {
 // TestTopicSlowClientIsDropped: one client stops reading; it is disconnected
 // while a reading client receives everything and the publisher never
 // blocks.
-func TestTopicSlowClientIsDropped(t *testing.T) {
+func TestTopicSlowClientIsDropped(t *testing.T) { bothModes(t, testTopicSlowClientIsDropped) }
+
+func testTopicSlowClientIsDropped(t *testing.T) {
 	e := newTopicEnv(t, membroker.Config{QueueLimit: 64, HistorySize: 10})
 	e.h.WriteTimeout = 500 * time.Millisecond
 
@@ -395,7 +438,9 @@ func TestTopicSlowClientIsDropped(t *testing.T) {
 	waitFor(t, wait, func() bool { return e.h.Connections() == 1 }, "one stream left")
 }
 
-func TestTopicDrain(t *testing.T) {
+func TestTopicDrain(t *testing.T) { bothModes(t, testTopicDrain) }
+
+func testTopicDrain(t *testing.T) {
 	e := newTopicEnv(t, membroker.Config{})
 	_, er := e.open("topic=a", "")
 	id := e.publish("a", "", "x")
@@ -421,7 +466,9 @@ func TestTopicDrain(t *testing.T) {
 	}
 }
 
-func TestTopicBrokerCloseEndsStream(t *testing.T) {
+func TestTopicBrokerCloseEndsStream(t *testing.T) { bothModes(t, testTopicBrokerCloseEndsStream) }
+
+func testTopicBrokerCloseEndsStream(t *testing.T) {
 	e := newTopicEnv(t, membroker.Config{})
 	_, er := e.open("topic=a", "")
 	waitFor(t, wait, func() bool { return e.h.Connections() == 1 }, "stream open")
@@ -436,7 +483,9 @@ func TestTopicBrokerCloseEndsStream(t *testing.T) {
 	}
 }
 
-func TestTopicHeartbeat(t *testing.T) {
+func TestTopicHeartbeat(t *testing.T) { bothModes(t, testTopicHeartbeat) }
+
+func testTopicHeartbeat(t *testing.T) {
 	e := newTopicEnv(t, membroker.Config{})
 	e.h.Heartbeat = 30 * time.Millisecond
 	resp := get(t, nil, e.srv.URL+"/events?topic=a")
@@ -450,5 +499,57 @@ func TestTopicHeartbeat(t *testing.T) {
 		if l == ":" {
 			seen++
 		}
+	}
+}
+
+// TestTopicHijackedResponseHead checks the response head a hijacked stream
+// writes itself, and that a client disconnect is noticed without a write.
+func TestTopicHijackedResponseHead(t *testing.T) {
+	e := newTopicEnv(t, membroker.Config{})
+	e.h.OnConnect = func(r *http.Request) (int, http.Header, error) {
+		_, h, _ := DefaultOnConnect(r)
+		h.Set("X-Ok", "yes")
+		h.Set("X-Bad", "a\r\nInjected: 1")
+		h.Set("Content-Length", "10")
+		return 200, h, nil
+	}
+	conn, err := net.Dial("tcp", e.srv.Listener.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	fmt.Fprintf(conn, "GET /events?topic=a HTTP/1.1\r\nHost: x\r\n\r\n")
+	lr := newLineReader(t, conn)
+	var head []string
+	for {
+		l, ok := lr.next(wait)
+		if !ok {
+			t.Fatal("stream ended in the head")
+		}
+		if l == "\r" || l == "" {
+			break
+		}
+		head = append(head, strings.TrimSuffix(l, "\r"))
+	}
+	joined := strings.Join(head, "|")
+	for _, want := range []string{"HTTP/1.1 200 OK", "Content-Type: text/event-stream; charset=utf-8", "Cache-Control: no-store", "X-Accel-Buffering: no", "X-Ok: yes", "Connection: close"} {
+		if !strings.Contains(joined, want) {
+			t.Errorf("head %q lacks %q", joined, want)
+		}
+	}
+	for _, bad := range []string{"Injected", "Content-Length", "Transfer-Encoding"} {
+		if strings.Contains(joined, bad) {
+			t.Errorf("head %q has %q", joined, bad)
+		}
+	}
+	if b := lr.block(wait); len(b) != 1 || !strings.HasPrefix(b[0], "id: ") {
+		t.Fatalf("first block %q", b)
+	}
+	// The client leaves; with heartbeats off, only the connection watcher
+	// can notice.
+	conn.Close()
+	waitFor(t, wait, func() bool { return e.h.Connections() == 0 }, "the stream to end after the client left")
+	if got := e.m.get(func(m *recMetrics) int { return m.closed["client"] }); got != 1 {
+		t.Fatalf("client closes = %d", got)
 	}
 }
