@@ -1,0 +1,159 @@
+package main
+
+import (
+	"bufio"
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"slices"
+	"strings"
+)
+
+// compareFile reads JSON summaries (one per line; other lines are
+// skipped) and writes a Markdown table per scenario: each target's figures
+// and its ratio to the baseline target. Several runs of one scenario and
+// target are reduced to their median.
+func compareFile(path, baseline string, w io.Writer) error {
+	f, err := os.Open(path)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	runs, err := readSummaries(f)
+	if err != nil {
+		return fmt.Errorf("%s: %w", path, err)
+	}
+	writeComparison(w, runs, baseline)
+	return nil
+}
+
+func readSummaries(r io.Reader) ([]result, error) {
+	var out []result
+	sc := bufio.NewScanner(r)
+	sc.Buffer(make([]byte, 64<<10), 4<<20)
+	for sc.Scan() {
+		line := strings.TrimSpace(sc.Text())
+		if !strings.HasPrefix(line, "{") {
+			continue
+		}
+		var res result
+		if err := json.Unmarshal([]byte(line), &res); err != nil {
+			return nil, err
+		}
+		out = append(out, res)
+	}
+	return out, sc.Err()
+}
+
+// metric is one row of the comparison.
+type metric struct {
+	name   string
+	value  func(*result) float64
+	format string
+	// applies reports whether the row makes sense for this run.
+	applies func(*result) bool
+}
+
+var metrics = []metric{
+	{"deliveries/s", func(r *result) float64 { return r.DeliveriesPerS }, "%.0f", func(r *result) bool { return r.Published > 0 }},
+	{"latency p50 ms", func(r *result) float64 { return r.Latency.P50 }, "%.2f", func(r *result) bool { return r.Published > 0 }},
+	{"latency p99 ms", func(r *result) float64 { return r.Latency.P99 }, "%.2f", func(r *result) bool { return r.Published > 0 }},
+	{"held connections", func(r *result) float64 { return float64(r.Held) }, "%.0f", func(r *result) bool { return r.Subs >= 1000 }},
+	{"RSS bytes/conn", func(r *result) float64 { return float64(r.BytesPerConn) }, "%.0f", func(r *result) bool { return r.Subs >= 1000 && r.BytesPerConn > 0 }},
+	{"incomplete subs", func(r *result) float64 { return float64(r.IncompleteSubs) }, "%.0f", func(r *result) bool { return r.Published > 0 }},
+	{"lost+dup+reord", func(r *result) float64 { return float64(r.Lost + r.Duplicated + r.Reordered) }, "%.0f", func(r *result) bool { return r.Published > 0 }},
+	{"errors", func(r *result) float64 { return float64(r.ConnectErrors + r.StreamErrors + int(r.PublishErrors)) }, "%.0f", func(*result) bool { return true }},
+}
+
+func writeComparison(w io.Writer, runs []result, baseline string) {
+	var scenarios, targets []string
+	for _, r := range runs {
+		if !slices.Contains(scenarios, r.Scenario) {
+			scenarios = append(scenarios, r.Scenario)
+		}
+		if !slices.Contains(targets, r.Target) {
+			targets = append(targets, r.Target)
+		}
+	}
+	// Baseline first.
+	if i := slices.Index(targets, baseline); i > 0 {
+		targets = append([]string{baseline}, slices.Delete(targets, i, i+1)...)
+	}
+	fmt.Fprintf(w, "| scenario | metric |")
+	for _, t := range targets {
+		if t == baseline {
+			fmt.Fprintf(w, " %s |", t)
+		} else {
+			fmt.Fprintf(w, " %s | ratio |", t)
+		}
+	}
+	fmt.Fprintf(w, "\n|---|---|")
+	for _, t := range targets {
+		if t == baseline {
+			fmt.Fprintf(w, "---:|")
+		} else {
+			fmt.Fprintf(w, "---:|---:|")
+		}
+	}
+	fmt.Fprintln(w)
+	for _, sc := range scenarios {
+		group := map[string][]result{}
+		for _, r := range runs {
+			if r.Scenario == sc {
+				group[r.Target] = append(group[r.Target], r)
+			}
+		}
+		for _, m := range metrics {
+			vals := map[string]float64{}
+			any := false
+			for _, t := range targets {
+				var xs []float64
+				for i := range group[t] {
+					if m.applies(&group[t][i]) {
+						xs = append(xs, m.value(&group[t][i]))
+					}
+				}
+				if len(xs) > 0 {
+					vals[t] = median(xs)
+					any = true
+				}
+			}
+			if !any {
+				continue
+			}
+			fmt.Fprintf(w, "| %s | %s |", sc, m.name)
+			base, hasBase := vals[baseline]
+			for _, t := range targets {
+				v, ok := vals[t]
+				cell := "—"
+				if ok {
+					cell = fmt.Sprintf(m.format, v)
+					if n := len(group[t]); n > 1 {
+						cell += fmt.Sprintf(" (median of %d)", n)
+					}
+				}
+				if t == baseline {
+					fmt.Fprintf(w, " %s |", cell)
+					continue
+				}
+				ratio := "—"
+				if ok && hasBase && base != 0 {
+					ratio = fmt.Sprintf("%.2f×", v/base)
+				}
+				fmt.Fprintf(w, " %s | %s |", cell, ratio)
+			}
+			fmt.Fprintln(w)
+		}
+	}
+}
+
+func median(xs []float64) float64 {
+	s := slices.Clone(xs)
+	slices.Sort(s)
+	n := len(s)
+	if n%2 == 1 {
+		return s[n/2]
+	}
+	return (s[n/2-1] + s[n/2]) / 2
+}

@@ -1,0 +1,107 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"net/http"
+	"os"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+)
+
+// memSource reads a server's resident memory in bytes.
+type memSource interface {
+	rss(ctx context.Context) (int64, error)
+	String() string
+}
+
+// procRSS reads VmRSS from /proc/<pid>/status (Linux; same machine).
+type procRSS struct{ pid int }
+
+func (p procRSS) String() string { return fmt.Sprintf("/proc/%d/status VmRSS", p.pid) }
+
+func (p procRSS) rss(context.Context) (int64, error) {
+	f, err := os.Open(fmt.Sprintf("/proc/%d/status", p.pid))
+	if err != nil {
+		return 0, err
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		line := sc.Text()
+		if v, ok := strings.CutPrefix(line, "VmRSS:"); ok {
+			v = strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB"))
+			kb, err := strconv.ParseInt(v, 10, 64)
+			if err != nil {
+				return 0, fmt.Errorf("VmRSS %q: %w", v, err)
+			}
+			return kb << 10, nil
+		}
+	}
+	if err := sc.Err(); err != nil {
+		return 0, err
+	}
+	return 0, fmt.Errorf("/proc/%d/status: no VmRSS", p.pid)
+}
+
+// metricsRSS reads process_resident_memory_bytes from a Prometheus
+// text-format endpoint (herald's /metrics).
+type metricsRSS struct {
+	url    string
+	client *http.Client
+}
+
+func (m metricsRSS) String() string { return m.url + " process_resident_memory_bytes" }
+
+func (m metricsRSS) rss(ctx context.Context) (int64, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, m.url, nil)
+	if err != nil {
+		return 0, err
+	}
+	resp, err := m.client.Do(req)
+	if err != nil {
+		return 0, err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return 0, fmt.Errorf("%s: status %d", m.url, resp.StatusCode)
+	}
+	sc := bufio.NewScanner(resp.Body)
+	sc.Buffer(make([]byte, 64<<10), 1<<20)
+	for sc.Scan() {
+		if v, ok := strings.CutPrefix(sc.Text(), "process_resident_memory_bytes "); ok {
+			f, err := strconv.ParseFloat(strings.TrimSpace(v), 64)
+			if err != nil {
+				return 0, fmt.Errorf("process_resident_memory_bytes %q: %w", v, err)
+			}
+			return int64(f), nil
+		}
+	}
+	if err := sc.Err(); err != nil {
+		return 0, err
+	}
+	return 0, fmt.Errorf("%s: no process_resident_memory_bytes", m.url)
+}
+
+func newMetricsRSS(u string) metricsRSS {
+	return metricsRSS{url: u, client: &http.Client{Timeout: 5 * time.Second}}
+}
+
+// raiseNofile raises the soft RLIMIT_NOFILE to the hard limit and returns
+// the resulting soft limit.
+func raiseNofile() (uint64, error) {
+	var rl syscall.Rlimit
+	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &rl); err != nil {
+		return 0, err
+	}
+	if rl.Cur < rl.Max {
+		rl.Cur = rl.Max
+		if err := syscall.Setrlimit(syscall.RLIMIT_NOFILE, &rl); err != nil {
+			return 0, err
+		}
+	}
+	return rl.Cur, nil
+}

@@ -1,0 +1,517 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net/url"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// result is the run's summary; its JSON form is the tool's last output line.
+type result struct {
+	Scenario   string   `json:"scenario,omitempty"`
+	Target     string   `json:"target,omitempty"`
+	URLs       []string `json:"urls"`
+	Publish    string   `json:"publish"`
+	Subs       int      `json:"subs"`
+	Topics     int      `json:"topics"`
+	Payload    int      `json:"payload"`
+	RateWanted float64  `json:"rate"`
+	NoFile     uint64   `json:"nofile"`
+
+	Connected     int         `json:"connected"`
+	ConnectErrors int         `json:"connect_errors"`
+	Connect       percentiles `json:"connect"`
+	Held          int         `json:"held"`          // open after connecting (and -hold), before publishing
+	StreamErrors  int         `json:"stream_errors"` // streams the server or network ended during the run
+	OpenAtEnd     int         `json:"open_at_end"`
+
+	Published     uint64      `json:"published"`
+	PublishErrors uint64      `json:"publish_errors"`
+	PublishPerSec float64     `json:"publish_per_s"`
+	PublishRTT    percentiles `json:"publish_rtt"`
+
+	Expected       uint64      `json:"expected"`
+	Delivered      uint64      `json:"delivered"`
+	DeliveriesPerS float64     `json:"deliveries_per_s"`
+	Latency        percentiles `json:"latency"`
+	Lost           uint64      `json:"lost"`
+	Duplicated     uint64      `json:"duplicated"`
+	Reordered      uint64      `json:"reordered"`
+	Foreign        uint64      `json:"foreign"`
+	OtherEvents    uint64      `json:"other_events"`
+	CompleteSubs   int         `json:"complete_subs"`
+	IncompleteSubs int         `json:"incomplete_subs"`
+
+	MemSource    string `json:"mem_source,omitempty"`
+	RSSBefore    int64  `json:"rss_before"`
+	RSSConnected int64  `json:"rss_connected"`
+	RSSEnd       int64  `json:"rss_end"`
+	BytesPerConn int64  `json:"bytes_per_conn"`
+
+	Errors   []string `json:"errors,omitempty"`
+	Seconds  float64  `json:"seconds"`
+	TimedOut bool     `json:"timed_out,omitempty"`
+}
+
+// runner holds the state shared by subscribers and publishers.
+type runner struct {
+	cfg   config
+	runID uint32
+	t0    time.Time
+
+	lat        shardedHist
+	delivered  [16]paddedCounter
+	errMu      sync.Mutex
+	errCounts  map[string]int
+	stopping   atomic.Bool
+	publishRTT shardedHist
+}
+
+type paddedCounter struct {
+	n atomic.Uint64
+	_ [56]byte
+}
+
+func (r *runner) deliveredTotal() uint64 {
+	var n uint64
+	for i := range r.delivered {
+		n += r.delivered[i].n.Load()
+	}
+	return n
+}
+
+// noteErr counts an error by its message (addresses and ports removed so
+// that similar errors group).
+func (r *runner) noteErr(kind string, err error) {
+	msg := kind + ": " + scrubErr(err.Error())
+	r.errMu.Lock()
+	r.errCounts[msg]++
+	r.errMu.Unlock()
+}
+
+func scrubErr(s string) string {
+	// "dial tcp 127.0.0.1:5555->127.0.0.1:8080: ..." -> "dial tcp: ..."
+	f := strings.Fields(s)
+	out := f[:0]
+	for _, w := range f {
+		if strings.Count(w, ".") >= 3 && strings.Contains(w, ":") {
+			continue
+		}
+		out = append(out, w)
+	}
+	return strings.Join(out, " ")
+}
+
+// event is the payloadSink: one dispatched event on subscriber s.
+func (r *runner) event(s *subscriber, data []byte) {
+	now := time.Since(r.t0)
+	p, ok := parsePayload(data)
+	if !ok {
+		s.other++
+		return
+	}
+	if p.run != r.runID || p.topic != s.topic {
+		s.foreign++
+		return
+	}
+	s.received++
+	if s.seen.set(p.seq) {
+		s.dup++
+		return
+	}
+	s.unique++
+	if p.seq < s.maxSeq {
+		s.reorder++
+	} else {
+		s.maxSeq = p.seq
+	}
+	s.last = now
+	r.lat.record(s.idx, now-time.Duration(p.sent))
+	r.delivered[s.idx&15].n.Add(1)
+}
+
+func topicName(prefix string, i int) string { return prefix + strconv.Itoa(i) }
+
+// run performs one benchmark run. progress receives a few status lines.
+func run(ctx context.Context, cfg config, progress io.Writer) (*result, error) {
+	started := time.Now()
+	r := &runner{cfg: cfg, runID: rand.Uint32(), t0: started, errCounts: map[string]int{}}
+	prefix := cfg.topicPrefix
+	if prefix == "" {
+		prefix = fmt.Sprintf("bench-%08x-", r.runID)
+	}
+	res := &result{Scenario: cfg.scenario, Target: cfg.target, URLs: cfg.urls, Publish: cfg.publishVia,
+		Subs: cfg.subs, Topics: cfg.topics, Payload: cfg.payload, RateWanted: cfg.rate}
+	nofile, err := raiseNofile()
+	if err != nil {
+		fmt.Fprintf(progress, "herald-bench: cannot raise the file limit: %v\n", err)
+	}
+	res.NoFile = nofile
+	if cfg.subs+64 > int(nofile) && nofile > 0 {
+		fmt.Fprintf(progress, "herald-bench: warning: %d subscribers but only %d file descriptors\n", cfg.subs, nofile)
+	}
+
+	// Validate URLs and build publishers before connecting anything.
+	streamURLs := make([]*url.URL, 0, len(cfg.urls)*cfg.topics)
+	for _, base := range cfg.urls {
+		for t := range cfg.topics {
+			u, err := streamURL(base, cfg.eventsPath, topicName(prefix, t))
+			if err != nil {
+				return nil, err
+			}
+			streamURLs = append(streamURLs, u)
+		}
+	}
+	nPub := min(cfg.publishers, cfg.topics)
+	pubs := make([]publisher, nPub)
+	for i := range pubs {
+		switch cfg.publishVia {
+		case "http":
+			u := cfg.publishURL
+			if u == "" {
+				u = strings.TrimRight(cfg.urls[0], "/") + cfg.publishPath
+			}
+			pubs[i] = newHTTPPublisher(u, 30*time.Second)
+		case "redis":
+			p, err := newRedisPublisher(cfg.redisURL, cfg.redisPrefix)
+			if err != nil {
+				return nil, err
+			}
+			pubs[i] = p
+		}
+	}
+	defer func() {
+		for _, p := range pubs {
+			p.close()
+		}
+	}()
+
+	var mem memSource
+	switch {
+	case cfg.pid > 0:
+		mem = procRSS{pid: cfg.pid}
+	case cfg.metricsURL != "":
+		mem = newMetricsRSS(cfg.metricsURL)
+	default:
+		m := newMetricsRSS(strings.TrimRight(cfg.urls[0], "/") + "/metrics")
+		if _, err := m.rss(ctx); err == nil {
+			mem = m
+		}
+	}
+	readMem := func() int64 {
+		if mem == nil {
+			return 0
+		}
+		v, err := mem.rss(ctx)
+		if err != nil {
+			r.noteErr("memory", err)
+			return 0
+		}
+		return v
+	}
+	if mem != nil {
+		res.MemSource = mem.String()
+	}
+	res.RSSBefore = readMem()
+
+	// Connect.
+	runCtx, stop := context.WithCancel(ctx)
+	defer stop()
+	d := &dialer{timeout: cfg.connectTimeout, sourceIPs: cfg.sourceIPs}
+	var extra string
+	for _, h := range cfg.header {
+		extra += h + "\r\n"
+	}
+	subs := make([]*subscriber, cfg.subs)
+	var opened, ended sync.WaitGroup
+	sem := make(chan struct{}, cfg.connectConcurrency)
+	connStart := time.Now()
+	for i := range subs {
+		t := i % cfg.topics
+		u := streamURLs[(i%len(cfg.urls))*cfg.topics+t]
+		s := &subscriber{idx: i, topic: t, url: u.String()}
+		subs[i] = s
+		select {
+		case sem <- struct{}{}:
+		case <-runCtx.Done():
+		}
+		if runCtx.Err() != nil {
+			s.connErr = runCtx.Err()
+			continue
+		}
+		opened.Add(1)
+		ended.Add(1)
+		go func() {
+			defer ended.Done()
+			br, err := s.open(runCtx, d, u, extra)
+			<-sem
+			if err != nil {
+				s.connErr = err
+				if s.conn != nil {
+					s.unhook()
+					_ = s.conn.Close()
+				}
+				opened.Done()
+				return
+			}
+			s.connected = true
+			s.alive.Store(true)
+			opened.Done()
+			err = readEvents(br, s, r)
+			s.alive.Store(false)
+			s.unhook()
+			_ = s.conn.Close()
+			if !r.stopping.Load() {
+				s.streamErr = err
+			}
+		}()
+	}
+	opened.Wait()
+	connHist := &shardedHist{}
+	for _, s := range subs {
+		if s.connected {
+			res.Connected++
+			connHist.record(s.idx, s.connectTime)
+		} else if s.connErr != nil {
+			res.ConnectErrors++
+			r.noteErr("connect", s.connErr)
+		}
+	}
+	res.Connect = connHist.summary().percentiles()
+	if !cfg.quiet {
+		fmt.Fprintf(progress, "herald-bench: %d/%d connected in %v\n", res.Connected, cfg.subs, time.Since(connStart).Round(time.Millisecond))
+	}
+	sleepCtx(runCtx, cfg.settle)
+	res.RSSConnected = readMem()
+	if res.Connected > 0 && res.RSSBefore > 0 && res.RSSConnected > 0 {
+		res.BytesPerConn = (res.RSSConnected - res.RSSBefore) / int64(res.Connected)
+	}
+	if cfg.hold > 0 {
+		if !cfg.quiet {
+			fmt.Fprintf(progress, "herald-bench: holding %d connections for %v\n", res.Connected, cfg.hold)
+		}
+		sleepCtx(runCtx, cfg.hold)
+	}
+	for _, s := range subs {
+		if s.alive.Load() {
+			res.Held++
+		}
+	}
+
+	// Publish.
+	var pubWG sync.WaitGroup
+	okPerTopic := make([]uint64, cfg.topics)
+	var published, pubErrors atomic.Uint64
+	pubStart := time.Now()
+	var pubDeadline time.Time
+	if cfg.duration > 0 {
+		pubDeadline = pubStart.Add(cfg.duration)
+	}
+	if cfg.events > 0 || cfg.duration > 0 {
+		for p := range nPub {
+			pubWG.Add(1)
+			go func() {
+				defer pubWG.Done()
+				quota := cfg.events / nPub
+				if p < cfg.events%nPub {
+					quota++
+				}
+				r.publishLoop(runCtx, pubs[p], p, nPub, prefix, okPerTopic, quota, pubDeadline, &published, &pubErrors)
+			}()
+		}
+	}
+	pubWG.Wait()
+	pubEnd := time.Now()
+	res.Published = published.Load()
+	res.PublishErrors = pubErrors.Load()
+	if el := pubEnd.Sub(pubStart).Seconds(); el > 0 && res.Published > 0 {
+		res.PublishPerSec = round3(float64(res.Published) / el)
+	}
+	res.PublishRTT = r.publishRTT.summary().percentiles()
+
+	// Wait for the deliveries the open subscribers are owed.
+	var expected uint64
+	for _, s := range subs {
+		if s.connected {
+			expected += okPerTopic[s.topic]
+		}
+	}
+	res.Expected = expected
+	if res.Published > 0 {
+		deadline := time.Now().Add(cfg.drainTimeout)
+		for r.deliveredTotal() < expected && time.Now().Before(deadline) && runCtx.Err() == nil {
+			anyAlive := false
+			for _, s := range subs {
+				if s.alive.Load() {
+					anyAlive = true
+					break
+				}
+			}
+			if !anyAlive {
+				break
+			}
+			sleepCtx(runCtx, 10*time.Millisecond)
+		}
+	}
+	res.TimedOut = ctx.Err() != nil
+	for _, s := range subs {
+		if s.alive.Load() {
+			res.OpenAtEnd++
+		}
+	}
+	res.RSSEnd = readMem()
+
+	// Stop every stream and collect per-subscriber results.
+	r.stopping.Store(true)
+	stop()
+	ended.Wait()
+	var lastRecv time.Duration
+	for _, s := range subs {
+		if !s.connected {
+			continue
+		}
+		if s.streamErr != nil {
+			res.StreamErrors++
+			r.noteErr("stream", s.streamErr)
+		}
+		want := okPerTopic[s.topic]
+		if s.unique < want {
+			res.Lost += want - s.unique
+		}
+		res.Duplicated += s.dup
+		res.Reordered += s.reorder
+		res.Foreign += s.foreign
+		res.OtherEvents += s.other
+		if s.unique >= want && s.dup == 0 && s.reorder == 0 {
+			res.CompleteSubs++
+		} else {
+			res.IncompleteSubs++
+		}
+		if s.last > lastRecv {
+			lastRecv = s.last
+		}
+	}
+	res.Delivered = r.deliveredTotal()
+	if span := lastRecv - pubStart.Sub(r.t0); res.Delivered > 0 && span > 0 {
+		res.DeliveriesPerS = round3(float64(res.Delivered) / span.Seconds())
+	}
+	res.Latency = r.lat.summary().percentiles()
+	res.Errors = r.errorList()
+	res.Seconds = round3(time.Since(started).Seconds())
+	return res, nil
+}
+
+// publishLoop is publisher p of nPub: it owns topics p, p+nPub, ... and
+// publishes to them round-robin, paced by -rate, until it has sent quota
+// events (0: no limit), the deadline passes or ctx ends.
+func (r *runner) publishLoop(ctx context.Context, pub publisher, p, nPub int, prefix string, okPerTopic []uint64,
+	quota int, deadline time.Time, published, pubErrors *atomic.Uint64) {
+	var mine []int
+	var names []string
+	for t := p; t < r.cfg.topics; t += nPub {
+		mine = append(mine, t)
+		names = append(names, topicName(prefix, t))
+	}
+	seq := make([]uint64, len(mine))
+	var interval time.Duration
+	if r.cfg.rate > 0 {
+		interval = time.Duration(float64(time.Second) * float64(nPub) / r.cfg.rate)
+	}
+	start := time.Now()
+	buf := make([]byte, 0, r.cfg.payload+64)
+	for k := 0; ; k++ {
+		if ctx.Err() != nil || (!deadline.IsZero() && !time.Now().Before(deadline)) {
+			return
+		}
+		if r.cfg.events > 0 && k >= quota {
+			return
+		}
+		if interval > 0 {
+			if wait := time.Until(start.Add(time.Duration(k) * interval)); wait > 0 {
+				sleepCtx(ctx, wait)
+				if ctx.Err() != nil {
+					return
+				}
+			}
+		}
+		i := k % len(mine)
+		seq[i]++
+		sent := time.Since(r.t0)
+		buf = appendPayload(buf[:0], r.runID, mine[i], seq[i], int64(sent), r.cfg.payload)
+		err := pub.publish(ctx, names[i], r.cfg.eventType, buf)
+		r.publishRTT.record(p, time.Since(r.t0)-sent)
+		if err != nil {
+			pubErrors.Add(1)
+			if ctx.Err() == nil {
+				r.noteErr("publish", err)
+			}
+			continue
+		}
+		okPerTopic[mine[i]]++
+		published.Add(1)
+	}
+}
+
+func (r *runner) errorList() []string {
+	r.errMu.Lock()
+	defer r.errMu.Unlock()
+	out := make([]string, 0, len(r.errCounts))
+	for msg, n := range r.errCounts {
+		out = append(out, fmt.Sprintf("%dx %s", n, msg))
+	}
+	sort.Strings(out)
+	if len(out) > 10 {
+		out = append(out[:10], fmt.Sprintf("... %d more kinds", len(out)-10))
+	}
+	return out
+}
+
+func sleepCtx(ctx context.Context, d time.Duration) {
+	if d <= 0 {
+		return
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+	case <-ctx.Done():
+	}
+}
+
+func (res *result) printTable(w io.Writer) {
+	mb := func(b int64) string {
+		if b == 0 {
+			return "n/a"
+		}
+		return fmt.Sprintf("%.1f MiB", float64(b)/(1<<20))
+	}
+	dist := func(p percentiles) string {
+		return fmt.Sprintf("p50 %.3f  p90 %.3f  p99 %.3f  max %.3f ms  (n=%d)", p.P50, p.P90, p.P99, p.Max, p.N)
+	}
+	label := strings.TrimSpace(res.Scenario + " " + res.Target)
+	if label != "" {
+		fmt.Fprintf(w, "== %s\n", label)
+	}
+	fmt.Fprintf(w, "%-16s %d on %s (%d topics, payload %d B, nofile %d)\n", "subscribers", res.Subs, strings.Join(res.URLs, ","), res.Topics, res.Payload, res.NoFile)
+	fmt.Fprintf(w, "%-16s %d ok, %d failed; %s\n", "connected", res.Connected, res.ConnectErrors, dist(res.Connect))
+	fmt.Fprintf(w, "%-16s %d before publishing, %d at the end, %d ended by server/network\n", "held", res.Held, res.OpenAtEnd, res.StreamErrors)
+	fmt.Fprintf(w, "%-16s %d ok, %d failed via %s, %.0f/s; rtt %s\n", "published", res.Published, res.PublishErrors, res.Publish, res.PublishPerSec, dist(res.PublishRTT))
+	fmt.Fprintf(w, "%-16s %d of %d expected, %.0f deliveries/s\n", "delivered", res.Delivered, res.Expected, res.DeliveriesPerS)
+	fmt.Fprintf(w, "%-16s %s\n", "latency", dist(res.Latency))
+	fmt.Fprintf(w, "%-16s %d complete, %d not; lost %d, duplicated %d, reordered %d, foreign %d, other events %d\n",
+		"completeness", res.CompleteSubs, res.IncompleteSubs, res.Lost, res.Duplicated, res.Reordered, res.Foreign, res.OtherEvents)
+	fmt.Fprintf(w, "%-16s before %s, connected %s, end %s; %d bytes/connection (%s)\n", "server memory",
+		mb(res.RSSBefore), mb(res.RSSConnected), mb(res.RSSEnd), res.BytesPerConn, res.MemSource)
+	for _, e := range res.Errors {
+		fmt.Fprintf(w, "%-16s %s\n", "error", e)
+	}
+	fmt.Fprintf(w, "%-16s %.1f s%s\n", "took", res.Seconds, map[bool]string{true: " (timed out)"}[res.TimedOut])
+}

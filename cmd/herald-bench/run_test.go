@@ -1,0 +1,226 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+// fanout is a minimal SSE fan-out server for the tests; deliver decides
+// what each subscriber gets for one published payload (nil: exactly it).
+type fanout struct {
+	mu      sync.Mutex
+	subs    map[string][]chan string
+	deliver func(data string) []string
+	closed  chan struct{}
+	heldMu  sync.Mutex
+	held    map[int]string // used by one test's deliver, per topic
+}
+
+func newFanout() *fanout {
+	return &fanout{subs: map[string][]chan string{}, closed: make(chan struct{})}
+}
+
+func (f *fanout) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	switch r.URL.Path {
+	case "/events":
+		topic := r.URL.Query().Get("topic")
+		ch := make(chan string, 4096)
+		f.mu.Lock()
+		f.subs[topic] = append(f.subs[topic], ch)
+		f.mu.Unlock()
+		w.Header().Set("Content-Type", "text/event-stream")
+		_, _ = w.Write([]byte(":ok\n\n"))
+		w.(http.Flusher).Flush()
+		for {
+			select {
+			case <-r.Context().Done():
+				return
+			case <-f.closed:
+				return
+			case d := <-ch:
+				fmt.Fprintf(w, "id: 1\ndata: %s\n\n", d)
+				w.(http.Flusher).Flush()
+			}
+		}
+	case "/publish":
+		if err := r.ParseForm(); err != nil || r.PostForm.Get("topic") == "" {
+			http.Error(w, "bad", http.StatusBadRequest)
+			return
+		}
+		data := r.PostForm.Get("data")
+		out := []string{data}
+		if f.deliver != nil {
+			out = f.deliver(data)
+		}
+		f.mu.Lock()
+		for _, ch := range f.subs[r.PostForm.Get("topic")] {
+			for _, d := range out {
+				ch <- d
+			}
+		}
+		f.mu.Unlock()
+		_, _ = w.Write([]byte(`{"id":"1"}`))
+	case "/metrics":
+		_, _ = w.Write([]byte("# HELP x\nprocess_resident_memory_bytes 1.2345e+07\n"))
+	default:
+		http.NotFound(w, r)
+	}
+}
+
+func startFanout(t *testing.T, f *fanout) string {
+	t.Helper()
+	srv := httptest.NewServer(f)
+	t.Cleanup(func() {
+		close(f.closed)
+		srv.Close()
+	})
+	return srv.URL
+}
+
+func testConfig(urls ...string) config {
+	return config{urls: urls, eventsPath: "/events", publishPath: "/publish", subs: 6, topics: 2, events: 40,
+		publishers: 2, payload: 80, publishVia: "http", connectConcurrency: 4, connectTimeout: 5 * time.Second,
+		sourceIPs: 1, drainTimeout: time.Second, timeout: 30 * time.Second, quiet: true}
+}
+
+func TestRunComplete(t *testing.T) {
+	a, b := startFanout(t, newFanout()), startFanout(t, newFanout())
+	cfg := testConfig(a, b)
+	cfg.topics = 1
+	cfg.publishers = 1
+	cfg.publishURL = a + "/publish" // only replica a gets events: b's subscribers lose them all
+	res, err := run(context.Background(), cfg, &bytes.Buffer{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Connected != 6 || res.Published != 40 || res.PublishErrors != 0 || res.Expected != 240 {
+		t.Fatalf("connected %d published %d (%d errors) expected %d", res.Connected, res.Published, res.PublishErrors, res.Expected)
+	}
+	// Subscribers 0, 2, 4 are on a; 1, 3, 5 on b, which never hears of the events.
+	if res.Delivered != 120 || res.Lost != 120 || res.CompleteSubs != 3 || res.IncompleteSubs != 3 {
+		t.Errorf("delivered %d lost %d complete %d incomplete %d", res.Delivered, res.Lost, res.CompleteSubs, res.IncompleteSubs)
+	}
+	if res.Latency.N != 120 || res.Latency.Max <= 0 || res.Latency.P50 > res.Latency.P99 {
+		t.Errorf("latency %+v", res.Latency)
+	}
+	if res.RSSBefore != 12345000 || res.MemSource == "" {
+		t.Errorf("memory from /metrics: %d (%s)", res.RSSBefore, res.MemSource)
+	}
+}
+
+func TestRunDetectsFaults(t *testing.T) {
+	f := newFanout()
+	f.held = map[int]string{}
+	f.deliver = func(data string) []string {
+		p, _ := parsePayload([]byte(data))
+		switch p.seq {
+		case 3: // duplicated
+			return []string{data, data}
+		case 5: // lost
+			return nil
+		case 7: // held back until after 8: one reordering
+			f.heldMu.Lock()
+			f.held[p.topic] = data
+			f.heldMu.Unlock()
+			return nil
+		case 8:
+			f.heldMu.Lock()
+			defer f.heldMu.Unlock()
+			return []string{data, f.held[p.topic], "not a bench payload"}
+		}
+		return []string{data}
+	}
+	u := startFanout(t, f)
+	cfg := testConfig(u)
+	cfg.events = 20 // 10 per topic, 2 topics, 3 subscribers each
+	res, err := run(context.Background(), cfg, &bytes.Buffer{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Published != 20 || res.Expected != 60 {
+		t.Fatalf("published %d expected %d", res.Published, res.Expected)
+	}
+	if res.Lost != 6 || res.Duplicated != 6 || res.Reordered != 6 || res.OtherEvents != 6 || res.IncompleteSubs != 6 {
+		t.Errorf("lost %d dup %d reordered %d other %d incomplete %d; want 6 each",
+			res.Lost, res.Duplicated, res.Reordered, res.OtherEvents, res.IncompleteSubs)
+	}
+}
+
+func TestRunConnectErrorsAndRate(t *testing.T) {
+	u := startFanout(t, newFanout())
+	cfg := testConfig(u)
+	cfg.eventsPath = "/nope"
+	cfg.events = 0
+	res, err := run(context.Background(), cfg, &bytes.Buffer{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Connected != 0 || res.ConnectErrors != 6 || len(res.Errors) == 0 || !strings.Contains(res.Errors[0], "status 404") {
+		t.Errorf("connected %d errors %d %q", res.Connected, res.ConnectErrors, res.Errors)
+	}
+
+	cfg = testConfig(u)
+	cfg.events = 0
+	cfg.rate = 50
+	cfg.duration = 300 * time.Millisecond
+	res, err = run(context.Background(), cfg, &bytes.Buffer{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// 50/s for 0.3 s: about 15 events; the pacing must keep it far from "as fast as possible".
+	if res.Published < 5 || res.Published > 30 || res.Lost != 0 {
+		t.Errorf("rate 50/s for 0.3s published %d, lost %d", res.Published, res.Lost)
+	}
+}
+
+func TestRealMainJSONAndCompare(t *testing.T) {
+	u := startFanout(t, newFanout())
+	var out, errb bytes.Buffer
+	code := realMain([]string{"-url", u, "-subs", "2", "-events", "5", "-scenario", "S1", "-target", "x", "-settle", "0s"}, &out, &errb)
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, errb.String())
+	}
+	lines := strings.Split(strings.TrimSpace(out.String()), "\n")
+	var res result
+	if err := json.Unmarshal([]byte(lines[len(lines)-1]), &res); err != nil {
+		t.Fatalf("last line is not JSON: %v\n%s", err, out.String())
+	}
+	if res.Delivered != 10 || res.Scenario != "S1" || !strings.Contains(out.String(), "deliveries/s") {
+		t.Errorf("summary %+v\n%s", res, out.String())
+	}
+
+	file := t.TempDir() + "/r.jsonl"
+	base := result{Scenario: "S1", Target: "refserver", Published: 1, DeliveriesPerS: 1000}
+	other := result{Scenario: "S1", Target: "herald", Published: 1, DeliveriesPerS: 900}
+	var buf bytes.Buffer
+	for _, r := range []result{other, base} {
+		b, _ := json.Marshal(r)
+		buf.Write(append(b, '\n'))
+	}
+	if err := os.WriteFile(file, buf.Bytes(), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	out.Reset()
+	if code := realMain([]string{"-compare", file}, &out, &errb); code != 0 {
+		t.Fatalf("compare exit %d: %s", code, errb.String())
+	}
+	if !strings.Contains(out.String(), "| S1 | deliveries/s | 1000 | 900 | 0.90× |") {
+		t.Errorf("comparison:\n%s", out.String())
+	}
+	if code := realMain([]string{"-subs", "1"}, &out, &errb); code != 2 {
+		t.Errorf("missing -url: exit %d, want 2", code)
+	}
+}

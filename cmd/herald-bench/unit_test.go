@@ -1,0 +1,165 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"math/rand/v2"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestBucketsCoverValues(t *testing.T) {
+	prev := -1
+	for _, v := range []uint64{0, 1, 31, 32, 33, 63, 64, 65, 127, 128, 1000, 1 << 20, 1<<40 + 12345, 1<<63 - 1} {
+		i := bucketOf(v)
+		if i < prev {
+			t.Fatalf("bucketOf(%d) = %d, below the previous bucket %d", v, i, prev)
+		}
+		prev = i
+		lo, w := bucketRange(i)
+		if v < lo || v-lo >= w {
+			t.Fatalf("value %d in bucket %d = [%d, %d+%d)", v, i, lo, lo, w)
+		}
+		if i >= histBuckets {
+			t.Fatalf("bucket %d out of range", i)
+		}
+	}
+	for range 100000 {
+		v := rand.Uint64() >> rand.IntN(64)
+		lo, w := bucketRange(bucketOf(v))
+		if v < lo || v-lo >= w {
+			t.Fatalf("value %d outside its bucket [%d, +%d)", v, lo, w)
+		}
+		if v >= 64 && float64(w)/float64(lo) > 1.0/32+1e-9 {
+			t.Fatalf("bucket of %d too wide: %d at %d", v, w, lo)
+		}
+	}
+}
+
+func TestQuantiles(t *testing.T) {
+	var h shardedHist
+	for i := 1; i <= 1000; i++ {
+		h.record(i, time.Duration(i)*time.Millisecond)
+	}
+	s := h.summary()
+	if s.n != 1000 || s.max != time.Second {
+		t.Fatalf("n=%d max=%v", s.n, s.max)
+	}
+	for _, c := range []struct {
+		q    float64
+		want time.Duration
+	}{{0.5, 500 * time.Millisecond}, {0.9, 900 * time.Millisecond}, {0.99, 990 * time.Millisecond}, {1, time.Second}} {
+		got := s.quantile(c.q)
+		if d := got - c.want; d < -c.want/30 || d > c.want/30 {
+			t.Errorf("q%.2f = %v, want %v within 3%%", c.q, got, c.want)
+		}
+	}
+	var empty shardedHist
+	if p := empty.summary().percentiles(); p != (percentiles{}) {
+		t.Errorf("empty histogram: %+v", p)
+	}
+}
+
+func TestPayloadRoundTrip(t *testing.T) {
+	for _, size := range []int{0, 10, 64, 1000} {
+		b := appendPayload(nil, 0xdeadbeef, 7, 123456, 987654321012, size)
+		if len(b) < size {
+			t.Fatalf("size %d: payload %d bytes", size, len(b))
+		}
+		p, ok := parsePayload(b)
+		if !ok || p != (parsed{run: 0xdeadbeef, topic: 7, seq: 123456, sent: 987654321012}) {
+			t.Fatalf("size %d: parsed %+v, %v from %q", size, p, ok, b)
+		}
+	}
+	for _, bad := range []string{"", "hb1", "hb1 ", "hb1 zz 1 2 3 ", "hb1 a 1 2 3", "hb2 a 1 2 3 ", "hb1 a 1 x 3 ", "hello"} {
+		if p, ok := parsePayload([]byte(bad)); ok {
+			t.Errorf("parsePayload(%q) = %+v, want not ok", bad, p)
+		}
+	}
+	b := appendPayload(nil, 1, 2, 3, 4, 64)
+	if n := testing.AllocsPerRun(100, func() { _, _ = parsePayload(b) }); n != 0 {
+		t.Errorf("parsePayload allocates %v times", n)
+	}
+}
+
+func TestAppendQueryEscaped(t *testing.T) {
+	got := string(appendQueryEscaped(nil, []byte("hb1 ab 1.x_-&=%\n")))
+	if want := "hb1+ab+1.x_-%26%3D%25%0A"; got != want {
+		t.Errorf("got %q, want %q", got, want)
+	}
+}
+
+type recordSink struct{ got []string }
+
+func (r *recordSink) event(_ *subscriber, data []byte) { r.got = append(r.got, string(data)) }
+
+func TestReadEvents(t *testing.T) {
+	long := strings.Repeat("y", 10000)
+	stream := ":ok\n\n" +
+		"id: 1\n\n" + // id-only block: no event
+		"id: 2\ndata: first\n\n" +
+		"event: x\r\ndata:second\r\n\r\n" + // CRLF, no space after the colon
+		"data: a\ndata: b\n\n" + // only the first line counts
+		": comment\ndata: " + long + "\n\n" +
+		"data\n\n" + // a field named "data" without a colon is not "data:"
+		"data: last\n\n" +
+		"data: unterminated\n"
+	var sink recordSink
+	err := readEvents(bufio.NewReaderSize(strings.NewReader(stream), 16), &subscriber{}, &sink)
+	if err == nil {
+		t.Fatal("readEvents returned nil at EOF")
+	}
+	want := []string{"first", "second", "a", long, "last"}
+	if len(sink.got) != len(want) {
+		t.Fatalf("got %d events %q, want %d", len(sink.got), sink.got, len(want))
+	}
+	for i := range want {
+		if sink.got[i] != want[i] {
+			t.Errorf("event %d = %.20q, want %.20q", i, sink.got[i], want[i])
+		}
+	}
+}
+
+func TestReadEventsNoAllocs(t *testing.T) {
+	var buf bytes.Buffer
+	for i := range 100 {
+		buf.WriteString("id: x\ndata: ")
+		buf.Write(appendPayload(nil, 1, 0, uint64(i+1), 5, 64))
+		buf.WriteString("\n\n")
+	}
+	data := buf.Bytes()
+	r := &runner{runID: 1, t0: time.Now()}
+	s := &subscriber{seen: make(bitset, 16)}
+	br := bufio.NewReaderSize(bytes.NewReader(data), 4096)
+	_ = readEvents(br, s, r) // warm up: the first-line buffer
+	n := testing.AllocsPerRun(20, func() {
+		clear(s.seen)
+		*s = subscriber{seen: s.seen}
+		br.Reset(bytes.NewReader(data))
+		_ = readEvents(br, s, r)
+	})
+	if n > 2 { // the copy buffer for the first data line, per call, not per event
+		t.Errorf("readEvents allocated %v times for 100 events", n)
+	}
+	if s.unique != 100 || s.dup != 0 {
+		t.Errorf("unique %d dup %d, want 100 0", s.unique, s.dup)
+	}
+}
+
+func TestBitset(t *testing.T) {
+	var b bitset
+	for _, i := range []uint64{5, 64, 1000, 5} {
+		_ = b.set(i)
+	}
+	if !b.set(1000) || !b.set(64) || b.set(63) || !b.set(5) {
+		t.Error("bitset lost or invented a bit")
+	}
+}
+
+func TestScrubErr(t *testing.T) {
+	got := scrubErr("dial tcp 127.0.0.1:5555->127.0.0.1:8080: connect: connection refused")
+	if got != "dial tcp connect: connection refused" {
+		t.Errorf("got %q", got)
+	}
+}
