@@ -553,3 +553,31 @@ func TestTopicHijackedResponseHead(t *testing.T) {
 		t.Fatalf("client closes = %d", got)
 	}
 }
+
+// wrapped is a middleware's ResponseWriter that hides the original's
+// interfaces but offers Unwrap, as the net/http docs ask.
+type wrapped struct {
+	http.ResponseWriter
+	wrote int
+}
+
+func (w *wrapped) Write(p []byte) (int, error) { w.wrote += len(p); return w.ResponseWriter.Write(p) }
+func (w *wrapped) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+
+// TestTopicThroughMiddleware: a stream works behind a middleware that wraps
+// the ResponseWriter (flushes and hijacking go through Unwrap).
+func TestTopicThroughMiddleware(t *testing.T) { bothModes(t, testTopicThroughMiddleware) }
+
+func testTopicThroughMiddleware(t *testing.T) {
+	e := newTopicEnv(t, membroker.Config{})
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		e.h.ServeHTTP(&wrapped{ResponseWriter: w}, r)
+	}))
+	t.Cleanup(srv.Close)
+	resp := get(t, nil, srv.URL+"/events?topic=mw")
+	er := newEventReader(t, resp.Body)
+	id := e.publish("mw", "", "through middleware")
+	if ev := er.next(wait); ev.ID != id || ev.Data != "through middleware" {
+		t.Fatalf("got %+v", ev)
+	}
+}
