@@ -39,7 +39,7 @@ type Metrics interface {
 	// StreamClosed: a stream ended; reason is "client" (the client went
 	// away), "slow" (it fell behind its queue limit or a write timed out),
 	// "drain" (the handler drained), "broker" (the subscription ended on the
-	// broker's side) or "error".
+	// broker's side), "expired" (the hook's ExpireAt time came) or "error".
 	StreamClosed(reason string)
 	// Delivered: a live event was written to one connection; now is the
 	// time of the write. ev.Time is the publish time (zero if unknown).
@@ -67,8 +67,9 @@ type TopicHandler struct {
 	// Broker is the source of events. Required.
 	Broker broker.Broker
 	// OnConnect runs after the request was validated and before
-	// subscribing: authentication and authorisation belong here. nil means
-	// DefaultOnConnect.
+	// subscribing: authentication and authorisation belong here. A hook
+	// may call ExpireAt(r, t) to end the stream when its credentials
+	// expire. nil means DefaultOnConnect.
 	OnConnect OnConnect
 	// Heartbeat is the comment interval; 0 means DefaultHeartbeat,
 	// negative disables heartbeats. Keep it below every idle timeout on the
@@ -182,6 +183,10 @@ func (h *TopicHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, err.Error(), http.StatusBadRequest)
 		return
 	}
+	var expiry *expirySlot
+	if h.OnConnect != nil {
+		r, expiry = withExpirySlot(r) // for ExpireAt
+	}
 	if !connect(w, r, h.OnConnect) {
 		return
 	}
@@ -229,6 +234,7 @@ func (h *TopicHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		start:   start,
 		timeout: h.WriteTimeout,
 		remote:  r.RemoteAddr,
+		expiry:  expiry.timer(),
 	}
 	if c.timeout == 0 {
 		c.timeout = DefaultWriteTimeout
@@ -276,8 +282,9 @@ type topicConn struct {
 	pos     []string // pos[i]: last position of topics[i] known to this stream
 	start   time.Time
 	remote  string
-	sent    []byte // the id the client holds now
-	posMove bool   // a KindPosition moved pos since the last id written
+	sent    []byte      // the id the client holds now
+	posMove bool        // a KindPosition moved pos since the last id written
+	expiry  *time.Timer // set by ExpireAt in the hook; nil without
 }
 
 // batch is the scratch space of one delivery: the items taken from the
@@ -364,6 +371,9 @@ func (c *topicConn) serveHijacked(hdr http.Header) {
 // finish releases the stream's subscription and slot and reports it.
 func (c *topicConn) finish(reason string) {
 	c.cancel()
+	if c.expiry != nil {
+		c.expiry.Stop()
+	}
 	c.sub.Close()
 	c.h.lc.release()
 	if c.h.Metrics != nil {
@@ -439,6 +449,8 @@ func (c *topicConn) run() string {
 				_ = c.out.flush([][]byte{hint}, c.timeout)
 			}
 			return "drain"
+		case <-c.expired():
+			return ReasonExpired
 		case <-c.ctx.Done():
 			return "client"
 		}
