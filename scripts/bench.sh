@@ -11,7 +11,10 @@
 #   REFSERVER_DIR  refserver sources (default: ../shared/tools/refserver from the repo root)
 #   OUT            output directory (default: a new directory under ${TMPDIR:-/tmp})
 #   SCENARIOS      subset to run, e.g. "S1 S3" (default: S1 S2 S3 S4 S5)
-#   TARGETS        subset of "refserver herald-mem herald-redis" (default: all three)
+#   TARGETS        subset of "refserver herald-mem herald-redis herald-redis-fcall" (default: all)
+#                  herald-redis-fcall is herald+Redis with events published by
+#                  FCALL herald_publish straight into Redis instead of POST /publish
+#   FCALL_SCENARIOS  scenarios that run herald-redis-fcall (default: S1 S2)
 #   REPEAT         runs of each scenario and target, reduced to the median (default 1)
 #   SERVER_CPUS    taskset CPU list for the servers and redis-server (default 0)
 #   LOAD_CPUS      taskset CPU list for the load tool (default 1)
@@ -33,7 +36,8 @@ QUICK="${QUICK:-0}"
 REFSERVER_DIR="${REFSERVER_DIR:-$root/../shared/tools/refserver}"
 OUT="${OUT:-$(mktemp -d "${TMPDIR:-/tmp}/herald-bench.XXXXXX")}"
 SCENARIOS="${SCENARIOS:-S1 S2 S3 S4 S5}"
-TARGETS="${TARGETS:-refserver herald-mem herald-redis}"
+TARGETS="${TARGETS:-refserver herald-mem herald-redis herald-redis-fcall}"
+FCALL_SCENARIOS="${FCALL_SCENARIOS:-S1 S2}"
 REPEAT="${REPEAT:-1}"
 SERVER_CPUS="${SERVER_CPUS:-0}"
 LOAD_CPUS="${LOAD_CPUS:-1}"
@@ -131,7 +135,7 @@ start_server() {
 		pin_bg "$SERVER_CPUS" "$OUT/bin/herald" --addr 127.0.0.1:0 --heartbeat 30s \
 			--drain-delay 0s --drain-timeout 2s >"$logf" 2>&1 &
 		;;
-	herald-redis)
+	herald-redis | herald-redis-fcall)
 		redis-cli -p "$redis_port" flushall >/dev/null
 		pin_bg "$SERVER_CPUS" "$OUT/bin/herald" --addr 127.0.0.1:0 --heartbeat 30s \
 			--drain-delay 0s --drain-timeout 2s --redis-url "redis://127.0.0.1:$redis_port/0" >"$logf" 2>&1 &
@@ -144,7 +148,7 @@ start_server() {
 	server_pid=$!
 	for _ in $(seq 100); do
 		# refserver: "listening on 127.0.0.1:N"; herald: "addr=127.0.0.1:N"
-		addr="$(grep -oE '(listening on |addr=)127\.0\.0\.1:[0-9]+' "$logf" | head -n1 | grep -oE '127\.0\.0\.1:[0-9]+' || true)"
+		addr="$(grep -oE '(listening on |addr=)127\.0\.0\.1:[0-9]+' "$logf" 2>/dev/null | head -n1 | grep -oE '127\.0\.0\.1:[0-9]+' || true)"
 		[ -n "$addr" ] && break
 		kill -0 "$server_pid" 2>/dev/null || break
 		sleep 0.1
@@ -194,7 +198,7 @@ scenario_args() {
 }
 
 case " $TARGETS " in
-*" herald-redis "*) start_redis || TARGETS="$(echo "$TARGETS" | sed 's/herald-redis//')" ;;
+*" herald-redis"*) start_redis || TARGETS="$(echo "$TARGETS" | sed 's/herald-redis[a-z-]*//g')" ;;
 esac
 
 {
@@ -213,12 +217,17 @@ for n in $(seq "$REPEAT"); do
 	for sc in $SCENARIOS; do
 		args="$(scenario_args "$sc")"
 		for target in $TARGETS; do
+			extra=""
+			if [ "$target" = herald-redis-fcall ]; then
+				case " $FCALL_SCENARIOS " in *" $sc "*) ;; *) continue ;; esac
+				extra="-publish redis -redis-url redis://127.0.0.1:$redis_port/0"
+			fi
 			logf="$OUT/$sc-$target-$n.server.log"
 			start_server "$target" "$logf" || continue
 			log "$sc $target (run $n): herald-bench $args"
 			# shellcheck disable=SC2086 # args are word lists on purpose
 			if ! pin "$LOAD_CPUS" "$OUT/bin/herald-bench" -url "$server_url" -pid "$server_pid" \
-				-scenario "$sc" -target "$target" -timeout 3m $args >"$OUT/$sc-$target-$n.txt" 2>&1; then
+				-scenario "$sc" -target "$target" -timeout 3m $args $extra >"$OUT/$sc-$target-$n.txt" 2>&1; then
 				log "$sc $target: herald-bench failed, see $OUT/$sc-$target-$n.txt"
 			fi
 			tail -n1 "$OUT/$sc-$target-$n.txt" | grep '^{' >>"$results" || true

@@ -59,6 +59,8 @@ var metrics = []metric{
 	{"deliveries/s", func(r *result) float64 { return r.DeliveriesPerS }, "%.0f", func(r *result) bool { return r.Published > 0 }},
 	{"latency p50 ms", func(r *result) float64 { return r.Latency.P50 }, "%.2f", func(r *result) bool { return r.Published > 0 }},
 	{"latency p99 ms", func(r *result) float64 { return r.Latency.P99 }, "%.2f", func(r *result) bool { return r.Published > 0 }},
+	{"server CPU (cores)", func(r *result) float64 { return r.ServerCPU }, "%.2f", func(r *result) bool { return r.Published > 0 && r.ServerCPU > 0 }},
+	{"load-tool CPU (cores)", func(r *result) float64 { return r.ToolCPU }, "%.2f", func(r *result) bool { return r.Published > 0 }},
 	{"held connections", func(r *result) float64 { return float64(r.Held) }, "%.0f", func(r *result) bool { return r.Subs >= 1000 }},
 	{"RSS bytes/conn", func(r *result) float64 { return float64(r.BytesPerConn) }, "%.0f", func(r *result) bool { return r.Subs >= 1000 && r.BytesPerConn > 0 }},
 	{"incomplete subs", func(r *result) float64 { return float64(r.IncompleteSubs) }, "%.0f", func(r *result) bool { return r.Published > 0 }},

@@ -31,6 +31,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"runtime/pprof"
 	"strings"
 	"time"
 )
@@ -67,11 +68,12 @@ type config struct {
 	pid        int
 	metricsURL string
 
-	scenario string
-	target   string
-	quiet    bool
-	compare  string
-	baseline string
+	scenario   string
+	target     string
+	quiet      bool
+	compare    string
+	baseline   string
+	cpuprofile string
 }
 
 type listFlag struct{ dst *[]string }
@@ -136,6 +138,7 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	fs.StringVar(&c.scenario, "scenario", "", "scenario label written to the summary")
 	fs.StringVar(&c.target, "target", "", "target label written to the summary (e.g. herald-mem)")
 	fs.BoolVar(&c.quiet, "quiet", false, "print only the JSON summary")
+	fs.StringVar(&c.cpuprofile, "cpuprofile", "", "write the load tool's own CPU profile to this file (to check that it is not the bottleneck)")
 	fs.StringVar(&c.compare, "compare", "", "instead of a run: read JSON summaries (one per line) from this file and print a ratio table")
 	fs.StringVar(&c.baseline, "baseline", "refserver", "with -compare: the target the ratios divide by")
 	if err := fs.Parse(args); err != nil {
@@ -181,6 +184,19 @@ func realMain(args []string, stdout, stderr io.Writer) int {
 			return 1
 		}
 		return 0
+	}
+	if cfg.cpuprofile != "" {
+		f, err := os.Create(cfg.cpuprofile)
+		if err != nil {
+			fmt.Fprintf(stderr, "herald-bench: %v\n", err)
+			return 1
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			fmt.Fprintf(stderr, "herald-bench: %v\n", err)
+			return 1
+		}
+		defer pprof.StopCPUProfile()
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), cfg.timeout)
 	defer cancel()

@@ -50,6 +50,13 @@ type result struct {
 	CompleteSubs   int         `json:"complete_subs"`
 	IncompleteSubs int         `json:"incomplete_subs"`
 
+	// CPU used from the first publish to the end of the wait for
+	// deliveries, in cores (1.0 = one core busy all along): a figure near
+	// the cores the load tool may use means the tool, not the server,
+	// limited the run. ServerCPU needs -pid.
+	ToolCPU   float64 `json:"tool_cpu"`
+	ServerCPU float64 `json:"server_cpu,omitempty"`
+
 	MemSource    string `json:"mem_source,omitempty"`
 	RSSBefore    int64  `json:"rss_before"`
 	RSSConnected int64  `json:"rss_connected"`
@@ -311,6 +318,11 @@ func run(ctx context.Context, cfg config, progress io.Writer) (*result, error) {
 	okPerTopic := make([]uint64, cfg.topics)
 	var published, pubErrors atomic.Uint64
 	pubStart := time.Now()
+	toolCPU0 := toolCPU()
+	var serverCPU0 time.Duration
+	if cfg.pid > 0 {
+		serverCPU0, _ = procCPU(cfg.pid)
+	}
 	var pubDeadline time.Time
 	if cfg.duration > 0 {
 		pubDeadline = pubStart.Add(cfg.duration)
@@ -362,6 +374,14 @@ func run(ctx context.Context, cfg config, progress io.Writer) (*result, error) {
 		}
 	}
 	res.TimedOut = ctx.Err() != nil
+	if el := time.Since(pubStart); res.Published > 0 && el > 0 {
+		res.ToolCPU = round3(float64(toolCPU()-toolCPU0) / float64(el))
+		if cfg.pid > 0 {
+			if c, err := procCPU(cfg.pid); err == nil && serverCPU0 > 0 {
+				res.ServerCPU = round3(float64(c-serverCPU0) / float64(el))
+			}
+		}
+	}
 	for _, s := range subs {
 		if s.alive.Load() {
 			res.OpenAtEnd++
@@ -506,6 +526,9 @@ func (res *result) printTable(w io.Writer) {
 	fmt.Fprintf(w, "%-16s %d ok, %d failed via %s, %.0f/s; rtt %s\n", "published", res.Published, res.PublishErrors, res.Publish, res.PublishPerSec, dist(res.PublishRTT))
 	fmt.Fprintf(w, "%-16s %d of %d expected, %.0f deliveries/s\n", "delivered", res.Delivered, res.Expected, res.DeliveriesPerS)
 	fmt.Fprintf(w, "%-16s %s\n", "latency", dist(res.Latency))
+	if res.Published > 0 {
+		fmt.Fprintf(w, "%-16s load tool %.2f cores, server %.2f cores (0: unknown) while publishing and draining\n", "cpu", res.ToolCPU, res.ServerCPU)
+	}
 	fmt.Fprintf(w, "%-16s %d complete, %d not; lost %d, duplicated %d, reordered %d, foreign %d, other events %d\n",
 		"completeness", res.CompleteSubs, res.IncompleteSubs, res.Lost, res.Duplicated, res.Reordered, res.Foreign, res.OtherEvents)
 	fmt.Fprintf(w, "%-16s before %s, connected %s, end %s; %d bytes/connection (%s)\n", "server memory",

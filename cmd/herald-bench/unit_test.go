@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"math/rand/v2"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -161,5 +162,21 @@ func TestScrubErr(t *testing.T) {
 	got := scrubErr("dial tcp 127.0.0.1:5555->127.0.0.1:8080: connect: connection refused")
 	if got != "dial tcp connect: connection refused" {
 		t.Errorf("got %q", got)
+	}
+}
+
+func TestCPUReaders(t *testing.T) {
+	end := time.Now().Add(30 * time.Millisecond)
+	for time.Now().Before(end) {
+	}
+	if toolCPU() <= 0 {
+		t.Error("toolCPU() = 0 after busy work")
+	}
+	c, err := procCPU(os.Getpid())
+	if err != nil || c <= 0 {
+		t.Errorf("procCPU(self) = %v, %v", c, err)
+	}
+	if _, err := procCPU(-1); err == nil {
+		t.Error("procCPU(-1) did not fail")
 	}
 }
