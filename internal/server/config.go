@@ -6,14 +6,17 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"net"
 	"net/url"
+	"os"
 	"strconv"
 	"strings"
 	"time"
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/herald-sse/herald/internal/auth"
 	"github.com/herald-sse/herald/pkg/broker"
 )
 
@@ -66,9 +69,43 @@ type Config struct {
 	// CORSOrigins are the origins allowed to use the API from a browser
 	// ("*" for any).
 	CORSOrigins []string
-	// JWTSecret is reserved for authentication, which this version does
-	// not implement: setting it is a configuration error.
+	// JWTSecret is the HMAC key of subscriber and publisher tokens
+	// (HS256/384/512), at least 32 bytes; it turns authentication on.
 	JWTSecret string
+	// JWTPublicKeyFile is a PEM public key (RSA, ECDSA or Ed25519) that
+	// verifies tokens instead of JWTSecret; it turns authentication on.
+	JWTPublicKeyFile string
+	// JWTLeeway is the clock-skew allowance on a token's exp and nbf.
+	// Default 30s.
+	JWTLeeway time.Duration
+	// JWTAudience, if set, must be among a token's aud values.
+	JWTAudience string
+	// JWTIssuer, if set, must be a token's iss.
+	JWTIssuer string
+	// APIKey is a static key (at least 16 bytes) that lets a service
+	// publish to every topic with "Authorization: Bearer <key>".
+	APIKey string
+	// APIKeyFile holds the API key (surrounding whitespace is trimmed);
+	// exclusive with APIKey.
+	APIKeyFile string
+	// AnonymousSubscribe lets subscribers in without a token while tokens
+	// are configured.
+	AnonymousSubscribe bool
+	// PublishRate limits POST /publish per credential (per peer address
+	// without authentication), in requests per second; 0 means no limit.
+	PublishRate float64
+	// PublishBurst is how many publish requests a credential may make at
+	// once above PublishRate. Default 20.
+	PublishBurst int
+	// MaxLastEventIDBytes caps the Last-Event-ID header (400 beyond); 0
+	// means 4096 bytes, raised to fit MaxTopics positions.
+	MaxLastEventIDBytes int
+	// ReadHeaderTimeout bounds reading a request's headers (slowloris).
+	// Default 10s.
+	ReadHeaderTimeout time.Duration
+	// IdleTimeout closes keep-alive connections idle between requests.
+	// Default 120s.
+	IdleTimeout time.Duration
 	// LogLevel is debug, info, warn or error. Default info.
 	LogLevel slog.Level
 	// LogFormat is text or json. Default text.
@@ -90,8 +127,13 @@ func DefaultConfig() Config {
 		DrainDelay:    2 * time.Second,
 		DrainRetry:    time.Second,
 		WriteTimeout:  10 * time.Second,
+		JWTLeeway:     auth.DefaultLeeway,
+		PublishBurst:  20,
 		LogLevel:      slog.LevelInfo,
 		LogFormat:     "text",
+
+		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       120 * time.Second,
 	}
 }
 
@@ -149,7 +191,19 @@ func ParseConfig(args []string, getenv func(string) string, output io.Writer) (C
 	fs.Var(durationValue{&cfg.WriteTimeout}, "write-timeout", "deadline of each write to a stream")
 	fs.BoolVar(&cfg.PublishAllow, "publish-allow", cfg.PublishAllow, "allow POST /publish from any address without auth (default: loopback only)")
 	fs.Var(&cors, "cors-origins", "comma-separated origins allowed to use the API from a browser (* for any)")
-	fs.StringVar(&cfg.JWTSecret, "jwt-secret", cfg.JWTSecret, "reserved for authentication, not implemented yet: setting it stops the server")
+	fs.StringVar(&cfg.JWTSecret, "jwt-secret", cfg.JWTSecret, "HMAC key (at least 32 bytes) of HS256/384/512 tokens; turns authentication on")
+	fs.StringVar(&cfg.JWTPublicKeyFile, "jwt-public-key-file", cfg.JWTPublicKeyFile, "PEM public key (RSA, ECDSA or Ed25519) of RS*/PS*/ES*/EdDSA tokens; turns authentication on")
+	fs.Var(durationValue{&cfg.JWTLeeway}, "jwt-leeway", "clock-skew allowance on a token's exp and nbf")
+	fs.StringVar(&cfg.JWTAudience, "jwt-audience", cfg.JWTAudience, "if set, tokens must name it in aud")
+	fs.StringVar(&cfg.JWTIssuer, "jwt-issuer", cfg.JWTIssuer, "if set, tokens must have it as iss")
+	fs.StringVar(&cfg.APIKey, "api-key", cfg.APIKey, "static key (at least 16 bytes) that lets services publish to every topic with Authorization: Bearer <key>")
+	fs.StringVar(&cfg.APIKeyFile, "api-key-file", cfg.APIKeyFile, "file holding the API key (instead of --api-key)")
+	fs.BoolVar(&cfg.AnonymousSubscribe, "anonymous-subscribe", cfg.AnonymousSubscribe, "let subscribers in without a token while authentication is on")
+	fs.Float64Var(&cfg.PublishRate, "publish-rate", cfg.PublishRate, "publish requests per second per token, API key or (without auth) peer address; 0 = no limit")
+	fs.IntVar(&cfg.PublishBurst, "publish-burst", cfg.PublishBurst, "publish requests allowed at once above --publish-rate")
+	fs.IntVar(&cfg.MaxLastEventIDBytes, "max-last-event-id-bytes", cfg.MaxLastEventIDBytes, "limit on the Last-Event-ID header (0 = 4096, more if --max-topics needs it)")
+	fs.Var(durationValue{&cfg.ReadHeaderTimeout}, "read-header-timeout", "deadline for a client to send its request headers (against slowloris)")
+	fs.Var(durationValue{&cfg.IdleTimeout}, "idle-timeout", "keep-alive connections idle this long between requests are closed")
 	fs.Var(&level, "log-level", "log level: debug, info, warn or error")
 	fs.Var(&format, "log-format", "log format: text or json")
 	fs.Usage = func() {} // printed below for --help only
@@ -232,6 +286,9 @@ func (c *Config) validate(setting func(string) string) error {
 		{"drain-timeout", int64(c.DrainTimeout)},
 		{"drain-retry", int64(c.DrainRetry)},
 		{"write-timeout", int64(c.WriteTimeout)},
+		{"publish-burst", int64(c.PublishBurst)},
+		{"read-header-timeout", int64(c.ReadHeaderTimeout)},
+		{"idle-timeout", int64(c.IdleTimeout)},
 	}
 	for _, p := range positive {
 		if p.v <= 0 {
@@ -245,6 +302,8 @@ func (c *Config) validate(setting func(string) string) error {
 		{"history-ttl", int64(c.HistoryTTL)},
 		{"max-connections", int64(c.MaxConnections)},
 		{"drain-delay", int64(c.DrainDelay)},
+		{"jwt-leeway", int64(c.JWTLeeway)},
+		{"max-last-event-id-bytes", int64(c.MaxLastEventIDBytes)},
 	}
 	for _, p := range nonNegative {
 		if p.v < 0 {
@@ -259,10 +318,76 @@ func (c *Config) validate(setting func(string) string) error {
 			return bad("cors-origins", "%v", err)
 		}
 	}
-	if c.JWTSecret != "" {
-		return bad("jwt-secret", "authentication is not implemented in this version of herald; refusing to start rather than run without the protection you asked for (unset it)")
+	if c.PublishRate < 0 || math.IsNaN(c.PublishRate) || math.IsInf(c.PublishRate, 0) {
+		return bad("publish-rate", "must be a number of requests per second, 0 for no limit")
+	}
+	if c.MaxLastEventIDBytes > 0 && c.MaxLastEventIDBytes < 4+c.MaxTopics*(broker.MaxIDLen+1) {
+		return bad("max-last-event-id-bytes", "%d cannot hold the cursor of a stream of --max-topics=%d topics (at least %d)",
+			c.MaxLastEventIDBytes, c.MaxTopics, 4+c.MaxTopics*(broker.MaxIDLen+1))
+	}
+	if _, err := c.authorizer(setting); err != nil {
+		return err
 	}
 	return nil
+}
+
+// authorizer builds the authorization the configuration asks for, reading
+// the key files. It returns nil without error when none is configured.
+func (c *Config) authorizer(setting func(string) string) (*auth.Authorizer, error) {
+	bad := func(name string, err error) error {
+		return &ConfigError{Setting: setting(name), Err: err}
+	}
+	ac := auth.Config{
+		Secret:             []byte(c.JWTSecret),
+		Leeway:             c.JWTLeeway,
+		Audience:           c.JWTAudience,
+		Issuer:             c.JWTIssuer,
+		APIKey:             c.APIKey,
+		AnonymousSubscribe: c.AnonymousSubscribe,
+	}
+	if c.JWTLeeway == 0 {
+		ac.Leeway = -1 // an explicit 0: no allowance
+	}
+	if c.JWTSecret != "" && c.JWTPublicKeyFile != "" {
+		return nil, bad("jwt-public-key-file", errors.New("set --jwt-secret or --jwt-public-key-file, not both"))
+	}
+	if c.JWTPublicKeyFile != "" {
+		pemData, err := os.ReadFile(c.JWTPublicKeyFile)
+		if err != nil {
+			return nil, bad("jwt-public-key-file", err)
+		}
+		ac.PublicKeyPEM = pemData
+	}
+	if c.APIKeyFile != "" {
+		if c.APIKey != "" {
+			return nil, bad("api-key-file", errors.New("set --api-key or --api-key-file, not both"))
+		}
+		key, err := os.ReadFile(c.APIKeyFile)
+		if err != nil {
+			return nil, bad("api-key-file", err)
+		}
+		if ac.APIKey = strings.TrimSpace(string(key)); ac.APIKey == "" {
+			return nil, bad("api-key-file", fmt.Errorf("%s is empty", c.APIKeyFile))
+		}
+	}
+	if len(ac.Secret) == 0 && len(ac.PublicKeyPEM) == 0 && ac.APIKey == "" {
+		return nil, nil
+	}
+	a, err := auth.New(ac)
+	if err != nil {
+		name := "api-key"
+		switch {
+		case c.APIKeyFile != "" && strings.Contains(err.Error(), "API key"):
+			name = "api-key-file"
+		case strings.Contains(err.Error(), "API key"):
+		case c.JWTPublicKeyFile != "":
+			name = "jwt-public-key-file"
+		default:
+			name = "jwt-secret"
+		}
+		return nil, bad(name, errors.New(strings.TrimPrefix(err.Error(), "auth: ")))
+	}
+	return a, nil
 }
 
 // validatePrefix applies the Redis broker's rule: 1-64 letters, digits or

@@ -14,6 +14,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/herald-sse/herald/internal/auth"
 	"github.com/herald-sse/herald/pkg/broker"
 )
 
@@ -35,6 +36,12 @@ type publishHandler struct {
 	allowRemote  bool // publish from non-loopback peers without auth
 	crossOrigin  *http.CrossOriginProtection
 	remoteNotice string
+	// auth, if it protects publishing, must accept the request's bearer
+	// credential; the loopback rule then does not apply.
+	auth *auth.Authorizer
+	// limit, if set, rate-limits requests per credential (per peer
+	// address without authentication).
+	limit *rateLimiter
 }
 
 // publishRequest is the JSON body of POST /publish.
@@ -48,6 +55,7 @@ type publishRequest struct {
 type httpError struct {
 	status int
 	msg    string
+	header http.Header // extra answer headers (WWW-Authenticate, Retry-After)
 }
 
 func (e *httpError) Error() string { return e.msg }
@@ -60,6 +68,9 @@ func (h *publishHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	id, herr := h.serve(w, r)
 	if herr != nil {
 		h.metrics.PublishError(herr.status)
+		for k, v := range herr.header {
+			w.Header()[k] = v
+		}
 		switch herr.status {
 		case http.StatusMethodNotAllowed:
 			w.Header().Set("Allow", "POST, OPTIONS")
@@ -82,8 +93,23 @@ func (h *publishHandler) serve(w http.ResponseWriter, r *http.Request) (string, 
 	if r.Method != http.MethodPost {
 		return "", errorf(http.StatusMethodNotAllowed, "method %s not allowed: use POST", r.Method)
 	}
-	if !h.allowRemote && !isLoopback(r.RemoteAddr) {
+	var grant *auth.Grant
+	rateKey := "ip:" + peerHost(r.RemoteAddr)
+	if h.auth.PublishProtected() {
+		g, err := h.auth.PublishGrant(r)
+		if err != nil {
+			return "", authError(err)
+		}
+		grant, rateKey = g, g.Principal
+	} else if !h.allowRemote && !isLoopback(r.RemoteAddr) {
 		return "", errorf(http.StatusForbidden, "%s", h.remoteNotice)
+	}
+	if h.limit != nil {
+		if ok, wait := h.limit.allow(rateKey); !ok {
+			herr := errorf(http.StatusTooManyRequests, "publish rate limit reached (--publish-rate); retry later")
+			herr.header = http.Header{"Retry-After": {strconv.Itoa(retryAfter(wait))}}
+			return "", herr
+		}
 	}
 	if h.crossOrigin != nil {
 		if err := h.crossOrigin.Check(r); err != nil {
@@ -99,6 +125,9 @@ func (h *publishHandler) serve(w http.ResponseWriter, r *http.Request) (string, 
 			return "", errorf(http.StatusBadRequest, "missing topic")
 		}
 		return "", errorf(http.StatusBadRequest, "%v", err)
+	}
+	if grant != nil && !grant.Allows(auth.Publish, req.Topic) {
+		return "", authError(fmt.Errorf("%w: the credential does not allow publishing to %q", auth.ErrForbidden, req.Topic))
 	}
 	msg := broker.Message{Type: req.Event, Data: req.Data}
 	if err := broker.ValidateMessage(msg); err != nil {
@@ -206,6 +235,24 @@ func bodyError(err error, maxBody int64, what string) *httpError {
 
 func tooLarge(maxBody int64) *httpError {
 	return errorf(http.StatusRequestEntityTooLarge, "request body over %d bytes (--max-body-bytes)", maxBody)
+}
+
+// authError answers an authorization failure: 401 with a Bearer
+// challenge, or 403.
+func authError(err error) *httpError {
+	herr := errorf(auth.Status(err), "%s", auth.Message(err))
+	if c := auth.Challenge(err); c != "" {
+		herr.header = http.Header{"Www-Authenticate": {c}}
+	}
+	return herr
+}
+
+// peerHost is the address part of a peer "host:port".
+func peerHost(remoteAddr string) string {
+	if host, _, err := net.SplitHostPort(remoteAddr); err == nil {
+		return host
+	}
+	return remoteAddr
 }
 
 // isLoopback reports whether the TCP peer (never a forwarded header) is a

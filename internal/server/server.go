@@ -20,16 +20,16 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/herald-sse/herald/internal/auth"
 	"github.com/herald-sse/herald/pkg/broker"
 	"github.com/herald-sse/herald/pkg/sse"
 )
 
 // HTTP server limits. There is deliberately no server-wide WriteTimeout: it
 // would cut long-lived streams; the stream handler sets per-write deadlines.
+// ReadHeaderTimeout and IdleTimeout come from the configuration.
 const (
-	readHeaderTimeout = 10 * time.Second
-	idleTimeout       = 120 * time.Second
-	maxHeaderBytes    = 64 << 10
+	maxHeaderBytes = 64 << 10
 	// publishReadTimeout bounds reading one publish request's body.
 	publishReadTimeout = 30 * time.Second
 )
@@ -55,6 +55,7 @@ type Server struct {
 	kind    string
 	metrics *Metrics
 	events  *sse.TopicHandler
+	auth    *auth.Authorizer // nil without authentication
 	handler http.Handler
 	http    *http.Server
 
@@ -79,6 +80,11 @@ func New(ctx context.Context, cfg Config, opts Options) (*Server, error) {
 		log = NewLogger(cfg, os.Stderr)
 	}
 	s := &Server{cfg: cfg, log: log, metrics: NewMetrics(), broker: opts.Broker, kind: opts.BrokerKind}
+	a, err := cfg.authorizer(func(name string) string { return "--" + name })
+	if err != nil {
+		return nil, err
+	}
+	s.auth = a
 	if s.broker == nil {
 		b, kind, err := newBroker(ctx, cfg, log, s.metrics)
 		if err != nil {
@@ -97,15 +103,19 @@ func New(ctx context.Context, cfg Config, opts Options) (*Server, error) {
 		WriteTimeout:   cfg.WriteTimeout,
 		MaxTopics:      cfg.MaxTopics,
 		MaxConnections: cfg.MaxConnections,
+		MaxCursorLen:   cfg.MaxLastEventIDBytes,
 		Metrics:        s.metrics,
 		Logger:         log,
+	}
+	if s.auth.SubscribeProtected() {
+		s.events.OnConnect = s.auth.OnConnect(nil)
 	}
 	s.abortCtx, s.abort = context.WithCancel(context.Background())
 	s.handler = s.routes()
 	s.http = &http.Server{
 		Handler:           s.handler,
-		ReadHeaderTimeout: readHeaderTimeout,
-		IdleTimeout:       idleTimeout,
+		ReadHeaderTimeout: cfg.ReadHeaderTimeout,
+		IdleTimeout:       cfg.IdleTimeout,
 		MaxHeaderBytes:    maxHeaderBytes,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 	}
@@ -138,6 +148,10 @@ func (s *Server) routes() http.Handler {
 		remoteNotice: "publishing is allowed from loopback addresses only because no authentication is configured; " +
 			"start herald with --publish-allow (HERALD_PUBLISH_ALLOW=true) to accept publishers from any address",
 		crossOrigin: http.NewCrossOriginProtection(),
+		auth:        s.auth,
+	}
+	if s.cfg.PublishRate > 0 {
+		pub.limit = newRateLimiter(s.cfg.PublishRate, s.cfg.PublishBurst)
 	}
 	for _, o := range origins {
 		if o == "*" {
@@ -206,9 +220,23 @@ func (s *Server) Serve(ln net.Listener) error {
 func (s *Server) logStart(addr net.Addr) {
 	s.log.Info("herald listening", "addr", addr.String(), "broker", s.kind,
 		"history_size", s.cfg.HistorySize, "history_ttl", s.cfg.HistoryTTL, "heartbeat", s.cfg.Heartbeat)
-	if s.cfg.PublishAllow {
+	switch a := s.auth; {
+	case a.PublishProtected():
+		s.log.Info("authentication on", "tokens", a.Tokens(), "algorithms", a.Algorithms(), "api_key", a.APIKey(),
+			"subscribe", map[bool]string{true: "token required", false: "open"}[a.SubscribeProtected()],
+			"publish", "credential required")
+		if a.Tokens() && !a.SubscribeProtected() {
+			s.log.Warn("anyone may subscribe to any topic without a token (--anonymous-subscribe)")
+		}
+		if !a.Tokens() {
+			s.log.Warn("only the API key is configured: anyone may subscribe to any topic; set --jwt-secret or --jwt-public-key-file to protect subscribing")
+		}
+		if s.cfg.PublishAllow {
+			s.log.Warn("--publish-allow has no effect while authentication is on: publishers need a credential")
+		}
+	case s.cfg.PublishAllow:
 		s.log.Warn("publishing is open to every address without authentication (--publish-allow); put herald behind something that authenticates publishers")
-	} else {
+	default:
 		s.log.Info("no authentication configured: POST /publish is allowed from loopback addresses only; --publish-allow (HERALD_PUBLISH_ALLOW=true) opens it to every address")
 	}
 }
