@@ -44,6 +44,15 @@ done
 tmp="$(mktemp -d)"
 trap 'rm -rf "$tmp"' EXIT
 
+# quiet runs a command, showing its output only if it fails (docker build
+# prints a deprecation notice for the legacy builder on every run).
+quiet() {
+	if ! "$@" >"$tmp/out" 2>&1; then
+		cat "$tmp/out" >&2
+		return 1
+	fi
+}
+
 present() { docker image inspect "$1" >/dev/null 2>&1; }
 
 # apt_need PACKAGE COMMAND: install PACKAGE when COMMAND is missing.
@@ -73,7 +82,7 @@ build_herald() {
 	ctx="$tmp/herald"
 	mkdir -p "$ctx"
 	(cd "$here" && CGO_ENABLED=0 "$GO" build -trimpath -o "$ctx/herald" ./cmd/server)
-	docker build -q -t "$HERALD_IMAGE" -f "$here/deployments/herald/Dockerfile" "$ctx" >/dev/null
+	quiet docker build -q -t "$HERALD_IMAGE" -f "$here/deployments/herald/Dockerfile" "$ctx"
 	echo "images: $HERALD_IMAGE built ($(docker image inspect -f '{{.Id}}' "$HERALD_IMAGE" | cut -c8-19))"
 }
 
@@ -97,7 +106,7 @@ build_lb() {
 	rootfs_for "$bin" "$root" "$bin"
 	cp "$conf" "$root$confdest"
 	cp "$here/deployments/$name/Dockerfile" "$ctx/Dockerfile"
-	docker build -q -t "$local_tag" "$ctx" >/dev/null
+	quiet docker build -q -t "$local_tag" "$ctx"
 	[ "$image" = "$local_tag" ] || docker tag "$local_tag" "$image"
 	echo "images: built $local_tag from Debian's $pkg ($(dpkg-query -W -f '${Version}' "$pkg")) and tagged it $image"
 }
