@@ -1,0 +1,131 @@
+package e2e
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"net/http"
+	"net/url"
+	"os"
+	"os/exec"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+)
+
+// composeCommand returns the Compose the machine has: `docker compose`
+// (v2) or `docker-compose` (v1).
+func composeCommand(t *testing.T) []string {
+	t.Helper()
+	if exec.Command("docker", "compose", "version").Run() == nil {
+		return []string{"docker", "compose"}
+	}
+	if p, err := exec.LookPath("docker-compose"); err == nil {
+		return []string{p}
+	}
+	unavailable(t, "neither `docker compose` nor `docker-compose` is installed")
+	return nil
+}
+
+// TestCompose runs deployments/compose.yaml as a user would (both load
+// balancers), publishes through each balancer and receives through the
+// other, and stops a replica gracefully.
+func TestCompose(t *testing.T) {
+	needDocker(t, heraldImage, redisImage, haproxyImage, nginxImage)
+	compose := composeCommand(t)
+	project := fmt.Sprintf("heralde2e%d", os.Getpid())
+	hapPort, statsPort, ngxPort := freePort(t), freePort(t), freePort(t)
+	env := append(os.Environ(),
+		"HERALD_PORT="+strconv.Itoa(hapPort),
+		"HERALD_STATS_PORT="+strconv.Itoa(statsPort),
+		"HERALD_NGINX_PORT="+strconv.Itoa(ngxPort),
+	)
+	run := func(within time.Duration, args ...string) (string, error) {
+		ctx, cancel := context.WithTimeout(context.Background(), within)
+		defer cancel()
+		full := append(append(append([]string{}, compose[1:]...), "-p", project, "-f", deployDir+"/compose.yaml", "--profile", "nginx"), args...)
+		cmd := exec.CommandContext(ctx, compose[0], full...)
+		cmd.Env = env
+		var out bytes.Buffer
+		cmd.Stdout, cmd.Stderr = &out, &out
+		err := cmd.Run()
+		return out.String(), err
+	}
+	t.Cleanup(func() {
+		if t.Failed() {
+			out, _ := run(30*time.Second, "logs", "--tail", "30")
+			t.Logf("compose logs:\n%s", out)
+		}
+		if out, err := run(2*time.Minute, "down", "-v", "--remove-orphans", "-t", "2"); err != nil {
+			t.Errorf("compose down: %v\n%s", err, out)
+		}
+	})
+	start := time.Now()
+	if out, err := run(2*time.Minute, "up", "-d", "--no-build"); err != nil {
+		t.Fatalf("compose up: %v\n%s", err, out)
+	}
+	hap := fmt.Sprintf("http://127.0.0.1:%d", hapPort)
+	ngx := fmt.Sprintf("http://127.0.0.1:%d", ngxPort)
+	c := &cluster{t: t, LB: hap, lbStats: fmt.Sprintf("http://127.0.0.1:%d/", statsPort), lbKind: haproxy}
+	c.waitLB(3, 60*time.Second)
+	poll(t, 30*time.Second, "nginx to answer", func() bool {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
+		code, _, err := httpGet(ctx, ngx+"/readyz")
+		return err == nil && code == 200
+	})
+	t.Logf("compose (%s) up in %v", strings.Join(compose, " "), time.Since(start).Round(time.Millisecond))
+
+	// The demo page through the balancer.
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	code, body, err := httpGet(ctx, hap+"/")
+	cancel()
+	if err != nil || code != 200 || !strings.Contains(body, "herald demo") {
+		t.Fatalf("GET / through HAProxy: %d %v", code, err)
+	}
+
+	// Subscribe through one balancer, publish through the other (the
+	// replicas opt in to publishers that are not on loopback).
+	sctx, scancel := context.WithCancel(context.Background())
+	defer scancel()
+	viaHAP := subscribe(sctx, hap, []string{"compose"})
+	viaNGX := subscribe(sctx, ngx, []string{"compose"})
+	poll(t, 20*time.Second, "both subscribers connected", func() bool { return viaHAP.opens.Load() > 0 && viaNGX.opens.Load() > 0 })
+	publish := func(base string, n int) {
+		t.Helper()
+		for i := 0; i < n; i++ {
+			form := url.Values{"topic": {"compose"}, "data": {fmt.Sprintf("compose|%s|%d", base, i)}}
+			resp, err := http.PostForm(base+"/publish", form)
+			if err != nil {
+				t.Fatalf("publish through %s: %v", base, err)
+			}
+			resp.Body.Close()
+			if resp.StatusCode != http.StatusOK {
+				t.Fatalf("publish through %s: %s", base, resp.Status)
+			}
+		}
+	}
+	publish(ngx, 10)
+	publish(hap, 10)
+	// A graceful stop of one replica (docker's SIGTERM, the drain) while
+	// streams are open.
+	if out, err := run(time.Minute, "stop", "-t", "25", "herald1"); err != nil {
+		t.Fatalf("compose stop herald1: %v\n%s", err, out)
+	}
+	publish(hap, 10)
+	poll(t, 30*time.Second, "30 events on both subscribers", func() bool { return viaHAP.n.Load() >= 30 && viaNGX.n.Load() >= 30 })
+	stopAll(t, scancel, []*subscriber{viaHAP, viaNGX})
+	for _, s := range []*subscriber{viaHAP, viaNGX} {
+		events, resets := s.received()
+		if len(events) != 30 || len(resets) != 0 {
+			t.Fatalf("got %d events and resets %v, want 30 and none", len(events), resets)
+		}
+		for i, ev := range events {
+			want := fmt.Sprintf("compose|%s|%d", []string{ngx, hap, hap}[i/10], i%10)
+			if ev.Data != want {
+				t.Fatalf("event %d is %q, want %q", i, ev.Data, want)
+			}
+		}
+	}
+}
