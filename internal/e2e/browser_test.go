@@ -74,8 +74,11 @@ func TestBrowser(t *testing.T) {
 		chromedp.WaitVisible(chromedp.ID("subscribe-form")),
 	))
 	t.Logf("demo page loaded in %v", time.Since(start).Round(time.Millisecond))
-	_, err := chromedp.Run(ctx, chromedp.Evaluate[bool](fmt.Sprintf(`window.herald.connect(%q); true`, topic)))
-	check("subscribe", err)
+	// Subscribe the way a person does: type the topic, click Connect.
+	check("subscribe with the form", chromedp.Do(ctx,
+		chromedp.SetValue(chromedp.ID("topics"), topic),
+		chromedp.Click(chromedp.ID("connect")),
+	))
 	waitJS(t, ctx, `window.herald.state === "open"`, 30*time.Second)
 
 	// publish publishes events [from, to) from the page (fetch POST
