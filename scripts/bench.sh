@@ -15,7 +15,9 @@
 #                  herald-redis-fcall is herald+Redis with events published by
 #                  FCALL herald_publish straight into Redis instead of POST /publish
 #   FCALL_SCENARIOS  scenarios that run herald-redis-fcall (default: S1 S2)
-#   REPEAT         runs of each scenario and target, reduced to the median (default 1)
+#   REPEAT         rounds of the whole set, reduced to the median (default 2; QUICK: 1);
+#                  even rounds run the targets in reverse order, so that a drift
+#                  in the machine's load does not always favour the same one
 #   SERVER_CPUS    taskset CPU list for the servers and redis-server (default 0)
 #   LOAD_CPUS      taskset CPU list for the load tool (default 1)
 #   S4_CONNS       connections of the idle-scale scenario (default: hard RLIMIT_NOFILE - 1000)
@@ -38,7 +40,7 @@ OUT="${OUT:-$(mktemp -d "${TMPDIR:-/tmp}/herald-bench.XXXXXX")}"
 SCENARIOS="${SCENARIOS:-S1 S2 S3 S4 S5}"
 TARGETS="${TARGETS:-refserver herald-mem herald-redis herald-redis-fcall}"
 FCALL_SCENARIOS="${FCALL_SCENARIOS:-S1 S2}"
-REPEAT="${REPEAT:-1}"
+if [ "$QUICK" = 1 ]; then REPEAT="${REPEAT:-1}"; else REPEAT="${REPEAT:-2}"; fi
 SERVER_CPUS="${SERVER_CPUS:-0}"
 LOAD_CPUS="${LOAD_CPUS:-1}"
 REDIS_SERVER="${REDIS_SERVER:-redis-server}"
@@ -216,7 +218,9 @@ started=$SECONDS
 for n in $(seq "$REPEAT"); do
 	for sc in $SCENARIOS; do
 		args="$(scenario_args "$sc")"
-		for target in $TARGETS; do
+		order="$TARGETS"
+		if [ $((n % 2)) = 0 ]; then order="$(echo "$TARGETS" | tr ' ' '\n' | grep . | tac | tr '\n' ' ')"; fi
+		for target in $order; do
 			extra=""
 			if [ "$target" = herald-redis-fcall ]; then
 				case " $FCALL_SCENARIOS " in *" $sc "*) ;; *) continue ;; esac

@@ -56,11 +56,13 @@ type metric struct {
 }
 
 var metrics = []metric{
+	{"publishes/s", func(r *result) float64 { return r.PublishPerSec }, "%.0f", func(r *result) bool { return r.Published > 0 }},
 	{"deliveries/s", func(r *result) float64 { return r.DeliveriesPerS }, "%.0f", func(r *result) bool { return r.Published > 0 }},
 	{"latency p50 ms", func(r *result) float64 { return r.Latency.P50 }, "%.2f", func(r *result) bool { return r.Published > 0 }},
 	{"latency p99 ms", func(r *result) float64 { return r.Latency.P99 }, "%.2f", func(r *result) bool { return r.Published > 0 }},
 	{"server CPU (cores)", func(r *result) float64 { return r.ServerCPU }, "%.2f", func(r *result) bool { return r.Published > 0 && r.ServerCPU > 0 }},
 	{"load-tool CPU (cores)", func(r *result) float64 { return r.ToolCPU }, "%.2f", func(r *result) bool { return r.Published > 0 }},
+	{"other CPU (cores)", func(r *result) float64 { return r.OtherCPU }, "%.2f", func(r *result) bool { return r.Published > 0 }},
 	{"held connections", func(r *result) float64 { return float64(r.Held) }, "%.0f", func(r *result) bool { return r.Subs >= 1000 }},
 	{"RSS bytes/conn", func(r *result) float64 { return float64(r.BytesPerConn) }, "%.0f", func(r *result) bool { return r.Subs >= 1000 && r.BytesPerConn > 0 }},
 	{"incomplete subs", func(r *result) float64 { return float64(r.IncompleteSubs) }, "%.0f", func(r *result) bool { return r.Published > 0 }},

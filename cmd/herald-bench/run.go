@@ -54,8 +54,12 @@ type result struct {
 	// deliveries, in cores (1.0 = one core busy all along): a figure near
 	// the cores the load tool may use means the tool, not the server,
 	// limited the run. ServerCPU needs -pid.
+	// OtherCPU is what the rest of the machine used meanwhile (other
+	// processes, e.g. redis-server or other people's jobs on a shared
+	// machine): a large figure means the run was disturbed.
 	ToolCPU   float64 `json:"tool_cpu"`
 	ServerCPU float64 `json:"server_cpu,omitempty"`
+	OtherCPU  float64 `json:"other_cpu"`
 
 	MemSource    string `json:"mem_source,omitempty"`
 	RSSBefore    int64  `json:"rss_before"`
@@ -319,6 +323,7 @@ func run(ctx context.Context, cfg config, progress io.Writer) (*result, error) {
 	var published, pubErrors atomic.Uint64
 	pubStart := time.Now()
 	toolCPU0 := toolCPU()
+	machineCPU0, _ := machineCPU()
 	var serverCPU0 time.Duration
 	if cfg.pid > 0 {
 		serverCPU0, _ = procCPU(cfg.pid)
@@ -380,6 +385,9 @@ func run(ctx context.Context, cfg config, progress io.Writer) (*result, error) {
 			if c, err := procCPU(cfg.pid); err == nil && serverCPU0 > 0 {
 				res.ServerCPU = round3(float64(c-serverCPU0) / float64(el))
 			}
+		}
+		if m, err := machineCPU(); err == nil && machineCPU0 > 0 {
+			res.OtherCPU = round3(max(0, float64(m-machineCPU0)/float64(el)-res.ToolCPU-res.ServerCPU))
 		}
 	}
 	for _, s := range subs {

@@ -176,6 +176,9 @@ func TestCPUReaders(t *testing.T) {
 	if err != nil || c <= 0 {
 		t.Errorf("procCPU(self) = %v, %v", c, err)
 	}
+	if m, err := machineCPU(); err != nil || m <= 0 {
+		t.Errorf("machineCPU() = %v, %v", m, err)
+	}
 	if _, err := procCPU(-1); err == nil {
 		t.Error("procCPU(-1) did not fail")
 	}
