@@ -9,7 +9,7 @@ import (
 
 // libraryVersion changes whenever the Lua code changes meaning. It is part
 // of the library's source, so FUNCTION LIST shows which herald loaded it.
-const libraryVersion = "1"
+const libraryVersion = "2"
 
 // The Redis Function library, generated per key prefix with the prefix and
 // the history settings baked in: a service in another language publishes
@@ -27,10 +27,14 @@ const libraryVersion = "1"
 // topic contains no '{' or '}' (see the package documentation).
 //
 // Epoch: a per-topic token created by the first publish to a topic whose
-// epoch key is missing: the server time in microseconds, base 36. A Redis
-// that restarts without persistence loses the key with the stream, so the
-// next publish creates a new, later epoch and old cursors are recognised as
-// belonging to another epoch.
+// epoch key or stream is missing: the server time in microseconds, base 36,
+// and always above the previous epoch if there was one. A Redis that
+// restarts without persistence loses the key with the stream, so the next
+// publish creates a new, later epoch and old cursors are recognised as
+// belonging to another epoch. So does a stream deleted or evicted on its
+// own: its successor restarts the entry IDs (within the same millisecond
+// even at or below the old ones), which must not pass for the old epoch's.
+// A topic whose stream is missing reads as having no epoch ("0").
 //
 // <fn>_read returns, atomically: epoch ("0" if the topic has none),
 // last-generated-id, first entry ID ("" if empty), length, entries-added,
@@ -79,9 +83,15 @@ local function publish(keys, args)
   local base = PREFIX .. ':{' .. topic .. '}'
   local ekey, skey = base .. ':e', base .. ':s'
   local epoch = redis.call('GET', ekey)
-  if not epoch then
+  if not epoch or redis.call('EXISTS', skey) == 0 then
+    -- A new topic, or one whose stream or epoch was lost (DEL, eviction):
+    -- a new stream restarts its IDs, possibly at or below old ones, so it
+    -- must not continue the old epoch. Epochs only grow.
     local t = redis.call('TIME')
-    epoch = base36(tonumber(t[1]) * 1000000 + tonumber(t[2]))
+    local n = tonumber(t[1]) * 1000000 + tonumber(t[2])
+    local old = epoch and tonumber(epoch, 36)
+    if old and n <= old then n = old + 1 end
+    epoch = base36(n)
     redis.call('SET', ekey, epoch)
   end
   local id
@@ -107,10 +117,12 @@ local function read(keys, args)
   if err then return redis.error_reply('ERR herald: ' .. err) end
   local base = PREFIX .. ':{' .. topic .. '}'
   local skey = base .. ':s'
+  -- Without its stream an epoch means nothing (the next publish starts a
+  -- new one): report none.
+  if redis.call('EXISTS', skey) == 0 then return {'0', '0-0', '', 0, 0} end
   local epoch = redis.call('GET', base .. ':e')
   if not epoch then epoch = '0' end
   local res = {epoch, '0-0', '', 0, 0}
-  if redis.call('EXISTS', skey) == 0 then return res end
   local info = redis.call('XINFO', 'STREAM', skey)
   for i = 1, #info, 2 do
     local k, v = info[i], info[i + 1]

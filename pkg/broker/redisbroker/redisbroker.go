@@ -45,7 +45,9 @@
 // A cursor the broker cannot place yields a KindReset then a KindPosition
 // just before the oldest retained entry and all retained history:
 // ReasonEpoch for another epoch (Redis lost the stream: restart without
-// persistence, failover), ReasonTruncated when entries after the cursor
+// persistence, failover, the stream key deleted or evicted — run Redis
+// with maxmemory-policy noeviction, as an evicted stream is lost history),
+// ReasonTruncated when entries after the cursor
 // were trimmed, ReasonUnknown for anything unparseable or ahead of the
 // stream. A live subscriber whose topic loses its stream receives the same
 // reset, mid-stream, followed by the new epoch's events.

@@ -253,7 +253,14 @@ func (b *Broker) runRound(t *topic, slow *[]*subscription) (again bool, err erro
 				if k < len(items) {
 					posID = items[k].id.pred()
 				} else {
-					posID = max2(p.from, st.last)
+					// Nothing stamped after the start yet: the position
+					// is the stream's last entry, never the start time
+					// itself, which is ahead of the stream and would get
+					// an unknown-cursor reset on resume.
+					posID = st.last
+					if n := len(items); n > 0 {
+						posID = max2(posID, items[n-1].id)
+					}
 				}
 			}
 			id := p.cursor

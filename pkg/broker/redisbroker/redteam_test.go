@@ -1,0 +1,499 @@
+package redisbroker
+
+// Red-team tests: attacks on the broker's guarantees that the conformance
+// suite and the fault tests do not make.
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/herald-sse/herald/internal/testredis"
+	"github.com/herald-sse/herald/pkg/broker"
+	"github.com/herald-sse/herald/pkg/broker/brokertest"
+	"github.com/redis/go-redis/v9"
+)
+
+// pubLog is every successful publish of one topic, per epoch in stream
+// order, and the epochs in the order they appeared.
+type pubLog struct {
+	mu     sync.Mutex
+	epochs []string
+	ids    map[string][]streamID
+}
+
+func newPubLog() *pubLog { return &pubLog{ids: map[string][]streamID{}} }
+
+func (l *pubLog) add(t testing.TB, id string) {
+	t.Helper()
+	epoch, sid, ok := parseID(id)
+	if !ok {
+		t.Errorf("Publish returned %q", id)
+		return
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if _, seen := l.ids[epoch]; !seen {
+		l.epochs = append(l.epochs, epoch)
+	}
+	l.ids[epoch] = append(l.ids[epoch], sid)
+}
+
+// sorted returns the stream IDs of epoch in log order (publishers may
+// record them out of order).
+func (l *pubLog) sorted(epoch string) []streamID {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	s := slices.Clone(l.ids[epoch])
+	slices.SortFunc(s, func(a, b streamID) int {
+		switch {
+		case a.less(b):
+			return -1
+		case b.less(a):
+			return 1
+		}
+		return 0
+	})
+	return slices.Compact(s)
+}
+
+func (l *pubLog) last() string {
+	l.mu.Lock()
+	e := l.epochs[len(l.epochs)-1]
+	l.mu.Unlock()
+	s := l.sorted(e)
+	return formatID(e, s[len(s)-1])
+}
+
+// checkSegments checks one topic's items against the publish log: the
+// items are segments, each an optional KindReset (required for every
+// segment but the first), a KindPosition, then events; the events of a
+// segment are exactly the log's entries that follow its position in its
+// epoch, without gap, duplicate or reordering. complete requires the last
+// segment to reach the last published event.
+func checkSegments(t testing.TB, topic string, items []*broker.Event, l *pubLog, complete bool) bool {
+	t.Helper()
+	var segs [][]*broker.Event
+	for i, e := range items {
+		if i == 0 || e.Kind == broker.KindReset || e.Kind == broker.KindPosition && items[i-1].Kind != broker.KindReset {
+			segs = append(segs, nil)
+		}
+		segs[len(segs)-1] = append(segs[len(segs)-1], e)
+	}
+	if len(segs) == 0 {
+		t.Errorf("topic %q: no item", topic)
+		return false
+	}
+	for k, seg := range segs {
+		s, err := brokertest.ParseSequence(topic, seg)
+		if err != nil {
+			t.Errorf("segment %d: %v", k, err)
+			return false
+		}
+		if k > 0 && s.Reset == nil {
+			t.Errorf("topic %q, segment %d: a new position %q without a reset", topic, k, s.Position.ID)
+			return false
+		}
+		epoch, pos, ok := parseID(s.Position.ID)
+		if !ok {
+			t.Errorf("topic %q: position %q is not an ID of this broker", topic, s.Position.ID)
+			return false
+		}
+		if epoch == noEpoch && len(s.Events) > 0 {
+			// The topic had no epoch yet: the events are the start of the
+			// epoch that was created next.
+			epoch, _, _ = parseID(s.Events[0].ID)
+			pos = streamID{}
+		}
+		var want []string
+		for _, sid := range l.sorted(epoch) {
+			if pos.less(sid) {
+				want = append(want, formatID(epoch, sid))
+			}
+		}
+		got := s.IDs()
+		if !complete || k < len(segs)-1 {
+			if len(got) <= len(want) {
+				want = want[:len(got)]
+			}
+		}
+		if !slices.Equal(got, want) {
+			n := 0
+			for n < min(len(got), len(want)) && got[n] == want[n] {
+				n++
+			}
+			t.Errorf("topic %q, segment %d (reset %v, position %q): %d events, want %d; first difference at %d: got %q, want %q",
+				topic, k, s.Reset != nil, s.Position.ID, len(got), len(want), n, got[n:min(n+3, len(got))], want[n:min(n+3, len(want))])
+			return false
+		}
+	}
+	return true
+}
+
+// A subscription that starts while Redis does not answer starts at a
+// time-based position. That position, handed to another replica when
+// nothing was published since, must resume exactly: no reset.
+func TestRedteamTimeBasedPositionResumes(t *testing.T) {
+	r := testredis.Start(t)
+	a := newBroker(t, r, Config{Logger: warnLogger()})
+	b := newBroker(t, r, Config{Logger: warnLogger()})
+	topic := uniqueTopic("timebased")
+	publishN(t, a, topic, 3)
+	// Older than the clock-skew tolerance: the time-based start excludes
+	// them, so nothing in the stream is stamped after the start.
+	time.Sleep(clockSkew + 100*time.Millisecond)
+
+	r.Pause(t)
+	ra := subscribe(t, a, []string{topic}, nil) // the head read times out
+	r.Unpause(t)
+	pos := position(t, ra, topic)
+
+	rb := subscribe(t, b, []string{topic}, broker.Cursor{topic: pos})
+	position(t, rb, topic)
+	id := publishRetry(t, a, topic, broker.Message{Data: "after"})
+	waitLast(t, ra, topic, id)
+	waitLast(t, rb, topic, id)
+	brokertest.CheckSequence(t, topic, ra.Items[topic], brokertest.Want{Position: pos, IDs: []string{id}})
+	brokertest.CheckSequence(t, topic, rb.Items[topic], brokertest.Want{Position: pos, IDs: []string{id}})
+}
+
+// The stream key vanishes while its epoch key stays (DEL of the stream, or
+// eviction under an allkeys-* maxmemory policy). The next XADD starts a new
+// stream whose IDs may repeat or precede old ones — in one transaction they
+// share the millisecond. No event may be lost silently nor share an ID with
+// another.
+func TestRedteamStreamLostEpochKept(t *testing.T) {
+	r := testredis.Start(t)
+	c := r.Client(t)
+	b := newBroker(t, r, Config{Logger: warnLogger()})
+	topic := uniqueTopic("evicted")
+	ids := publishN(t, b, topic, 5)
+	live := subscribe(t, b, []string{topic}, nil)
+	position(t, live, topic)
+	cmds, err := c.TxPipelined(t.Context(), func(p redis.Pipeliner) error {
+		p.FCall(t.Context(), "herald_publish", []string{topic}, "", "A")
+		p.Del(t.Context(), "herald:{"+topic+"}:s")
+		p.FCall(t.Context(), "herald_publish", []string{topic}, "", "B")
+		return nil
+	})
+	if err != nil {
+		t.Fatalf("MULTI: %v", err)
+	}
+	idA, idB := cmds[0].(*redis.Cmd).Val().(string), cmds[2].(*redis.Cmd).Val().(string)
+	if idA == idB {
+		t.Errorf("two events got the same ID %q", idA)
+	}
+	idC := publishRetry(t, b, topic, broker.Message{Data: "C"})
+	l := newPubLog()
+	for _, id := range append(ids, idA, idB, idC) {
+		l.add(t, id)
+	}
+	waitLast(t, live, topic, idC)
+	got := map[string]bool{}
+	for _, e := range live.Items[topic] {
+		got[e.Data] = true
+	}
+	if !got["A"] || !got["B"] || !got["C"] {
+		t.Errorf("live subscriber: got A %v, B %v, C %v; want all", got["A"], got["B"], got["C"])
+	}
+	checkSegments(t, topic, live.Items[topic], l, true)
+
+	// A subscriber resuming inside the lost stream must be told.
+	old := subscribe(t, b, []string{topic}, broker.Cursor{topic: ids[2]})
+	waitLast(t, old, topic, idC)
+	seq, err := brokertest.ParseSequence(topic, old.Items[topic])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if seq.Reset == nil {
+		t.Errorf("resuming from %q after its stream was lost: no reset, events %q", ids[2], seq.IDs())
+	}
+}
+
+// The last local subscriber of a topic leaves and a new one arrives at
+// once, again and again, while the UNSUBSCRIBE of the previous round may
+// still be in flight: each new subscriber must get every later event.
+func TestRedteamResubscribeRace(t *testing.T) {
+	r := testredis.Start(t)
+	a := newBroker(t, r, Config{Logger: warnLogger()})
+	p := newBroker(t, r, Config{Logger: warnLogger()})
+	topic := uniqueTopic("flap")
+	publishN(t, p, topic, 1)
+	for i := range 60 {
+		sub, err := a.Subscribe(t.Context(), []string{topic}, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		rd := brokertest.NewReader(sub)
+		pos := position(t, rd, topic)
+		id := publishRetry(t, p, topic, broker.Message{Data: fmt.Sprint(i)})
+		if !rd.Until(10*time.Second, func(r *brokertest.Reader) bool { return r.LastID(topic) == id }) {
+			t.Fatalf("round %d: the event published after the subscription never came: %s", i, rd)
+		}
+		brokertest.CheckSequence(t, topic, rd.Items[topic], brokertest.Want{Position: pos, IDs: []string{id}})
+		sub.Close()
+		if i%3 == 0 {
+			// Sometimes give the UNSUBSCRIBE a head start.
+			time.Sleep(time.Duration(i%7) * time.Millisecond)
+		}
+	}
+}
+
+// Odd but valid topic names (hash-tag braces, glob characters, a name that
+// looks like another topic's key suffix) and payloads (1 MiB, NUL,
+// invalid UTF-8, blank lines) go through FCALL and pub/sub unchanged and
+// stay apart.
+func TestRedteamOddTopicsAndPayloads(t *testing.T) {
+	r := testredis.Start(t)
+	c := r.Client(t)
+	b := newBroker(t, r, Config{Logger: warnLogger()})
+	base := uniqueTopic("odd")
+	topics := []string{base, base + "}:s", "{" + base, base + "}", base + "*?[a]", base + "\"\\%'", base + ":{x}:e", (base + strings.Repeat("~", 256))[:256]}
+	payloads := []string{"", "\x00", "a\x00b\n\nc\r\n", "\xff\xfe\xc3(", strings.Repeat("0123456789abcdef", 1<<16), "\n", "tail\r"}
+	rd := subscribe(t, b, topics, nil)
+	for _, topic := range topics {
+		position(t, rd, topic)
+	}
+	want := map[string][]string{}
+	data := map[string]string{}
+	for i, topic := range topics {
+		for j, d := range payloads {
+			var id string
+			var err error
+			if (i+j)%2 == 0 {
+				id, err = b.Publish(t.Context(), topic, broker.Message{Type: "ü-type", Data: d})
+			} else {
+				id, err = c.FCall(t.Context(), "herald_publish", []string{topic}, "ü-type", d).Text()
+			}
+			if err != nil {
+				t.Fatalf("publish to %q: %v", topic, err)
+			}
+			want[topic] = append(want[topic], id)
+			data[topic+" "+id] = d
+		}
+	}
+	if !rd.Until(waitTimeout, func(r *brokertest.Reader) bool { return r.Total() >= len(topics)*len(payloads) }) {
+		t.Fatalf("got %s", rd)
+	}
+	for _, topic := range topics {
+		seq, _ := brokertest.CheckSequence(t, topic, rd.Items[topic], brokertest.Want{IDs: want[topic]})
+		for _, e := range seq.Events {
+			if e.Data != data[topic+" "+e.ID] || e.Type != "ü-type" {
+				t.Errorf("topic %q, event %q: type %q, data %.20q (%d bytes), want %.20q (%d bytes)",
+					topic, e.ID, e.Type, e.Data, len(e.Data), data[topic+" "+e.ID], len(data[topic+" "+e.ID]))
+			}
+		}
+		// Replay from the stream returns the same bytes.
+		rr := subscribe(t, b, []string{topic}, broker.Cursor{topic: "0-0-0"})
+		waitLast(t, rr, topic, want[topic][len(want[topic])-1])
+		seq, _ = brokertest.CheckSequence(t, topic, rr.Items[topic], brokertest.Want{IDs: want[topic]})
+		for _, e := range seq.Events {
+			if e.Data != data[topic+" "+e.ID] {
+				t.Errorf("replay of topic %q, event %q: data differs", topic, e.ID)
+			}
+		}
+		rr.Sub.Close()
+	}
+}
+
+// FCALL from a plain client with wrong arguments fails cleanly, leaves no
+// key behind, and the broker carries on.
+func TestRedteamFCallArguments(t *testing.T) {
+	r := testredis.Start(t)
+	c := r.Client(t)
+	b := newBroker(t, r, Config{Logger: warnLogger()})
+	topic := uniqueTopic("args")
+	rd := subscribe(t, b, []string{topic}, nil)
+	position(t, rd, topic)
+	ctx := t.Context()
+	for _, tc := range []struct {
+		fn   string
+		keys []string
+		args []any
+	}{
+		{"herald_publish", nil, nil},
+		{"herald_publish", nil, []any{"t", "d"}},
+		{"herald_publish", []string{topic}, nil},
+		{"herald_publish", []string{topic}, []any{"t", "d", "extra"}},
+		{"herald_publish", []string{""}, []any{"t", "d"}},
+		{"herald_read", nil, nil},
+		{"herald_read", []string{""}, []any{"0-0", "10"}},
+	} {
+		if err := c.FCall(ctx, tc.fn, tc.keys, tc.args...).Err(); err == nil {
+			t.Errorf("FCALL %s %q %q succeeded", tc.fn, tc.keys, tc.args)
+		}
+	}
+	if n := c.Exists(ctx, "herald:{"+topic+"}:s", "herald:{"+topic+"}:e", "herald:{}:s", "herald:{}:e").Val(); n != 0 {
+		t.Errorf("rejected calls created %d keys", n)
+	}
+	// Once the stream exists, a malformed read position is an error.
+	if _, err := b.Publish(ctx, topic, broker.Message{Data: "first"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.FCall(ctx, "herald_read", []string{topic}, "not-an-id", "10").Err(); err == nil {
+		t.Errorf("FCALL herald_read with a malformed position succeeded")
+	}
+	// The publish function writes: FCALL_RO must refuse it.
+	if err := c.FCallRO(ctx, "herald_publish", []string{topic}, "", "x").Err(); err == nil {
+		t.Errorf("FCALL_RO herald_publish succeeded")
+	}
+	id := publishRetry(t, b, topic, broker.Message{Data: "ok"})
+	waitLast(t, rd, topic, id)
+	if n := rd.Count(topic); n != 2 {
+		t.Errorf("%d events, want 2: %s", n, rd)
+	}
+}
+
+// Subscribers resume from the exact trim boundary (the last event before
+// the oldest retained one) while publishers trim the stream under them and
+// the pub/sub connections are killed: every subscriber's sequence is the
+// log after its position, or an honest reset followed by the log after
+// the new position.
+func TestRedteamTrimBoundary(t *testing.T) {
+	r := testredis.Start(t)
+	c := r.Client(t)
+	cfg := Config{Prefix: "rt150", HistorySize: 150, QueueLimit: 1 << 20, Logger: warnLogger()}
+	a := newBroker(t, r, cfg)
+	p := newBroker(t, r, cfg)
+	topic := uniqueTopic("trim")
+	l := newPubLog()
+	for range 400 {
+		l.add(t, publishRetry(t, p, topic, broker.Message{Data: "seed"}))
+	}
+	boundary := func() string {
+		first, err := c.XRangeN(t.Context(), "rt150:{"+topic+"}:s", "-", "+", 1).Result()
+		if err != nil || len(first) == 0 {
+			t.Fatalf("XRANGE: %v %v", first, err)
+		}
+		epoch := l.epochs[0]
+		fid, _ := parseStreamID(first[0].ID)
+		var cursor string
+		for _, sid := range l.sorted(epoch) {
+			if !sid.less(fid) {
+				break
+			}
+			cursor = formatID(epoch, sid)
+		}
+		return cursor
+	}
+	// Quiet stream: the boundary itself is an exact cursor.
+	cursor := boundary()
+	exact := subscribe(t, p, []string{topic}, broker.Cursor{topic: cursor})
+	waitLast(t, exact, topic, l.last())
+	brokertest.CheckSequence(t, topic, exact.Items[topic], brokertest.Want{Position: cursor, IDs: logIDs(t, c, "rt150", topic)})
+
+	var stop sync.WaitGroup
+	done := make(chan struct{})
+	for k := range 3 {
+		stop.Go(func() {
+			for i := 0; ; i++ {
+				select {
+				case <-done:
+					return
+				default:
+				}
+				id, err := []*Broker{a, p}[(k+i)%2].Publish(context.Background(), topic, broker.Message{Data: fmt.Sprint(k, "-", i)})
+				if err != nil {
+					t.Errorf("Publish: %v", err)
+					return
+				}
+				l.add(t, id)
+			}
+		})
+	}
+	var readers []*brokertest.Reader
+	for i := range 40 {
+		cursor := boundary() // the published ID just before the first retained entry
+		if i%10 == 5 {
+			c.ClientKillByFilter(t.Context(), "TYPE", "pubsub")
+		}
+		readers = append(readers, subscribe(t, []*Broker{a, p}[i%2], []string{topic}, broker.Cursor{topic: cursor}))
+	}
+	close(done)
+	stop.Wait()
+	if t.Failed() {
+		return
+	}
+	last := l.last()
+	drain(t, readers, "every event", func(rd *brokertest.Reader) bool { return rd.LastID(topic) == last })
+	resets := 0
+	for i, rd := range readers {
+		if !checkSegments(t, topic, rd.Items[topic], l, true) {
+			t.Fatalf("reader %d", i)
+		}
+		if rd.Items[topic][0].Kind == broker.KindReset {
+			resets++
+		}
+	}
+	t.Logf("%d of %d subscribers got a truncation reset", resets, len(readers))
+}
+
+// The stream and epoch are deleted while a subscriber replays a long
+// history and publishers run: every subscriber sees, per epoch, the log
+// after its position, and a reset at every epoch change.
+func TestRedteamEpochChangeMidReplay(t *testing.T) {
+	r := testredis.Start(t)
+	c := r.Client(t)
+	cfg := Config{Prefix: "rtep", HistorySize: 100000, QueueLimit: 1 << 20, Logger: warnLogger()}
+	a := newBroker(t, r, cfg)
+	p := newBroker(t, r, cfg)
+	topic := uniqueTopic("epoch")
+	l := newPubLog()
+	// A long history: several XRANGE pages per replay.
+	pipe := c.Pipeline()
+	var cmds []*redis.Cmd
+	for i := range 4000 {
+		cmds = append(cmds, pipe.FCall(t.Context(), "rtep_publish", []string{topic}, "", fmt.Sprint("seed ", i)))
+	}
+	if _, err := pipe.Exec(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	for _, cmd := range cmds {
+		l.add(t, cmd.Val().(string))
+	}
+	first := formatID(l.epochs[0], l.sorted(l.epochs[0])[0])
+	var wg sync.WaitGroup
+	done := make(chan struct{})
+	wg.Go(func() {
+		for i := 0; ; i++ {
+			select {
+			case <-done:
+				return
+			default:
+			}
+			id, err := p.Publish(context.Background(), topic, broker.Message{Data: fmt.Sprint("live ", i)})
+			if err != nil {
+				t.Errorf("Publish: %v", err)
+				return
+			}
+			l.add(t, id)
+		}
+	})
+	var readers []*brokertest.Reader
+	for round := range 3 {
+		for i := range 6 {
+			readers = append(readers, subscribe(t, []*Broker{a, p}[i%2], []string{topic}, broker.Cursor{topic: first}))
+		}
+		time.Sleep(time.Duration(5*round) * time.Millisecond)
+		if err := c.Del(t.Context(), "rtep:{"+topic+"}:s", "rtep:{"+topic+"}:e").Err(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	time.Sleep(50 * time.Millisecond)
+	close(done)
+	wg.Wait()
+	if t.Failed() {
+		return
+	}
+	last := l.last()
+	drain(t, readers, "every event", func(rd *brokertest.Reader) bool { return rd.LastID(topic) == last })
+	for i, rd := range readers {
+		if !checkSegments(t, topic, rd.Items[topic], l, true) {
+			t.Fatalf("reader %d", i)
+		}
+	}
+}
