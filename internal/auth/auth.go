@@ -405,7 +405,7 @@ func (a *Authorizer) PublishGrant(r *http.Request) (*Grant, error) {
 		return nil, err
 	}
 	if !ok {
-		return nil, fmt.Errorf("%w: send Authorization: Bearer <token or API key>", ErrNoCredentials)
+		return nil, fmt.Errorf("%w: send Authorization: Bearer followed by a token or the API key", ErrNoCredentials)
 	}
 	if a.apiKey != nil && subtle.ConstantTimeCompare([]byte(tok), a.apiKey) == 1 {
 		return &Grant{Principal: "key", all: true}, nil
