@@ -84,6 +84,18 @@ func writeComparison(w io.Writer, runs []result, baseline string) {
 	if i := slices.Index(targets, baseline); i > 0 {
 		targets = append([]string{baseline}, slices.Delete(targets, i, i+1)...)
 	}
+	maxRuns := 0
+	counts := map[[2]string]int{}
+	for _, r := range runs {
+		k := [2]string{r.Scenario, r.Target}
+		counts[k]++
+		maxRuns = max(maxRuns, counts[k])
+	}
+	if maxRuns > 1 {
+		fmt.Fprintf(w, "Medians of up to %d runs per scenario and target; ratio = target / %s.\n\n", maxRuns, baseline)
+	} else {
+		fmt.Fprintf(w, "One run per scenario and target; ratio = target / %s.\n\n", baseline)
+	}
 	fmt.Fprintf(w, "| scenario | metric |")
 	for _, t := range targets {
 		if t == baseline {
@@ -133,9 +145,6 @@ func writeComparison(w io.Writer, runs []result, baseline string) {
 				cell := "—"
 				if ok {
 					cell = fmt.Sprintf(m.format, v)
-					if n := len(group[t]); n > 1 {
-						cell += fmt.Sprintf(" (median of %d)", n)
-					}
 				}
 				if t == baseline {
 					fmt.Fprintf(w, " %s |", cell)

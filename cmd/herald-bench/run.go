@@ -325,8 +325,11 @@ func run(ctx context.Context, cfg config, progress io.Writer) (*result, error) {
 	toolCPU0 := toolCPU()
 	machineCPU0, _ := machineCPU()
 	var serverCPU0 time.Duration
+	serverCPUOK := false
 	if cfg.pid > 0 {
-		serverCPU0, _ = procCPU(cfg.pid)
+		var err error
+		serverCPU0, err = procCPU(cfg.pid)
+		serverCPUOK = err == nil
 	}
 	var pubDeadline time.Time
 	if cfg.duration > 0 {
@@ -382,7 +385,7 @@ func run(ctx context.Context, cfg config, progress io.Writer) (*result, error) {
 	if el := time.Since(pubStart); res.Published > 0 && el > 0 {
 		res.ToolCPU = round3(float64(toolCPU()-toolCPU0) / float64(el))
 		if cfg.pid > 0 {
-			if c, err := procCPU(cfg.pid); err == nil && serverCPU0 > 0 {
+			if c, err := procCPU(cfg.pid); err == nil && serverCPUOK {
 				res.ServerCPU = round3(float64(c-serverCPU0) / float64(el))
 			}
 		}
