@@ -22,6 +22,8 @@
 #   LOAD_CPUS      taskset CPU list for the load tool (default 1)
 #   S4_CONNS       connections of the idle-scale scenario (default: hard RLIMIT_NOFILE - 1000)
 #   REDIS_SERVER   redis-server binary (default: from PATH; Debian package redis-server)
+#   HERALD_REV     build herald and herald-bench from this git revision (git archive into
+#                  $OUT/src) instead of the working tree, e.g. HERALD_REV=HEAD
 #
 # Each run starts a fresh server process pinned to SERVER_CPUS; herald-bench
 # runs pinned to LOAD_CPUS. redis-server (started here on a random loopback
@@ -59,8 +61,15 @@ if [ ! -f "$REFSERVER_DIR/main.go" ]; then
 fi
 log "building refserver, herald and herald-bench into $OUT/bin"
 (cd "$REFSERVER_DIR" && CGO_ENABLED=0 "$GO" build -o "$OUT/bin/refserver" .)
-CGO_ENABLED=0 "$GO" build -o "$OUT/bin/herald" ./cmd/server
-CGO_ENABLED=0 "$GO" build -o "$OUT/bin/herald-bench" ./cmd/herald-bench
+src="$root"
+if [ -n "${HERALD_REV:-}" ]; then
+	src="$OUT/src"
+	mkdir -p "$src"
+	git -C "$root" archive "$HERALD_REV" | tar -x -C "$src"
+	log "herald from $(git -C "$root" rev-parse --short "$HERALD_REV")"
+fi
+(cd "$src" && CGO_ENABLED=0 "$GO" build -o "$OUT/bin/herald" ./cmd/server)
+(cd "$src" && CGO_ENABLED=0 "$GO" build -o "$OUT/bin/herald-bench" ./cmd/herald-bench)
 
 pin() { # pin <cpus> cmd...: taskset when available and the machine has >1 CPU
 	local cpus="$1"
@@ -208,6 +217,7 @@ esac
 	echo "nproc: $(nproc)"
 	echo "cpu: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//')"
 	echo "go: $("$GO" version)"
+	echo "herald: ${HERALD_REV:-working tree} ($(git -C "$root" rev-parse --short "${HERALD_REV:-HEAD}" 2>/dev/null || echo unknown))"
 	echo "kernel: $(uname -r)"
 	echo "nofile (hard): $hard_nofile"
 	echo "quick: $QUICK; scenarios: $SCENARIOS; targets: $TARGETS; repeat: $REPEAT"
