@@ -46,7 +46,7 @@ func NewMetrics() *Metrics {
 			Name: "herald_streams_total", Help: "Event streams opened.",
 		}),
 		streamsClosed: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "herald_streams_closed_total", Help: "Event streams closed, by reason (client, slow, drain, broker, error).",
+			Name: "herald_streams_closed_total", Help: "Event streams closed, by reason (client, slow, drain, broker, expired, error).",
 		}, []string{"reason"}),
 		published: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "herald_events_published_total", Help: "Events accepted by POST /publish.",
