@@ -44,8 +44,8 @@ type domEvent struct {
 // the topic, in order, with the IDs Redis assigned.
 func TestBrowser(t *testing.T) {
 	const perPhase = 25
-	c := startCluster(t, haproxy)
 	chromium := chromiumPath(t)
+	c := startCluster(t, haproxy)
 
 	opts := append(chromedp.DefaultExecAllocatorOptions[:],
 		chromedp.ExecPath(chromium),
