@@ -72,13 +72,23 @@ func parseCursor(topics []string, id string) broker.Cursor {
 		return c
 	}
 	for i, t := range topics {
-		c[t] = parts[i]
+		p := parts[i]
+		if p == "" && len(topics) > 1 {
+			// A composite never holds an empty place (appendCursor writes
+			// UnknownPosition); reading one as "start live" would skip
+			// that topic's events silently.
+			p = UnknownPosition
+		}
+		c[t] = p
 	}
 	return c
 }
 
 // appendCursor appends the wire cursor for positions (aligned with the
-// sorted topics of the stream).
+// sorted topics of the stream). In a composite, a topic whose position is
+// not known yet (its broker position has not arrived and the client sent
+// none) is written as UnknownPosition: a resume from it gets a reset and the
+// retained history for that topic, never a silent live start.
 func appendCursor(dst []byte, positions []string) []byte {
 	if len(positions) == 1 {
 		return append(dst, positions[0]...)
@@ -86,6 +96,9 @@ func appendCursor(dst []byte, positions []string) []byte {
 	dst = append(dst, compositePrefix[:len(compositePrefix)-1]...)
 	for _, p := range positions {
 		dst = append(dst, '.')
+		if p == "" {
+			p = UnknownPosition
+		}
 		dst = append(dst, p...)
 	}
 	return dst

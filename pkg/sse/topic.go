@@ -207,7 +207,8 @@ func (h *TopicHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	ctx, cancel := context.WithCancel(context.WithoutCancel(r.Context()))
 	stopForward := context.AfterFunc(r.Context(), cancel)
 	start := time.Now()
-	sub, err := h.Broker.Subscribe(ctx, topics, parseCursor(topics, lastID))
+	from := parseCursor(topics, lastID)
+	sub, err := h.Broker.Subscribe(ctx, topics, from)
 	if err != nil {
 		cancel()
 		switch {
@@ -240,6 +241,12 @@ func (h *TopicHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		c.timeout = DefaultWriteTimeout
 	}
 	c.sent = append(c.sent, lastID...)
+	// Until the broker reports a topic's position, the stream holds the one
+	// the client sent: an event of another topic written before then must
+	// carry it, not lose it.
+	for i, t := range topics {
+		c.pos[i] = from[t]
+	}
 
 	// HTTP/1.x: take the connection over and serve it from a fresh
 	// goroutine, so the stream holds none of net/http's per-request state
