@@ -10,7 +10,7 @@ BIN         ?= bin/herald
 # clean up their own containers (and CI removes leftovers by label).
 export TESTCONTAINERS_RYUK_DISABLED := true
 
-.PHONY: test fmt-check vet staticcheck unit test-deps fuzz run build clean
+.PHONY: test fmt-check vet staticcheck unit test-deps fuzz run build clean image images
 
 ## test: format check, vet, staticcheck, then every test with the race detector.
 test: fmt-check vet staticcheck test-deps unit
@@ -33,11 +33,9 @@ unit:
 ## locally, no registry). Under CI=true a failure here fails the build;
 ## elsewhere, without Docker, the Redis tests skip with a message.
 test-deps:
-	@if [ -f scripts/redis-image.sh ]; then \
-		if [ "$${CI:-}" = "true" ]; then sh scripts/redis-image.sh; \
-		elif docker info >/dev/null 2>&1; then sh scripts/redis-image.sh || echo "test-deps: could not prepare the Redis image; Redis tests will skip"; \
-		else echo "test-deps: Docker is not reachable; Redis tests will skip"; fi; \
-	fi
+	@if [ "$${CI:-}" = "true" ]; then sh scripts/e2e-prepare.sh; \
+	elif docker info >/dev/null 2>&1; then sh scripts/e2e-prepare.sh || echo "test-deps: could not prepare the images or Chromium; the tests that need them will skip"; \
+	else echo "test-deps: Docker is not reachable; Redis and end-to-end tests will skip"; fi
 
 ## fuzz: run every fuzz target for FUZZTIME each (a short run for CI).
 fuzz:
@@ -54,6 +52,14 @@ run:
 
 build:
 	CGO_ENABLED=0 $(GO) build -trimpath -o $(BIN) ./cmd/server
+
+## image: herald's container image (static binary FROM scratch), no registry
+image:
+	sh scripts/images.sh herald
+
+## images: every local image compose and the e2e tests use
+images:
+	sh scripts/images.sh
 
 clean:
 	rm -rf bin
