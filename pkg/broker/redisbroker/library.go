@@ -7,6 +7,11 @@ import (
 	"strings"
 )
 
+// readBytes bounds one page of <fn>_read: with 1 MiB events, a 1000-entry
+// page would be a 1 GB reply that never arrives within a read timeout (and
+// stalls Redis for every replica meanwhile).
+const readBytes = 2 << 20
+
 // libraryVersion changes whenever the Lua code changes meaning. It is part
 // of the library's source, so FUNCTION LIST shows which herald loaded it.
 const libraryVersion = "2"
@@ -39,12 +44,16 @@ const libraryVersion = "2"
 // <fn>_read returns, atomically: epoch ("0" if the topic has none),
 // last-generated-id, first entry ID ("" if empty), length, entries-added,
 // then up to <count> entries after <after> (exclusive; "0-0" = from the
-// start) as flat id, type, data triples.
+// start) as flat id, type, data triples — fewer once their types and data
+// reach readBytes (at least one entry), so a short page is not the end of
+// the stream: the end is an empty page or the last-generated-id.
+
 const libraryTemplate = `#!lua name=%[1]s
 -- herald %[2]s: generated for key prefix %[3]q; loaded by herald at start.
 local PREFIX = %[3]q
 local MAXLEN = %[4]d
 local TTL_MS = %[5]d
+local READ_BYTES = %[8]d
 
 local function check_topic(topic)
   if type(topic) ~= 'string' or #topic < 1 or #topic > 256 or string.find(topic, '[^!-~]') then
@@ -134,16 +143,26 @@ local function read(keys, args)
   end
   local count = tonumber(args[2])
   if count and count > 0 then
-    local entries = redis.call('XRANGE', skey, '(' .. args[1], '+', 'COUNT', count)
-    for _, e in ipairs(entries) do
-      local f = e[2]
-      local etype, data = '', ''
-      for i = 1, #f, 2 do
-        if f[i] == 't' then etype = f[i + 1] elseif f[i] == 'd' then data = f[i + 1] end
+    -- Small XRANGE chunks up to a byte budget: a page of large events
+    -- must not become a reply (and a Lua table) of hundreds of MB.
+    local from, n, budget = '(' .. args[1], 0, READ_BYTES
+    while n < count and budget > 0 do
+      local entries = redis.call('XRANGE', skey, from, '+', 'COUNT', math.min(count - n, 8))
+      if #entries == 0 then break end
+      for _, e in ipairs(entries) do
+        local f = e[2]
+        local etype, data = '', ''
+        for i = 1, #f, 2 do
+          if f[i] == 't' then etype = f[i + 1] elseif f[i] == 'd' then data = f[i + 1] end
+        end
+        res[#res + 1] = e[1]
+        res[#res + 1] = etype
+        res[#res + 1] = data
+        n = n + 1
+        budget = budget - #etype - #data - 32
+        from = '(' .. e[1]
+        if budget <= 0 then break end
       end
-      res[#res + 1] = e[1]
-      res[#res + 1] = etype
-      res[#res + 1] = data
     end
   end
   return res
@@ -162,7 +181,7 @@ func library(prefix string, maxLen int, ttlMillis int64) (name, publishFn, readF
 	}
 	publishFn = prefix + "_publish"
 	readFn = prefix + "_read"
-	code = fmt.Sprintf(libraryTemplate, name, libraryVersion, prefix, maxLen, ttlMillis, publishFn, readFn)
+	code = fmt.Sprintf(libraryTemplate, name, libraryVersion, prefix, maxLen, ttlMillis, publishFn, readFn, readBytes)
 	return name, publishFn, readFn, code
 }
 

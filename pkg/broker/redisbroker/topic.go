@@ -209,8 +209,10 @@ func (b *Broker) runRound(t *topic, slow *[]*subscription) (again bool, err erro
 				Type: e.typ, Data: e.data, Time: timeOf(e.id),
 			}})
 		}
-		if len(r.entries) < pageSize {
-			if len(r.entries) == 0 && st.last.less(r.last) {
+		// A page may be short (its bytes are bounded): the end is an
+		// empty page or the stream's last entry at the time of the read.
+		if len(r.entries) == 0 || !r.entries[len(r.entries)-1].id.less(r.last) {
+			if st.last.less(r.last) {
 				st.last = r.last
 			}
 			break
