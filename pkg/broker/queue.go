@@ -80,6 +80,35 @@ func (q *Queue) Push(e *Event) bool {
 	return true
 }
 
+// Refill appends items a broker recovered after a gap in its live feed
+// (read back from history after its connection to the store came back). A
+// subscriber that was keeping up, with nothing pending, takes them like a
+// replay, whatever their number: a long outage must not cut every healthy
+// subscriber at once. One that was already behind counts them against its
+// limit, as Push does. It returns false if the queue has ended, before or
+// because of this refill.
+func (q *Queue) Refill(items ...*Event) bool {
+	q.mu.Lock()
+	if q.dropped {
+		q.mu.Unlock()
+		return false
+	}
+	switch {
+	case len(q.items) == 0:
+		q.bound = q.limit + len(items)
+	case len(q.items)+len(items) > q.bound:
+		q.dropped = true
+		q.err = ErrSlowConsumer
+		q.mu.Unlock()
+		q.wake()
+		return false
+	}
+	q.items = append(q.items, items...)
+	q.mu.Unlock()
+	q.wake()
+	return true
+}
+
 // Fail ends the queue with err: no more items are accepted, those already
 // pending are still delivered, then Take returns err. The first error wins.
 // A nil err is taken as ErrClosed (Take must report the end somehow).

@@ -219,3 +219,55 @@ func TestEventMemo(t *testing.T) {
 		t.Errorf("Memo = %q, %q after %d builds; want one build", a, b, calls)
 	}
 }
+
+func TestQueueRefill(t *testing.T) {
+	ev := func(n int) []*Event {
+		out := make([]*Event, n)
+		for i := range out {
+			out[i] = &Event{ID: fmt.Sprint(i)}
+		}
+		return out
+	}
+	t.Run("keeping up: unlimited like a replay", func(t *testing.T) {
+		q := NewQueue(4)
+		if !q.Refill(ev(10)...) {
+			t.Fatal("refill of an empty queue refused")
+		}
+		got, err := q.Take(nil)
+		if len(got) != 10 || err != nil {
+			t.Fatalf("took %d, %v", len(got), err)
+		}
+		// The limit is back to 4 afterwards.
+		for i := 0; i < 4; i++ {
+			if !q.Push(&Event{}) {
+				t.Fatalf("push %d refused", i)
+			}
+		}
+		if q.Push(&Event{}) {
+			t.Fatal("fifth push accepted over a limit of 4")
+		}
+	})
+	t.Run("behind: counted", func(t *testing.T) {
+		q := NewQueue(4)
+		q.Push(&Event{})
+		if q.Refill(ev(4)...) {
+			t.Fatal("refill past the limit of a queue that is behind accepted")
+		}
+		got, _ := q.Take(nil)
+		if _, err := q.Take(nil); len(got) != 1 || !errors.Is(err, ErrSlowConsumer) {
+			t.Fatalf("took %d, then %v; want 1 and ErrSlowConsumer", len(got), err)
+		}
+		q2 := NewQueue(4)
+		q2.Push(&Event{})
+		if !q2.Refill(ev(3)...) {
+			t.Fatal("refill within the limit refused")
+		}
+	})
+	t.Run("ended", func(t *testing.T) {
+		q := NewQueue(4)
+		q.Fail(ErrClosed)
+		if q.Refill(ev(1)...) {
+			t.Fatal("refill of an ended queue accepted")
+		}
+	})
+}

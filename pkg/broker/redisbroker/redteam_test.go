@@ -711,3 +711,65 @@ func TestRedteamCloseUnderLoad(t *testing.T) {
 		time.Sleep(10 * time.Millisecond)
 	}
 }
+
+// A pub/sub gap longer than the queue limit is the broker's lag, not the
+// subscribers': refilling it must not disconnect every (fast) subscriber of
+// the topic at once as a slow consumer — a reconnection herd right when
+// Redis is back. A subscriber that really takes nothing is still cut.
+func TestRedteamRefillIsNotSlowness(t *testing.T) {
+	r := testredis.Start(t)
+	c := r.Client(t)
+	b := newBroker(t, r, Config{QueueLimit: 20, Logger: warnLogger()})
+	topic := uniqueTopic("herd")
+	l := newPubLog()
+	l.add(t, publishRetry(t, b, topic, broker.Message{Data: "first"}))
+	var rds []*brokertest.Reader
+	for range 4 {
+		rd := subscribe(t, b, []string{topic}, nil)
+		position(t, rd, topic)
+		rds = append(rds, rd)
+	}
+	stuck := subscribe(t, b, []string{topic}, nil) // never takes after this
+	position(t, stuck, topic)
+	poll(t, "a subscribed pub/sub connection", func() bool {
+		ch := "herald:{" + topic + "}"
+		return c.PubSubNumSub(t.Context(), ch).Val()[ch] > 0 && b.Connected()
+	})
+	cmds, err := c.TxPipelined(t.Context(), func(p redis.Pipeliner) error {
+		p.ClientKillByFilter(t.Context(), "TYPE", "pubsub")
+		for i := range 50 {
+			p.FCall(t.Context(), "herald_publish", []string{topic}, "", fmt.Sprint("gap ", i))
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, cmd := range cmds[1:] {
+		l.add(t, cmd.(*redis.Cmd).Val().(string))
+	}
+	for i, rd := range rds {
+		if !rd.Until(waitTimeout, func(r *brokertest.Reader) bool { return r.LastID(topic) == l.last() }) {
+			t.Fatalf("reader %d, taking all the time: %s", i, rd)
+		}
+		checkSegments(t, topic, rd.Items[topic], l, true)
+	}
+	if b.refilled.Load() == 0 {
+		t.Errorf("the gap was not refilled from the stream")
+	}
+	// Live events beyond the limit still cut the subscriber that takes
+	// nothing.
+	for chunk := range 3 {
+		for i := range 10 {
+			l.add(t, publishRetry(t, b, topic, broker.Message{Data: fmt.Sprint("live ", chunk, i)}))
+		}
+		for i, rd := range rds {
+			if !rd.Until(waitTimeout, func(r *brokertest.Reader) bool { return r.LastID(topic) == l.last() }) {
+				t.Fatalf("reader %d: %s", i, rd)
+			}
+		}
+	}
+	if !stuck.UntilEnd(waitTimeout) || !errors.Is(stuck.Err, broker.ErrSlowConsumer) {
+		t.Errorf("the subscriber that takes nothing: %s, want ErrSlowConsumer", stuck)
+	}
+}

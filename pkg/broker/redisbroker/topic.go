@@ -288,11 +288,8 @@ func (b *Broker) runRound(t *topic, slow *[]*subscription) (again bool, err erro
 		}
 		m.epoch, m.pos = st.epoch, pos
 		if p.live {
-			for _, e := range out {
-				if !m.s.q.Push(e) {
-					*slow = append(*slow, m.s)
-					break
-				}
+			if len(out) > 0 && !m.s.q.Refill(out...) {
+				*slow = append(*slow, m.s)
 			}
 		} else if len(out) > 0 {
 			m.s.q.Preload(out...)
