@@ -114,9 +114,7 @@ func TestRedteamReconnectAcrossReplicas(t *testing.T) {
 		topics int
 	}{
 		{"one topic", 1},
-		// {"three topics", 3}: fails until a multi-topic stream stops
-		// sending composite ids with empty places (see the red-team
-		// report: TopicHandler positions).
+		{"three topics", 3},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			tag := fmt.Sprintf("%x", rand.Uint64())

@@ -289,9 +289,37 @@ type topicConn struct {
 	pos     []string // pos[i]: last position of topics[i] known to this stream
 	start   time.Time
 	remote  string
-	sent    []byte      // the id the client holds now
-	posMove bool        // a KindPosition moved pos since the last id written
-	expiry  *time.Timer // set by ExpireAt in the hook; nil without
+	sent    []byte          // the id the client holds now
+	posMove bool            // a KindPosition moved pos since the last id written
+	expiry  *time.Timer     // set by ExpireAt in the hook; nil without
+	held    []*broker.Event // items kept until every topic has a position
+}
+
+// maxHeld bounds the items a stream keeps while waiting for the positions
+// of all its topics; beyond, it ends as slow (the client resumes).
+const maxHeld = broker.DefaultQueueLimit
+
+// positioned reports whether every topic has a position, counting those
+// that items (about to be delivered after the held ones) bring.
+func (c *topicConn) positioned(items []*broker.Event) bool {
+	for i, p := range c.pos {
+		if p != "" {
+			continue
+		}
+		found := false
+		for _, list := range [][]*broker.Event{c.held, items} {
+			for _, ev := range list {
+				if ev.Kind == broker.KindPosition && ev.Topic == c.topics[i] {
+					found = true
+					break
+				}
+			}
+		}
+		if !found {
+			return false
+		}
+	}
+	return true
 }
 
 // batch is the scratch space of one delivery: the items taken from the
@@ -437,6 +465,21 @@ func (c *topicConn) run() string {
 			b := getBatch()
 			var err, werr error
 			b.items, err = c.sub.Take(b.items)
+			if !c.positioned(b.items) {
+				// A multi-topic stream writes no event before it knows
+				// every topic's position: an id with an unknown place
+				// would make a resume reset that topic.
+				c.held = append(c.held, b.items...)
+				clear(b.items)
+				b.items = b.items[:0]
+				if len(c.held) > maxHeld {
+					putBatch(b)
+					return "slow"
+				}
+			} else if len(c.held) > 0 {
+				b.items = append(c.held, b.items...)
+				c.held = nil
+			}
 			if len(b.items) > 0 {
 				werr = c.deliver(b)
 			}
@@ -507,6 +550,23 @@ func (c *topicConn) deliver(b *batch) error {
 	}
 	replayed := 0
 	single := len(c.topics) == 1
+	if !single {
+		// A topic's first position is its first item (after a reset):
+		// take it before writing any id, so that an event of another topic
+		// earlier in the batch does not go out without this topic's place.
+		for i := range c.pos {
+			if c.pos[i] != "" {
+				continue
+			}
+			for _, ev := range b.items {
+				if ev.Kind == broker.KindPosition && ev.Topic == c.topics[i] {
+					c.pos[i] = ev.ID
+					c.posMove = true
+					break
+				}
+			}
+		}
+	}
 	bufs, idbuf := b.bufs[:0], b.idbuf[:0]
 	for _, ev := range b.items {
 		i := c.index(ev.Topic)
