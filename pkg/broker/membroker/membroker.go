@@ -319,7 +319,7 @@ func (b *Broker) Publish(ctx context.Context, topicName string, msg broker.Messa
 	t.expire(now, b.ttl)
 	t.appendEvent(e, b.historySize)
 	for i := 0; i < len(t.subs); {
-		if t.subs[i].s.q.Push(e) {
+		if t.subs[i].s.Push(e) {
 			i++
 		} else {
 			t.remove(i) // ended (slow consumer, or closed concurrently)
@@ -339,27 +339,23 @@ func (b *Broker) Subscribe(ctx context.Context, topics []string, from broker.Cur
 	}
 	s := &subscription{
 		b:      b,
-		q:      broker.NewQueue(b.queueLimit),
 		topics: make([]*topic, len(topics)),
 		slot:   make([]int, len(topics)),
 	}
+	s.Sub = broker.NewSub(b.queueLimit, s.unregister)
 	for k, name := range topics {
 		t, err := b.lockTopic(name)
 		if err != nil {
-			s.end(err)
+			s.End(err)
 			return nil, err
 		}
-		b.replay(s.q, t, from[name])
+		b.replay(s.Queue, t, from[name])
 		s.topics[k] = t
 		s.slot[k] = len(t.subs)
 		t.subs = append(t.subs, member{s, k})
 		t.mu.Unlock()
 	}
-	s.mu.Lock()
-	if !s.ended {
-		s.stop = context.AfterFunc(ctx, func() { s.end(ctx.Err()) })
-	}
-	s.mu.Unlock()
+	s.EndWhenDone(ctx)
 	return s, nil
 }
 
@@ -434,7 +430,7 @@ func (b *Broker) Close() error {
 		t.mu.Unlock()
 	}
 	for _, s := range subs {
-		s.end(broker.ErrClosed)
+		s.End(broker.ErrClosed)
 	}
 	return nil
 }
@@ -481,44 +477,17 @@ func (b *Broker) topicCount() int {
 	return len(b.topics)
 }
 
-// subscription implements broker.Subscription on a broker.Queue.
+// subscription implements broker.Subscription on a broker.Sub.
 type subscription struct {
+	*broker.Sub
 	b      *Broker
-	q      *broker.Queue
 	topics []*topic // nil entries: not registered (Subscribe failed)
 	slot   []int    // slot[k] guarded by topics[k].mu: index in topics[k].subs, -1 once removed
-
-	mu    sync.Mutex // guards the fields below
-	ended bool
-	stop  func() bool // stops the context.AfterFunc
 }
 
-func (s *subscription) Ready() <-chan struct{} { return s.q.Ready() }
-
-func (s *subscription) Take(dst []*broker.Event) ([]*broker.Event, error) { return s.q.Take(dst) }
-
-// Close ends the subscription with broker.ErrClosed and removes it from its
-// topics at once. It is idempotent and safe for concurrent use.
-func (s *subscription) Close() error {
-	s.end(broker.ErrClosed)
-	return nil
-}
-
-// end fails the queue with err (the first error wins), and removes s from
-// its topics, dropping topics left idle.
-func (s *subscription) end(err error) {
-	s.mu.Lock()
-	if s.ended {
-		s.mu.Unlock()
-		return
-	}
-	s.ended = true
-	stop := s.stop
-	s.mu.Unlock()
-	s.q.Fail(err)
-	if stop != nil {
-		stop()
-	}
+// unregister removes s from its topics once it has ended, dropping topics
+// left idle.
+func (s *subscription) unregister() {
 	for k, t := range s.topics {
 		if t == nil {
 			continue

@@ -348,7 +348,7 @@ func (b *Broker) Close() error {
 	}
 	b.mu.Unlock()
 	for _, s := range subs {
-		s.end(broker.ErrClosed)
+		s.End(broker.ErrClosed)
 	}
 	b.cancel()
 	err := b.ps.Close()
@@ -586,7 +586,7 @@ func (b *Broker) onMessage(channel, payload string) {
 		for _, m := range t.live {
 			if m.pos.less(it.id) {
 				m.pos = it.id
-				if !m.s.q.Push(it.ev) {
+				if !m.s.Push(it.ev) {
 					slow = append(slow, m.s)
 				}
 			}
@@ -597,7 +597,7 @@ func (b *Broker) onMessage(channel, payload string) {
 		b.schedule(t)
 	}
 	for _, s := range slow {
-		s.end(broker.ErrSlowConsumer)
+		s.End(broker.ErrSlowConsumer)
 	}
 }
 
@@ -715,7 +715,8 @@ func (b *Broker) Subscribe(ctx context.Context, topics []string, from broker.Cur
 		}
 	}
 
-	s := &subscription{b: b, q: broker.NewQueue(b.queueLimit), loaded: make(chan struct{})}
+	s := &subscription{b: b, loaded: make(chan struct{})}
+	s.Sub = broker.NewSub(b.queueLimit, func() { b.release(s) })
 	s.pending.Store(int32(len(topics)))
 	var ts []*topic
 	newTopic := false
@@ -750,14 +751,7 @@ func (b *Broker) Subscribe(ctx context.Context, topics []string, from broker.Cur
 	for _, t := range ts {
 		b.schedule(t)
 	}
-	stop := context.AfterFunc(ctx, func() { s.end(ctx.Err()) })
-	s.mu.Lock()
-	s.stop = stop
-	ended := s.ended
-	s.mu.Unlock()
-	if ended {
-		stop()
-	}
+	s.EndWhenDone(ctx)
 	if timeBased {
 		return s, nil
 	}
@@ -769,7 +763,7 @@ func (b *Broker) Subscribe(ctx context.Context, topics []string, from broker.Cur
 	case <-s.loaded:
 	case <-timer.C:
 	case <-ctx.Done():
-		s.end(ctx.Err())
+		s.End(ctx.Err())
 		return nil, ctx.Err()
 	}
 	return s, nil
@@ -811,42 +805,12 @@ func (b *Broker) release(s *subscription) {
 	}
 }
 
-// subscription implements broker.Subscription.
+// subscription implements broker.Subscription on a broker.Sub, which
+// releases it from the broker when it ends.
 type subscription struct {
+	*broker.Sub
 	b       *Broker
-	q       *broker.Queue
 	members []*member     // set before the subscription is published
 	pending atomic.Int32  // members whose KindPosition is not queued yet
 	loaded  chan struct{} // closed when pending reaches 0
-
-	mu    sync.Mutex // guards stop, ended
-	stop  func() bool
-	ended bool
-}
-
-func (s *subscription) Ready() <-chan struct{} { return s.q.Ready() }
-
-func (s *subscription) Take(dst []*broker.Event) ([]*broker.Event, error) { return s.q.Take(dst) }
-
-func (s *subscription) Close() error {
-	s.end(broker.ErrClosed)
-	return nil
-}
-
-// end ends the subscription with err (the queue keeps the first error, so
-// a slow consumer stays ErrSlowConsumer) and releases it. Idempotent.
-func (s *subscription) end(err error) {
-	s.mu.Lock()
-	if s.ended {
-		s.mu.Unlock()
-		return
-	}
-	s.ended = true
-	stop := s.stop
-	s.mu.Unlock()
-	s.q.Fail(err)
-	if stop != nil {
-		stop()
-	}
-	s.b.release(s)
 }

@@ -77,7 +77,7 @@ func (b *Broker) round(t *topic) (again bool, err error) {
 	var slow []*subscription
 	again, err = b.runRound(t, &slow)
 	for _, s := range slow {
-		s.end(broker.ErrSlowConsumer)
+		s.End(broker.ErrSlowConsumer)
 	}
 	return again, err
 }
@@ -288,11 +288,11 @@ func (b *Broker) runRound(t *topic, slow *[]*subscription) (again bool, err erro
 		}
 		m.epoch, m.pos = st.epoch, pos
 		if p.live {
-			if len(out) > 0 && !m.s.q.Refill(out...) {
+			if len(out) > 0 && !m.s.Refill(out...) {
 				*slow = append(*slow, m.s)
 			}
 		} else if len(out) > 0 {
-			m.s.q.Preload(out...)
+			m.s.Preload(out...)
 		}
 		if !m.started {
 			m.started = true

@@ -1,0 +1,68 @@
+package broker
+
+import (
+	"context"
+	"sync"
+)
+
+// Sub is a ready-made Subscription for Broker implementations: a Queue that
+// ends exactly once — on Close, when its context is done, or when the
+// broker ends it — and then calls the broker's release function once, to
+// unregister it from the broker's topics. Embed it (as a pointer) in the
+// broker's own subscription type.
+type Sub struct {
+	*Queue
+	release func()
+
+	mu    sync.Mutex // guards ended and stop
+	ended bool
+	stop  func() bool // stops the context.AfterFunc of EndWhenDone
+}
+
+// NewSub returns a subscription on a new Queue holding at most limit
+// pending live items (see NewQueue). release, if not nil, is called once,
+// after the queue has ended.
+func NewSub(limit int, release func()) *Sub {
+	return &Sub{Queue: NewQueue(limit), release: release}
+}
+
+// EndWhenDone ends the subscription with ctx.Err() once ctx is done,
+// without a goroutine (context.AfterFunc). Call it once the subscription is
+// registered; if it has already ended, it does nothing.
+func (s *Sub) EndWhenDone(ctx context.Context) {
+	stop := context.AfterFunc(ctx, func() { s.End(ctx.Err()) })
+	s.mu.Lock()
+	s.stop = stop
+	ended := s.ended
+	s.mu.Unlock()
+	if ended {
+		stop()
+	}
+}
+
+// End ends the subscription with err (the queue keeps its first error, so
+// a slow consumer stays ErrSlowConsumer) and releases it. It is idempotent
+// and safe for concurrent use.
+func (s *Sub) End(err error) {
+	s.mu.Lock()
+	if s.ended {
+		s.mu.Unlock()
+		return
+	}
+	s.ended = true
+	stop := s.stop
+	s.mu.Unlock()
+	s.Queue.Fail(err)
+	if stop != nil {
+		stop()
+	}
+	if s.release != nil {
+		s.release()
+	}
+}
+
+// Close implements Subscription: it ends the subscription with ErrClosed.
+func (s *Sub) Close() error {
+	s.End(ErrClosed)
+	return nil
+}
