@@ -10,7 +10,7 @@ BIN         ?= bin/herald
 # clean up their own containers (and CI removes leftovers by label).
 export TESTCONTAINERS_RYUK_DISABLED := true
 
-.PHONY: test fmt-check vet staticcheck unit test-deps fuzz run build clean image images
+.PHONY: test fmt-check vet staticcheck unit test-deps fuzz run build clean image images bench
 
 ## test: format check, vet, staticcheck, then every test with the race detector.
 test: fmt-check vet staticcheck test-deps unit
@@ -52,6 +52,10 @@ run:
 
 build:
 	CGO_ENABLED=0 $(GO) build -trimpath -o $(BIN) ./cmd/server
+
+## bench: scenarios S1-S5 against refserver, herald (memory) and herald (Redis); QUICK=1 for a 1-minute smoke run
+bench:
+	sh scripts/bench.sh
 
 ## image: herald's container image (static binary FROM scratch), no registry
 image:
