@@ -201,10 +201,11 @@ func (h *TopicHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}()
 
 	// The subscription lives as long as the stream, which may outlive this
-	// call (see hijack below), so its context is detached from the
-	// request's; the request's cancellation is forwarded while ServeHTTP
+	// call (see hijack below), so its context is not the request's (which
+	// would also keep net/http's connection state alive for the stream's
+	// lifetime); the request's cancellation is forwarded while ServeHTTP
 	// runs.
-	ctx, cancel := context.WithCancel(context.WithoutCancel(r.Context()))
+	ctx, cancel := context.WithCancel(context.Background())
 	stopForward := context.AfterFunc(r.Context(), cancel)
 	start := time.Now()
 	from := parseCursor(topics, lastID)
