@@ -10,10 +10,10 @@ BIN         ?= bin/herald
 # clean up their own containers (and CI removes leftovers by label).
 export TESTCONTAINERS_RYUK_DISABLED := true
 
-.PHONY: test fmt-check vet staticcheck unit test-deps fuzz run build clean image images bench
+.PHONY: test fmt-check vet staticcheck unit full-scale test-deps fuzz run build clean image images bench
 
 ## test: format check, vet, staticcheck, then every test with the race detector.
-test: fmt-check vet staticcheck test-deps unit
+test: fmt-check vet staticcheck test-deps unit full-scale
 
 ## fmt-check: fail listing the files gofmt would change.
 fmt-check:
@@ -28,6 +28,11 @@ staticcheck:
 
 unit:
 	$(GO) test -race -count=1 ./...
+
+## full-scale: the load-shaped tests again without the race detector, at the
+## sizes the race detector cannot hold (5,000 reconnecting clients).
+full-scale:
+	$(GO) test -count=1 -run 'TestReconnectStorm|TestSlowConsumer' ./internal/server/
 
 ## test-deps: prepare what the tests need beyond Go: the Redis image (built
 ## locally, no registry). Under CI=true a failure here fails the build;
