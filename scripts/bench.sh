@@ -11,7 +11,8 @@
 #   REFSERVER_DIR  refserver sources (default: ../shared/tools/refserver from the repo root)
 #   OUT            output directory (default: a new directory under ${TMPDIR:-/tmp})
 #   SCENARIOS      subset to run, e.g. "S1 S3" (default: S1 S2 S3 S4 S5)
-#   TARGETS        subset of "refserver herald-mem herald-redis herald-redis-fcall" (default: all)
+#   TARGETS        subset of "refserver herald-mem herald-redis herald-redis-unix herald-redis-fcall" (default: all)
+#                  herald-redis-unix is herald+Redis over the Redis Unix socket
 #                  herald-redis-fcall is herald+Redis with events published by
 #                  FCALL herald_publish straight into Redis instead of POST /publish
 #   FCALL_SCENARIOS  scenarios that run herald-redis-fcall (default: S1 S2)
@@ -40,7 +41,7 @@ QUICK="${QUICK:-0}"
 REFSERVER_DIR="${REFSERVER_DIR:-$root/../shared/tools/refserver}"
 OUT="${OUT:-$(mktemp -d "${TMPDIR:-/tmp}/herald-bench.XXXXXX")}"
 SCENARIOS="${SCENARIOS:-S1 S2 S3 S4 S5}"
-TARGETS="${TARGETS:-refserver herald-mem herald-redis herald-redis-fcall}"
+TARGETS="${TARGETS:-refserver herald-mem herald-redis herald-redis-unix herald-redis-fcall}"
 FCALL_SCENARIOS="${FCALL_SCENARIOS:-S1 S2}"
 if [ "$QUICK" = 1 ]; then REPEAT="${REPEAT:-1}"; else REPEAT="${REPEAT:-2}"; fi
 SERVER_CPUS="${SERVER_CPUS:-0}"
@@ -115,6 +116,7 @@ start_redis() {
 	for _ in 1 2 3 4 5 6 7 8; do
 		redis_port=$((20000 + RANDOM % 30000))
 		pin_bg "$SERVER_CPUS" "$REDIS_SERVER" --bind 127.0.0.1 --port "$redis_port" --save '' --appendonly no \
+			--unixsocket "$OUT/redis.sock" --unixsocketperm 700 \
 			--daemonize no --protected-mode yes --loglevel warning --maxclients 1000 \
 			>"$OUT/redis.log" 2>&1 &
 		redis_pid=$!
@@ -150,6 +152,13 @@ start_server() {
 		redis-cli -p "$redis_port" flushall >/dev/null
 		pin_bg "$SERVER_CPUS" "$OUT/bin/herald" --addr 127.0.0.1:0 --heartbeat 30s \
 			--drain-delay 0s --drain-timeout 2s --redis-url "redis://127.0.0.1:$redis_port/0" >"$logf" 2>&1 &
+		;;
+	herald-redis-unix)
+		# The same Redis through its Unix socket: no TCP round trip per
+		# publish (on a VM's loopback that round trip dominates S1).
+		redis-cli -p "$redis_port" flushall >/dev/null
+		pin_bg "$SERVER_CPUS" "$OUT/bin/herald" --addr 127.0.0.1:0 --heartbeat 30s \
+			--drain-delay 0s --drain-timeout 2s --redis-url "unix://$OUT/redis.sock" >"$logf" 2>&1 &
 		;;
 	*)
 		log "unknown target $target"
