@@ -77,7 +77,8 @@ type TopicHandler struct {
 	Heartbeat time.Duration
 	// WriteTimeout bounds each write to a client; a client that does not
 	// take its bytes in time is disconnected (it resumes from its cursor).
-	// 0 means DefaultWriteTimeout.
+	// On a hijacked connection a write gets between half of it and all of
+	// it (the deadline is moved lazily). 0 means DefaultWriteTimeout.
 	WriteTimeout time.Duration
 	// MaxTopics caps the topics of one stream; 0 means DefaultMaxTopics.
 	MaxTopics int
@@ -373,15 +374,23 @@ func (s *responseSink) flush(bufs [][]byte, timeout time.Duration) error {
 }
 
 type connSink struct {
-	conn net.Conn
+	conn  net.Conn
+	armed time.Time // the write deadline currently set on conn
 }
 
 func (s *connSink) flush(bufs [][]byte, timeout time.Duration) error {
 	if len(bufs) == 0 {
 		return nil
 	}
-	if err := s.conn.SetWriteDeadline(time.Now().Add(timeout)); err != nil {
-		return err
+	// Moving a deadline costs a runtime timer update: re-arm it only when
+	// less than half the timeout is left, so a busy stream touches its
+	// timer at most twice per timeout and every write still gets at least
+	// half of it.
+	if now := time.Now(); s.armed.Sub(now) < timeout/2 {
+		s.armed = now.Add(timeout)
+		if err := s.conn.SetWriteDeadline(s.armed); err != nil {
+			return err
+		}
 	}
 	nb := net.Buffers(bufs)
 	_, err := nb.WriteTo(s.conn)
