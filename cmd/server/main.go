@@ -8,12 +8,21 @@ package main
 import (
 	"os"
 	"os/signal"
+	"runtime"
 	"syscall"
 
 	"github.com/herald-sse/herald/internal/server"
 )
 
 func main() {
+	// At least two Ps unless GOMAXPROCS is set: with one (a process pinned
+	// to one CPU), Go polls the network only when no goroutine is
+	// runnable, so a fan-out in progress would hold back the next publish
+	// and the coalescing of events it brings (see docs/benchmarks.md). Go's
+	// own default under a CPU quota has the same floor of two.
+	if os.Getenv("GOMAXPROCS") == "" && runtime.GOMAXPROCS(0) < 2 {
+		runtime.GOMAXPROCS(2)
+	}
 	signals := make(chan os.Signal, 2)
 	signal.Notify(signals, syscall.SIGTERM, syscall.SIGINT)
 	os.Exit(server.Main(os.Args[1:], os.Getenv, os.Stderr, signals))

@@ -16,6 +16,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -219,7 +220,8 @@ func (s *Server) Serve(ln net.Listener) error {
 
 func (s *Server) logStart(addr net.Addr) {
 	s.log.Info("herald listening", "addr", addr.String(), "broker", s.kind,
-		"history_size", s.cfg.HistorySize, "history_ttl", s.cfg.HistoryTTL, "heartbeat", s.cfg.Heartbeat)
+		"history_size", s.cfg.HistorySize, "history_ttl", s.cfg.HistoryTTL, "heartbeat", s.cfg.Heartbeat,
+		"gomaxprocs", runtime.GOMAXPROCS(0))
 	switch a := s.auth; {
 	case a.PublishProtected():
 		s.log.Info("authentication on", "tokens", a.Tokens(), "algorithms", a.Algorithms(), "api_key", a.APIKey(),

@@ -18,11 +18,29 @@ type Queue struct {
 
 	mu      sync.Mutex // guards the fields below
 	items   []*Event
-	bound   int   // current limit on len(items): limit, plus the preload until first drained
-	limit   int   // configured limit
-	err     error // terminal error; set once
-	dropped bool  // items are no longer accepted
+	bound   int    // current limit on len(items): limit, plus the preload until first drained
+	limit   int    // configured limit
+	err     error  // terminal error; set once
+	dropped bool   // items are no longer accepted
+	notify  func() // see SetNotify; nil: Push signals Ready
 }
+
+// Notifier is implemented by subscriptions built on Queue. A consumer that
+// can take and write items without blocking (pkg/sse on a raw connection)
+// uses it to deliver live items from the publisher's goroutine itself,
+// instead of waking a goroutine of its own per item.
+type Notifier interface {
+	// SetNotify makes Push call fn, instead of signalling Ready, once the
+	// item is queued. fn runs on the pushing goroutine, possibly while the
+	// broker holds a topic lock: it must not block and must not call back
+	// into the broker (Close, Subscribe, Publish); it may call Take and
+	// Signal. Preload, Refill, Fail and overflow still signal Ready.
+	SetNotify(fn func())
+	// Signal signals Ready: the consumer's own goroutine takes over.
+	Signal()
+}
+
+var _ Notifier = (*Queue)(nil)
 
 // DefaultQueueLimit is the pending-item limit used when NewQueue gets 0.
 const DefaultQueueLimit = 1024
@@ -35,6 +53,16 @@ func NewQueue(limit int) *Queue {
 	}
 	return &Queue{ready: make(chan struct{}, 1), limit: limit, bound: limit}
 }
+
+// SetNotify implements Notifier.
+func (q *Queue) SetNotify(fn func()) {
+	q.mu.Lock()
+	q.notify = fn
+	q.mu.Unlock()
+}
+
+// Signal implements Notifier.
+func (q *Queue) Signal() { q.wake() }
 
 func (q *Queue) wake() {
 	select {
@@ -75,8 +103,13 @@ func (q *Queue) Push(e *Event) bool {
 		return false
 	}
 	q.items = append(q.items, e)
+	notify := q.notify
 	q.mu.Unlock()
-	q.wake()
+	if notify != nil {
+		notify()
+	} else {
+		q.wake()
+	}
 	return true
 }
 

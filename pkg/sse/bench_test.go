@@ -5,6 +5,8 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -77,7 +79,7 @@ func BenchmarkDeliver(b *testing.B) {
 			for _, ev := range evs {
 				bt := getBatch()
 				bt.items = append(bt.items, ev)
-				_ = c.deliver(bt)
+				_ = c.deliver(bt, false)
 				putBatch(bt)
 			}
 			b.ReportAllocs()
@@ -86,12 +88,74 @@ func BenchmarkDeliver(b *testing.B) {
 				bt := getBatch()
 				bt.items = append(bt.items, evs[i%len(evs)])
 				i++
-				if err := c.deliver(bt); err != nil {
+				if err := c.deliver(bt, false); err != nil {
 					b.Fatal(err)
 				}
 				putBatch(bt)
 			}
 		})
+	}
+}
+
+// BenchmarkDeliverPublisherWrite measures the write path a publisher takes
+// for an idle stream on a hijacked connection: take the queued event,
+// encode (memoised) and one non-blocking writev to a real TCP socket whose
+// peer drains it. It must not allocate.
+func BenchmarkDeliverPublisherWrite(b *testing.B) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		peer, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		_, _ = io.Copy(io.Discard, peer)
+		peer.Close()
+	}()
+	conn, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer conn.Close()
+	raw := newRawWriter(conn)
+	if raw == nil {
+		b.Skip("no publisher-side writes on this platform")
+	}
+	sub := broker.NewSub(1<<20, nil)
+	c := &topicConn{
+		h: &TopicHandler{}, sub: sub, out: &connSink{conn: conn, raw: raw},
+		topics: []string{"a"}, pos: []string{"3f9a1c2e-0"}, timeout: time.Second,
+	}
+	c.notifier = sub
+	evs := make([]*broker.Event, 64)
+	for i := range evs {
+		evs[i] = &broker.Event{Topic: "a", ID: fmt.Sprintf("3f9a1c2e-%d", i+1), Data: strings.Repeat("x", 100), Time: time.Now()}
+		evs[i].Memo(encodeBrokerEvent)
+	}
+	for _, ev := range evs { // warm the pool and the connection state
+		sub.Push(ev)
+		c.flush()
+	}
+	b.ReportAllocs()
+	i := 0
+	for b.Loop() {
+		sub.Push(evs[i%len(evs)])
+		i++
+		c.flush()
+		if len(c.held) > 0 {
+			b.Fatal("events held back")
+		}
+		if c.pending != nil || c.werr != nil {
+			// The peer fell behind: let it catch up (rare; allocates).
+			c.mu.Lock()
+			if err := c.flushPending(); err != nil || c.werr != nil {
+				b.Fatal(err, c.werr)
+			}
+			c.mu.Unlock()
+		}
 	}
 }
 

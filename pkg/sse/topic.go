@@ -14,6 +14,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/herald-sse/herald/internal/netwatch"
@@ -31,7 +32,8 @@ const ResetEventType = "herald.reset"
 const DefaultMaxTopics = 16
 
 // Metrics receives a TopicHandler's events, for counters and histograms.
-// Methods are called from stream goroutines and must be cheap and
+// Methods are called from stream goroutines (and, for Delivered and Reset,
+// from publishing goroutines) and must be cheap and
 // non-blocking.
 type Metrics interface {
 	// StreamOpened: a stream started (its headers are about to be sent).
@@ -88,6 +90,12 @@ type TopicHandler struct {
 	// MaxCursorLen caps Last-Event-ID in bytes; 0 means
 	// DefaultMaxCursorLen, raised if needed to fit MaxTopics positions.
 	MaxCursorLen int
+	// NoPublisherWrites makes every stream write from its own goroutine.
+	// By default, on a hijacked Linux TCP or Unix connection, a publisher
+	// that queues a live event for an idle stream writes it itself with
+	// one non-blocking writev (no goroutine wakes per event and stream).
+	NoPublisherWrites bool
+
 	// NoHijack keeps HTTP/1.x streams on the ResponseWriter instead of
 	// taking the connection over. Taking it over (the default) frees
 	// net/http's per-request buffers and goroutine and writes each batch
@@ -257,7 +265,7 @@ func (h *TopicHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if !h.NoHijack && r.ProtoMajor == 1 {
 		if conn, _, err := http.NewResponseController(w).Hijack(); err == nil {
 			stopForward()
-			c.out = &connSink{conn: conn}
+			c.out = &connSink{conn: conn, raw: newRawWriter(conn)}
 			if h.Metrics != nil {
 				h.Metrics.StreamOpened()
 			}
@@ -278,23 +286,33 @@ func (h *TopicHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	c.finish(reason)
 }
 
-// topicConn is the state of one topic stream. Only the goroutine serving the
-// stream touches it.
+// topicConn is the state of one topic stream. It is served by one goroutine
+// of its own; on a hijacked connection, live events are also written by the
+// publishing goroutine (see notify). Both hold mu while they take items or
+// write.
 type topicConn struct {
 	h       *TopicHandler
 	ctx     context.Context // done when the client is gone or the stream must end
 	cancel  context.CancelFunc
 	sub     broker.Subscription
-	out     sink
 	timeout time.Duration
 	topics  []string // sorted, unique
-	pos     []string // pos[i]: last position of topics[i] known to this stream
 	start   time.Time
 	remote  string
-	sent    []byte          // the id the client holds now
-	posMove bool            // a KindPosition moved pos since the last id written
-	expiry  *time.Timer     // set by ExpireAt in the hook; nil without
-	held    []*broker.Event // items kept until every topic has a position
+	expiry  *time.Timer // set by ExpireAt in the hook; nil without
+	flusher *flusher    // writes live events for publishers (see notify)
+	dirty   atomic.Bool // queued on flusher
+
+	mu       sync.Mutex      // guards the fields below
+	out      sink            // set before the stream starts
+	notifier broker.Notifier // set when publishers write live events (notify)
+	pos      []string        // pos[i]: last position of topics[i] known to this stream
+	sent     []byte          // the id the client holds now
+	posMove  bool            // a KindPosition moved pos since the last id written
+	held     []*broker.Event // items kept until every topic has a position
+	pending  []byte          // what a publisher-side write left unwritten: goes out first
+	werr     error           // a publisher-side write failed: the stream ends
+	closed   bool            // the stream is ending: publishers write no more
 }
 
 // maxHeld bounds the items a stream keeps while waiting for the positions
@@ -332,6 +350,7 @@ type batch struct {
 	items []*broker.Event
 	bufs  [][]byte
 	idbuf []byte
+	iov   iovScratch
 }
 
 var batchPool = sync.Pool{New: func() any { return new(batch) }}
@@ -375,7 +394,8 @@ func (s *responseSink) flush(bufs [][]byte, timeout time.Duration) error {
 
 type connSink struct {
 	conn  net.Conn
-	armed time.Time // the write deadline currently set on conn
+	raw   *rawWriter // non-blocking writes by publishers; nil: none
+	armed time.Time  // the write deadline currently set on conn
 }
 
 func (s *connSink) flush(bufs [][]byte, timeout time.Duration) error {
@@ -408,13 +428,74 @@ func (c *topicConn) serveHijacked(hdr http.Header) {
 	defer stop()
 	reason := "client"
 	if c.out.flush([][]byte{responseHead(hdr)}, c.timeout) == nil {
+		c.enableNotify()
 		reason = c.run()
 	}
 	c.finish(reason)
 }
 
+// enableNotify lets publishers write live events to the connection
+// themselves (see notify), when the connection and the subscription allow
+// it.
+func (c *topicConn) enableNotify() {
+	n, ok := c.sub.(broker.Notifier)
+	if !ok || c.h.NoPublisherWrites || c.out.(*connSink).raw == nil {
+		return
+	}
+	c.mu.Lock()
+	c.notifier = n
+	c.flusher = flusherShard()
+	c.mu.Unlock()
+	n.SetNotify(c.notify)
+}
+
+// notify runs on a publisher's goroutine right after it queued a live item
+// for this stream (broker.Notifier): it hands the stream to its flusher,
+// unless it is already waiting there (the item then goes out with the
+// others).
+func (c *topicConn) notify() {
+	if !c.dirty.Swap(true) {
+		c.flusher.add(c)
+	}
+}
+
+// flush runs on a flusher. If the stream is idle — its goroutine not
+// writing, nothing left over — it takes what is queued and writes it with
+// one non-blocking writev: a fan-out to thousands of idle streams costs one
+// system call each and wakes none of their goroutines. Anything it cannot
+// finish (a full socket buffer, an error, the end of the queue) it hands to
+// the stream's goroutine, which waits for the socket with the write
+// timeout. Items are taken and written under mu, so order holds whichever
+// goroutine writes.
+func (c *topicConn) flush() {
+	c.dirty.Store(false) // an item queued from now on comes back here
+	if !c.mu.TryLock() {
+		c.notifier.Signal() // the goroutine is at work: it takes this item too
+		return
+	}
+	if c.closed || c.werr != nil || c.pending != nil {
+		c.mu.Unlock()
+		c.notifier.Signal()
+		return
+	}
+	b := getBatch()
+	err, slow := c.intake(b)
+	if len(b.items) > 0 && !slow {
+		_ = c.deliver(b, true)
+	}
+	putBatch(b)
+	handoff := err != nil || slow || c.pending != nil || c.werr != nil
+	c.mu.Unlock()
+	if handoff {
+		c.notifier.Signal()
+	}
+}
+
 // finish releases the stream's subscription and slot and reports it.
 func (c *topicConn) finish(reason string) {
+	c.mu.Lock()
+	c.closed = true
+	c.mu.Unlock()
 	c.cancel()
 	if c.expiry != nil {
 		c.expiry.Stop()
@@ -472,42 +553,34 @@ func (c *topicConn) run() string {
 	for {
 		select {
 		case <-c.sub.Ready():
-			b := getBatch()
-			var err, werr error
-			b.items, err = c.sub.Take(b.items)
-			if !c.positioned(b.items) {
-				// A multi-topic stream writes no event before it knows
-				// every topic's position: an id with an unknown place
-				// would make a resume reset that topic.
-				c.held = append(c.held, b.items...)
-				clear(b.items)
-				b.items = b.items[:0]
-				if len(c.held) > maxHeld {
-					putBatch(b)
-					return "slow"
-				}
-			} else if len(c.held) > 0 {
-				b.items = append(c.held, b.items...)
-				c.held = nil
-			}
-			if len(b.items) > 0 {
-				werr = c.deliver(b)
-			}
-			putBatch(b)
-			if werr != nil {
-				return writeReason(werr)
-			}
-			if err != nil {
-				return c.subscriptionEnded(err)
+			c.mu.Lock()
+			reason := c.pull()
+			c.mu.Unlock()
+			if reason != "" {
+				return reason
 			}
 		case <-lc.heartbeat(slot):
-			if err := c.out.flush([][]byte{heartbeatFrame}, c.timeout); err != nil {
+			c.mu.Lock()
+			err := c.werr
+			if err == nil {
+				err = c.flushPending()
+			}
+			if err == nil {
+				err = c.out.flush([][]byte{heartbeatFrame}, c.timeout)
+			}
+			c.mu.Unlock()
+			if err != nil {
 				return writeReason(err)
 			}
 		case <-lc.drainCh:
-			if hint := appendRetryHint(nil, lc.drainRetry()); len(hint) > 0 {
-				_ = c.out.flush([][]byte{hint}, c.timeout)
+			c.mu.Lock()
+			c.closed = true
+			if c.werr == nil && c.flushPending() == nil {
+				if hint := appendRetryHint(nil, lc.drainRetry()); len(hint) > 0 {
+					_ = c.out.flush([][]byte{hint}, c.timeout)
+				}
 			}
+			c.mu.Unlock()
 			return "drain"
 		case <-c.expired():
 			return ReasonExpired
@@ -518,6 +591,95 @@ func (c *topicConn) run() string {
 }
 
 var heartbeatFrame = []byte(":\n\n")
+
+// intake takes the queued items into b, holding them back (in c.held) while
+// a multi-topic stream does not know every topic's position: an id with an
+// unknown place would make a resume reset that topic. err is the end of the
+// subscription (after the items); slow reports too many held items. Call
+// with mu held.
+func (c *topicConn) intake(b *batch) (err error, slow bool) {
+	b.items, err = c.sub.Take(b.items)
+	if !c.positioned(b.items) {
+		c.held = append(c.held, b.items...)
+		clear(b.items)
+		b.items = b.items[:0]
+		return err, len(c.held) > maxHeld
+	}
+	if len(c.held) > 0 {
+		b.items = append(c.held, b.items...)
+		c.held = nil
+	}
+	return err, false
+}
+
+// pull is the goroutine's delivery: what a publisher left over, then
+// everything queued, written with the write timeout. It returns the reason
+// the stream ends, or "". Call with mu held.
+func (c *topicConn) pull() string {
+	if c.werr != nil {
+		return writeReason(c.werr)
+	}
+	if err := c.flushPending(); err != nil {
+		return writeReason(err)
+	}
+	b := getBatch()
+	err, slow := c.intake(b)
+	var werr error
+	if len(b.items) > 0 && !slow {
+		werr = c.deliver(b, false)
+	}
+	putBatch(b)
+	switch {
+	case slow:
+		return "slow"
+	case werr != nil:
+		return writeReason(werr)
+	case err != nil:
+		return c.subscriptionEnded(err)
+	}
+	return ""
+}
+
+// flushPending writes what a publisher-side write left over. Call with mu
+// held, from the stream's goroutine.
+func (c *topicConn) flushPending() error {
+	if c.pending == nil {
+		return nil
+	}
+	p := c.pending
+	c.pending = nil
+	return c.out.flush([][]byte{p}, c.timeout)
+}
+
+// tryFlush writes a batch without waiting (see notify); what the socket
+// does not take now is kept in c.pending, a failure in c.werr. Call with mu
+// held.
+func (c *topicConn) tryFlush(b *batch) {
+	s := c.out.(*connSink)
+	n, attempted, iov, err := s.raw.tryWritev(b.bufs, b.iov)
+	b.iov = iov
+	if err != nil {
+		c.werr = err
+		return
+	}
+	total := 0
+	for _, p := range b.bufs {
+		total += len(p)
+	}
+	if attempted && n == total {
+		return
+	}
+	rest := make([]byte, 0, total-n)
+	for _, p := range b.bufs {
+		if n >= len(p) {
+			n -= len(p)
+			continue
+		}
+		rest = append(rest, p[n:]...)
+		n = 0
+	}
+	c.pending = rest
+}
 
 func (c *topicConn) subscriptionEnded(err error) string {
 	switch {
@@ -549,10 +711,11 @@ func (c *topicConn) index(topic string) int {
 }
 
 // deliver writes a batch of items with one deadline and one flush (one
-// writev on a hijacked connection). One-topic streams write each event's
+// writev on a hijacked connection), or, for a publisher (nonblock), with
+// one non-blocking writev (tryFlush). One-topic streams write each event's
 // shared frame as it is; multi-topic streams write their composite id line
-// and the frame's body.
-func (c *topicConn) deliver(b *batch) error {
+// and the frame's body. Call with mu held.
+func (c *topicConn) deliver(b *batch, nonblock bool) error {
 	m := c.h.Metrics
 	var now time.Time
 	if m != nil {
@@ -636,6 +799,10 @@ func (c *topicConn) deliver(b *batch) error {
 		m.Replayed(replayed)
 	}
 	b.bufs, b.idbuf = bufs, idbuf
+	if nonblock {
+		c.tryFlush(b)
+		return nil
+	}
 	return c.out.flush(bufs, c.timeout)
 }
 

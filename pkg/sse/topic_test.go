@@ -1,6 +1,7 @@
 package sse
 
 import (
+	"bufio"
 	"context"
 	"encoding/json"
 	"errors"
@@ -87,7 +88,7 @@ type topicEnv struct {
 func newTopicEnv(t *testing.T, cfg membroker.Config) *topicEnv {
 	b := membroker.New(cfg)
 	m := &recMetrics{closed: map[string]int{}, resets: map[string]int{}}
-	h := &TopicHandler{Broker: b, Heartbeat: -1, Metrics: m, Logger: discardLogger(), NoHijack: noHijack}
+	h := &TopicHandler{Broker: b, Heartbeat: -1, Metrics: m, Logger: discardLogger(), NoHijack: noHijack, NoPublisherWrites: noPublisherWrites}
 	srv := httptest.NewServer(h)
 	t.Cleanup(func() { b.Close() })
 	t.Cleanup(srv.Close)
@@ -148,20 +149,25 @@ func (m *recMetrics) get(f func(*recMetrics) int) int {
 
 const wait = 10 * time.Second
 
-// noHijack selects the TopicHandler's connection mode for newTopicEnv.
-var noHijack bool
+// noHijack and noPublisherWrites select the TopicHandler's connection mode
+// for newTopicEnv.
+var noHijack, noPublisherWrites bool
 
-// bothModes runs a stream test on hijacked connections and on the
-// ResponseWriter path.
+// bothModes runs a stream test in every connection mode: hijacked with
+// publisher-side writes (the default), hijacked with every write from the
+// stream's goroutine, and on the ResponseWriter path.
 func bothModes(t *testing.T, f func(t *testing.T)) {
-	for _, mode := range []bool{false, true} {
-		name := "hijack"
-		if mode {
-			name = "responsewriter"
-		}
-		t.Run(name, func(t *testing.T) {
-			noHijack = mode
-			defer func() { noHijack = false }()
+	for _, mode := range []struct {
+		name                        string
+		noHijack, noPublisherWrites bool
+	}{
+		{"hijack", false, false},
+		{"hijack-goroutine", false, true},
+		{"responsewriter", true, false},
+	} {
+		t.Run(mode.name, func(t *testing.T) {
+			noHijack, noPublisherWrites = mode.noHijack, mode.noPublisherWrites
+			defer func() { noHijack, noPublisherWrites = false, false }()
 			f(t)
 		})
 	}
@@ -436,6 +442,71 @@ func testTopicSlowClientIsDropped(t *testing.T) {
 	}
 	waitFor(t, wait, func() bool { return e.m.get(func(m *recMetrics) int { return m.closed["slow"] }) == 1 }, "slow client disconnected")
 	waitFor(t, wait, func() bool { return e.h.Connections() == 1 }, "one stream left")
+}
+
+func TestTopicPausedReaderGetsEverythingInOrder(t *testing.T) {
+	bothModes(t, testTopicPausedReaderGetsEverythingInOrder)
+}
+
+// A client that stops reading for a while (its socket buffers fill, so
+// writes stop part-way and must be finished later) but stays within its
+// queue limit and the write timeout gets every event once, in order, when
+// it reads again — while a second, fast client keeps up all along.
+func testTopicPausedReaderGetsEverythingInOrder(t *testing.T) {
+	const n = 1000
+	e := newTopicEnv(t, membroker.Config{QueueLimit: 2 * n, HistorySize: 10})
+	e.h.WriteTimeout = 20 * time.Second
+
+	conn, err := net.Dial("tcp", e.srv.Listener.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	fmt.Fprintf(conn, "GET /events?topic=big HTTP/1.1\r\nHost: x\r\n\r\n")
+	_, fast := e.open("topic=big", "")
+	waitFor(t, wait, func() bool { return e.h.Connections() == 2 }, "two streams")
+
+	// ~16 MB: far more than the socket buffers of one connection hold.
+	payload := strings.Repeat("x", 16<<10)
+	ids := make([]string, n)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for i := range n {
+			id, err := e.b.Publish(context.Background(), "big", broker.Message{Type: fmt.Sprint(i), Data: payload})
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			ids[i] = id
+		}
+	}()
+	for i := range n {
+		if ev := fast.next(wait); ev.Type != fmt.Sprint(i) {
+			t.Fatalf("fast client: event %d has type %q", i, ev.Type)
+		}
+	}
+	select {
+	case <-done:
+	case <-time.After(wait):
+		t.Fatal("publisher blocked")
+	}
+
+	// Now the paused client reads.
+	resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	slow := newEventReader(t, resp.Body)
+	for i := range n {
+		ev := slow.next(wait)
+		if ev.Type != fmt.Sprint(i) || ev.ID != ids[i] || len(ev.Data) != len(payload) {
+			t.Fatalf("paused client: event %d: type %q id %q (want %q), %d bytes", i, ev.Type, ev.ID, ids[i], len(ev.Data))
+		}
+	}
+	if got := e.m.get(func(m *recMetrics) int { return len(m.closed) }); got != 0 {
+		t.Fatalf("a stream was closed: %v", e.m.closed)
+	}
 }
 
 func TestTopicDrain(t *testing.T) { bothModes(t, testTopicDrain) }
