@@ -79,7 +79,8 @@ func BenchmarkDeliver(b *testing.B) {
 			for _, ev := range evs {
 				bt := getBatch()
 				bt.items = append(bt.items, ev)
-				_ = c.deliver(bt, false)
+				c.prepare(bt)
+				_ = c.out.flush(bt.bufs, c.timeout)
 				putBatch(bt)
 			}
 			b.ReportAllocs()
@@ -88,7 +89,8 @@ func BenchmarkDeliver(b *testing.B) {
 				bt := getBatch()
 				bt.items = append(bt.items, evs[i%len(evs)])
 				i++
-				if err := c.deliver(bt, false); err != nil {
+				c.prepare(bt)
+				if err := c.out.flush(bt.bufs, c.timeout); err != nil {
 					b.Fatal(err)
 				}
 				putBatch(bt)
@@ -150,11 +152,9 @@ func BenchmarkDeliverPublisherWrite(b *testing.B) {
 		}
 		if c.pending != nil || c.werr != nil {
 			// The peer fell behind: let it catch up (rare; allocates).
-			c.mu.Lock()
-			if err := c.flushPending(); err != nil || c.werr != nil {
-				b.Fatal(err, c.werr)
+			if reason := c.pull(); reason != "" {
+				b.Fatal(reason, c.werr)
 			}
-			c.mu.Unlock()
 		}
 	}
 }

@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"runtime"
 	"slices"
 	"strings"
 	"sync"
@@ -287,9 +288,12 @@ func (h *TopicHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 }
 
 // topicConn is the state of one topic stream. It is served by one goroutine
-// of its own; on a hijacked connection, live events are also written by the
-// publishing goroutine (see notify). Both hold mu while they take items or
-// write.
+// of its own; on a hijacked connection, live events are also written by a
+// flusher (see notify). Whoever writes first becomes the stream's writer
+// (busy, under mu), takes the queued items and prepares the bytes under mu,
+// and writes with no lock held; a flusher that finds the stream busy leaves
+// the items to the stream's goroutine, which waits for a flusher's write
+// (never long: it does not block).
 type topicConn struct {
 	h       *TopicHandler
 	ctx     context.Context // done when the client is gone or the stream must end
@@ -310,9 +314,10 @@ type topicConn struct {
 	sent     []byte          // the id the client holds now
 	posMove  bool            // a KindPosition moved pos since the last id written
 	held     []*broker.Event // items kept until every topic has a position
-	pending  []byte          // what a publisher-side write left unwritten: goes out first
-	werr     error           // a publisher-side write failed: the stream ends
-	closed   bool            // the stream is ending: publishers write no more
+	busy     bool            // a writer has taken items and is writing them
+	pending  []byte          // what a flusher's write left unwritten: goes out first
+	werr     error           // a flusher's write failed: the stream ends
+	closed   bool            // the stream is ending: flushers write no more
 }
 
 // maxHeld bounds the items a stream keeps while waiting for the positions
@@ -465,28 +470,33 @@ func (c *topicConn) notify() {
 // system call each and wakes none of their goroutines. Anything it cannot
 // finish (a full socket buffer, an error, the end of the queue) it hands to
 // the stream's goroutine, which waits for the socket with the write
-// timeout. Items are taken and written under mu, so order holds whichever
-// goroutine writes.
+// timeout.
 func (c *topicConn) flush() {
 	c.dirty.Store(false) // an item queued from now on comes back here
-	if !c.mu.TryLock() {
-		c.notifier.Signal() // the goroutine is at work: it takes this item too
-		return
-	}
-	if c.closed || c.werr != nil || c.pending != nil {
+	c.mu.Lock()
+	if c.busy || c.closed || c.werr != nil || c.pending != nil {
 		c.mu.Unlock()
-		c.notifier.Signal()
+		c.notifier.Signal() // the goroutine takes this item
 		return
 	}
+	c.busy = true
 	b := getBatch()
 	err, slow := c.intake(b)
 	if len(b.items) > 0 && !slow {
-		_ = c.deliver(b, true)
+		c.prepare(b)
+	}
+	c.mu.Unlock()
+	var rest []byte
+	var werr error
+	if len(b.bufs) > 0 {
+		rest, werr = c.tryWrite(b)
 	}
 	putBatch(b)
-	handoff := err != nil || slow || c.pending != nil || c.werr != nil
+	c.mu.Lock()
+	c.busy = false
+	c.pending, c.werr = rest, werr
 	c.mu.Unlock()
-	if handoff {
+	if err != nil || slow || rest != nil || werr != nil {
 		c.notifier.Signal()
 	}
 }
@@ -553,34 +563,20 @@ func (c *topicConn) run() string {
 	for {
 		select {
 		case <-c.sub.Ready():
-			c.mu.Lock()
-			reason := c.pull()
-			c.mu.Unlock()
-			if reason != "" {
+			if reason := c.pull(); reason != "" {
 				return reason
 			}
 		case <-lc.heartbeat(slot):
-			c.mu.Lock()
-			err := c.werr
-			if err == nil {
-				err = c.flushPending()
-			}
-			if err == nil {
-				err = c.out.flush([][]byte{heartbeatFrame}, c.timeout)
-			}
-			c.mu.Unlock()
-			if err != nil {
+			if err := c.write(heartbeatFrame); err != nil {
 				return writeReason(err)
 			}
 		case <-lc.drainCh:
 			c.mu.Lock()
-			c.closed = true
-			if c.werr == nil && c.flushPending() == nil {
-				if hint := appendRetryHint(nil, lc.drainRetry()); len(hint) > 0 {
-					_ = c.out.flush([][]byte{hint}, c.timeout)
-				}
-			}
+			c.closed = true // no flusher starts a write from now on
 			c.mu.Unlock()
+			if hint := appendRetryHint(nil, lc.drainRetry()); len(hint) > 0 {
+				_ = c.write(hint)
+			}
 			return "drain"
 		case <-c.expired():
 			return ReasonExpired
@@ -612,23 +608,52 @@ func (c *topicConn) intake(b *batch) (err error, slow bool) {
 	return err, false
 }
 
-// pull is the goroutine's delivery: what a publisher left over, then
-// everything queued, written with the write timeout. It returns the reason
-// the stream ends, or "". Call with mu held.
-func (c *topicConn) pull() string {
-	if c.werr != nil {
-		return writeReason(c.werr)
+// own makes the stream's goroutine its writer, waiting for a flusher's
+// write in progress (short: it does not block). It returns with mu held,
+// and with what a flusher left unwritten, or the error its write met.
+func (c *topicConn) own() (pending []byte, werr error) {
+	c.mu.Lock()
+	for c.busy {
+		c.mu.Unlock()
+		runtime.Gosched()
+		c.mu.Lock()
 	}
-	if err := c.flushPending(); err != nil {
-		return writeReason(err)
+	c.busy = true
+	pending, c.pending = c.pending, nil
+	return pending, c.werr
+}
+
+// release ends a write begun with own.
+func (c *topicConn) release() {
+	c.mu.Lock()
+	c.busy = false
+	c.mu.Unlock()
+}
+
+// pull is the goroutine's delivery: what a flusher left over, then
+// everything queued, written with the write timeout. It returns the reason
+// the stream ends, or "".
+func (c *topicConn) pull() string {
+	pending, werr := c.own()
+	if werr != nil {
+		c.mu.Unlock()
+		c.release()
+		return writeReason(werr)
 	}
 	b := getBatch()
 	err, slow := c.intake(b)
-	var werr error
 	if len(b.items) > 0 && !slow {
-		werr = c.deliver(b, false)
+		c.prepare(b)
+	}
+	c.mu.Unlock()
+	if pending != nil {
+		werr = c.out.flush([][]byte{pending}, c.timeout)
+	}
+	if werr == nil && len(b.bufs) > 0 {
+		werr = c.out.flush(b.bufs, c.timeout)
 	}
 	putBatch(b)
+	c.release()
 	switch {
 	case slow:
 		return "slow"
@@ -640,36 +665,39 @@ func (c *topicConn) pull() string {
 	return ""
 }
 
-// flushPending writes what a publisher-side write left over. Call with mu
-// held, from the stream's goroutine.
-func (c *topicConn) flushPending() error {
-	if c.pending == nil {
-		return nil
+// write writes one frame (a heartbeat, a retry hint) from the stream's
+// goroutine, after what a flusher left over.
+func (c *topicConn) write(frame []byte) error {
+	pending, werr := c.own()
+	c.mu.Unlock()
+	defer c.release()
+	if werr != nil {
+		return werr
 	}
-	p := c.pending
-	c.pending = nil
-	return c.out.flush([][]byte{p}, c.timeout)
+	bufs := [][]byte{frame}
+	if pending != nil {
+		bufs = [][]byte{pending, frame}
+	}
+	return c.out.flush(bufs, c.timeout)
 }
 
-// tryFlush writes a batch without waiting (see notify); what the socket
-// does not take now is kept in c.pending, a failure in c.werr. Call with mu
-// held.
-func (c *topicConn) tryFlush(b *batch) {
+// tryWrite writes a prepared batch without waiting (see flush). It returns
+// a copy of what the socket did not take now, or the error of the write.
+func (c *topicConn) tryWrite(b *batch) (rest []byte, err error) {
 	s := c.out.(*connSink)
 	n, attempted, iov, err := s.raw.tryWritev(b.bufs, b.iov)
 	b.iov = iov
 	if err != nil {
-		c.werr = err
-		return
+		return nil, err
 	}
 	total := 0
 	for _, p := range b.bufs {
 		total += len(p)
 	}
 	if attempted && n == total {
-		return
+		return nil, nil
 	}
-	rest := make([]byte, 0, total-n)
+	rest = make([]byte, 0, total-n)
 	for _, p := range b.bufs {
 		if n >= len(p) {
 			n -= len(p)
@@ -678,7 +706,7 @@ func (c *topicConn) tryFlush(b *batch) {
 		rest = append(rest, p[n:]...)
 		n = 0
 	}
-	c.pending = rest
+	return rest, nil
 }
 
 func (c *topicConn) subscriptionEnded(err error) string {
@@ -710,12 +738,11 @@ func (c *topicConn) index(topic string) int {
 	return -1
 }
 
-// deliver writes a batch of items with one deadline and one flush (one
-// writev on a hijacked connection), or, for a publisher (nonblock), with
-// one non-blocking writev (tryFlush). One-topic streams write each event's
-// shared frame as it is; multi-topic streams write their composite id line
-// and the frame's body. Call with mu held.
-func (c *topicConn) deliver(b *batch, nonblock bool) error {
+// prepare turns a batch of items into the pieces to write (b.bufs), all
+// written with one writev. One-topic streams write each event's shared
+// frame as it is; multi-topic streams write their composite id line and the
+// frame's body. Call with mu held, as the stream's writer.
+func (c *topicConn) prepare(b *batch) {
 	m := c.h.Metrics
 	var now time.Time
 	if m != nil {
@@ -799,11 +826,6 @@ func (c *topicConn) deliver(b *batch, nonblock bool) error {
 		m.Replayed(replayed)
 	}
 	b.bufs, b.idbuf = bufs, idbuf
-	if nonblock {
-		c.tryFlush(b)
-		return nil
-	}
-	return c.out.flush(bufs, c.timeout)
 }
 
 // encodeBrokerEvent is the memoised wire form of a broker event: its own id

@@ -509,6 +509,85 @@ func testTopicPausedReaderGetsEverythingInOrder(t *testing.T) {
 	}
 }
 
+func TestTopicConcurrentWritersKeepOrder(t *testing.T) {
+	bothModes(t, testTopicConcurrentWritersKeepOrder)
+}
+
+// Every writer of a stream at once — concurrent publishers (flushers),
+// heartbeats every millisecond from the stream's goroutine, readers that
+// pause now and then so that writes stop part-way — and every client still
+// gets every event once, in publish order.
+func testTopicConcurrentWritersKeepOrder(t *testing.T) {
+	const (
+		clients    = 20
+		publishers = 4
+		perPub     = 500
+		total      = publishers * perPub
+	)
+	e := newTopicEnv(t, membroker.Config{QueueLimit: 2 * total, HistorySize: 10})
+	e.h.Heartbeat = time.Millisecond
+	readers := make([]*eventReader, clients)
+	for i := range readers {
+		_, readers[i] = e.open("topic=order", "")
+	}
+	waitFor(t, wait, func() bool { return e.h.Connections() == clients }, "all streams")
+
+	payload := strings.Repeat("y", 4<<10)
+	var wg sync.WaitGroup
+	for range publishers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for range perPub {
+				if _, err := e.b.Publish(context.Background(), "order", broker.Message{Data: payload}); err != nil {
+					t.Error(err)
+					return
+				}
+			}
+		}()
+	}
+	errs := make(chan error, clients)
+	for i, r := range readers {
+		go func() {
+			last := 0
+			for n := 0; n < total; n++ {
+				if i%4 == 0 && n%200 == 0 {
+					time.Sleep(20 * time.Millisecond) // let the socket fill
+				}
+				var ev Event
+				select {
+				case got, ok := <-r.events:
+					if !ok {
+						errs <- fmt.Errorf("client %d: stream ended after %d events", i, n)
+						return
+					}
+					ev = got
+				case <-time.After(wait):
+					errs <- fmt.Errorf("client %d: no event %d within %v", i, n, wait)
+					return
+				}
+				_, seq, _ := strings.Cut(ev.ID, "-")
+				var got int
+				if _, err := fmt.Sscan(seq, &got); err != nil || got != last+1 {
+					errs <- fmt.Errorf("client %d: event %d has id %q after seq %d", i, n, ev.ID, last)
+					return
+				}
+				last = got
+			}
+			errs <- nil
+		}()
+	}
+	wg.Wait()
+	for range clients {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got := e.m.get(func(m *recMetrics) int { return len(m.closed) }); got != 0 {
+		t.Fatalf("a stream was closed: %v", e.m.closed)
+	}
+}
+
 func TestTopicDrain(t *testing.T) { bothModes(t, testTopicDrain) }
 
 func testTopicDrain(t *testing.T) {
