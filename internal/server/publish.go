@@ -86,7 +86,7 @@ func (h *publishHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	h.metrics.Published()
-	writeJSON(w, http.StatusOK, map[string]string{"id": id})
+	writeID(w, id)
 }
 
 func (h *publishHandler) serve(w http.ResponseWriter, r *http.Request) (string, *httpError) {
@@ -94,17 +94,20 @@ func (h *publishHandler) serve(w http.ResponseWriter, r *http.Request) (string, 
 		return "", errorf(http.StatusMethodNotAllowed, "method %s not allowed: use POST", r.Method)
 	}
 	var grant *auth.Grant
-	rateKey := "ip:" + peerHost(r.RemoteAddr)
 	if h.auth.PublishProtected() {
 		g, err := h.auth.PublishGrant(r)
 		if err != nil {
 			return "", authError(err)
 		}
-		grant, rateKey = g, g.Principal
+		grant = g
 	} else if !h.allowRemote && !isLoopback(r.RemoteAddr) {
 		return "", errorf(http.StatusForbidden, "%s", h.remoteNotice)
 	}
 	if h.limit != nil {
+		rateKey := "ip:" + peerHost(r.RemoteAddr)
+		if grant != nil {
+			rateKey = grant.Principal
+		}
 		if ok, wait := h.limit.allow(rateKey); !ok {
 			herr := errorf(http.StatusTooManyRequests, "publish rate limit reached (--publish-rate); retry later")
 			herr.header = http.Header{"Retry-After": {strconv.Itoa(retryAfter(wait))}}
@@ -164,14 +167,18 @@ func (h *publishHandler) decode(w http.ResponseWriter, r *http.Request) (publish
 	if ct == "" {
 		return req, errorf(http.StatusUnsupportedMediaType, "missing Content-Type: send application/x-www-form-urlencoded, multipart/form-data or application/json")
 	}
-	mediaType, _, err := mime.ParseMediaType(ct)
-	if err != nil {
-		return req, errorf(http.StatusUnsupportedMediaType, "bad Content-Type %q: %v", ct, err)
+	mediaType := ct
+	if ct != formType && ct != jsonType { // the common cases need no parsing
+		mt, _, err := mime.ParseMediaType(ct)
+		if err != nil {
+			return req, errorf(http.StatusUnsupportedMediaType, "bad Content-Type %q: %v", ct, err)
+		}
+		mediaType = mt
 	}
 	switch mediaType {
-	case "application/json":
+	case jsonType:
 		return decodeJSON(r.Body, h.maxBody)
-	case "application/x-www-form-urlencoded":
+	case formType:
 		if err := r.ParseForm(); err != nil {
 			return req, bodyError(err, h.maxBody, "bad form body")
 		}
@@ -211,10 +218,19 @@ func decodeJSON(body io.Reader, maxBody int64) (publishRequest, *httpError) {
 	return req, nil
 }
 
+const (
+	formType = "application/x-www-form-urlencoded"
+	jsonType = "application/json"
+)
+
 // formFields picks topic, event and data; each may appear once.
 func formFields(v map[string][]string) (publishRequest, *httpError) {
 	var req publishRequest
-	for name, dst := range map[string]*string{"topic": &req.Topic, "event": &req.Event, "data": &req.Data} {
+	for _, f := range [...]struct {
+		name string
+		dst  *string
+	}{{"topic", &req.Topic}, {"event", &req.Event}, {"data", &req.Data}} {
+		name, dst := f.name, f.dst
 		switch vals := v[name]; len(vals) {
 		case 0:
 		case 1:
@@ -274,12 +290,37 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 	if err != nil {
 		status, b = http.StatusInternalServerError, []byte(`{"error":"internal error"}`)
 	}
-	b = append(b, '\n')
+	writeJSONBytes(w, status, append(b, '\n'))
+}
+
+// writeID answers a publish: {"id":"..."}. Event IDs are plain ASCII
+// (brokers make them), written without encoding/json; anything else takes
+// the general path.
+func writeID(w http.ResponseWriter, id string) {
+	for i := 0; i < len(id); i++ {
+		if c := id[i]; c < 0x20 || c >= 0x7f || c == '"' || c == '\\' {
+			writeJSON(w, http.StatusOK, map[string]string{"id": id})
+			return
+		}
+	}
+	var buf [160]byte
+	b := append(append(append(buf[:0], `{"id":"`...), id...), "\"}\n"...)
+	writeJSONBytes(w, http.StatusOK, b)
+}
+
+// Header values shared by every JSON answer (net/http only reads them).
+var (
+	jsonContentType = []string{"application/json"}
+	noStore         = []string{"no-store"}
+	noSniff         = []string{"nosniff"}
+)
+
+func writeJSONBytes(w http.ResponseWriter, status int, b []byte) {
 	h := w.Header()
-	h.Set("Content-Type", "application/json")
-	h.Set("Content-Length", strconv.Itoa(len(b)))
-	h.Set("Cache-Control", "no-store")
-	h.Set("X-Content-Type-Options", "nosniff")
+	h["Content-Type"] = jsonContentType
+	h["Content-Length"] = []string{strconv.Itoa(len(b))}
+	h["Cache-Control"] = noStore
+	h["X-Content-Type-Options"] = noSniff
 	w.WriteHeader(status)
 	_, _ = w.Write(b)
 }
