@@ -98,10 +98,18 @@ type Config struct {
 	// URL of the Redis server, in the form redis.ParseURL accepts:
 	// redis://[[user]:password@]host[:port][/db], rediss:// for TLS.
 	// Ignored when Client is set. The Broker closes the client it creates.
+	// That client never retries a command (MaxRetries -1, whatever the
+	// URL's max_retries): see Client.
 	URL string
 	// Client, if set, is used instead of URL; Close does not close it.
 	// Standalone and Sentinel clients are supported; with a Cluster client
 	// every replica's pub/sub connection lands on one node.
+	//
+	// Give it MaxRetries: -1 (redis.Options, FailoverOptions,
+	// ClusterOptions, UniversalOptions). With go-redis's default of 3
+	// retries, a publish whose reply was lost (connection reset, EOF, read
+	// timeout after Redis ran the FCALL) is sent again and the event is
+	// appended twice, under two IDs: every subscriber gets a duplicate.
 	Client redis.UniversalClient
 	// Prefix of every key, channel and function name: 1-64 letters, digits
 	// or '_'. Default "herald". Deployments sharing one Redis use different
@@ -222,6 +230,16 @@ func New(ctx context.Context, cfg Config) (*Broker, error) {
 		if err != nil {
 			return nil, fmt.Errorf("redisbroker: %w", err)
 		}
+		// No go-redis retries (its default is 3): go-redis sends a command
+		// again when the connection breaks or times out while it reads the
+		// reply, but by then Redis may have run it, and a retried
+		// FCALL <prefix>_publish appends the event a second time, under a
+		// second ID: a duplicate for every subscriber. Publish reports the
+		// failure instead (broker.ErrUnavailable, which the HTTP publisher
+		// answers with 503), stream loads are retried with backoff by the
+		// broker itself, and the pool still discards dead idle connections
+		// before use.
+		opt.MaxRetries = -1
 		b.rdb = redis.NewClient(opt)
 		b.ownClient = true
 	}
@@ -269,8 +287,10 @@ func (b *Broker) channel(topic string) string { return b.prefix + ":{" + topic +
 // Publish implements broker.Broker: one FCALL <prefix>_publish. Errors that
 // mean Redis could not be reached or did not answer in time (including
 // ctx's deadline) wrap broker.ErrUnavailable; such a publish may still have
-// been applied (go-redis also retries a command whose connection failed), so
-// a publisher that retries may publish an event twice, under two IDs.
+// been applied (Redis ran it but its reply was lost), so a publisher that
+// retries may publish an event twice, under two IDs. The client the broker
+// creates from Config.URL never sends it again by itself; see Config.Client
+// for a client of the caller's.
 func (b *Broker) Publish(ctx context.Context, topic string, msg broker.Message) (string, error) {
 	if err := broker.ValidateTopic(topic); err != nil {
 		return "", err
