@@ -5,8 +5,6 @@ import (
 	"bytes"
 	"context"
 	"fmt"
-	"io"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -104,34 +102,8 @@ func BenchmarkDeliver(b *testing.B) {
 // encode (memoised) and one non-blocking writev to a real TCP socket whose
 // peer drains it. It must not allocate.
 func BenchmarkDeliverPublisherWrite(b *testing.B) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer ln.Close()
-	go func() {
-		peer, err := ln.Accept()
-		if err != nil {
-			return
-		}
-		_, _ = io.Copy(io.Discard, peer)
-		peer.Close()
-	}()
-	conn, err := net.Dial("tcp", ln.Addr().String())
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer conn.Close()
-	raw := newRawWriter(conn)
-	if raw == nil {
-		b.Skip("no publisher-side writes on this platform")
-	}
-	sub := broker.NewSub(1<<20, nil)
-	c := &topicConn{
-		h: &TopicHandler{}, sub: sub, out: &connSink{conn: conn, raw: raw},
-		topics: []string{"a"}, pos: []string{"3f9a1c2e-0"}, timeout: time.Second,
-	}
-	c.notifier = sub
+	c, sub, _ := newFlushConn(b, 1<<20)
+	c.pos = []string{"3f9a1c2e-0"}
 	evs := make([]*broker.Event, 64)
 	for i := range evs {
 		evs[i] = &broker.Event{Topic: "a", ID: fmt.Sprintf("3f9a1c2e-%d", i+1), Data: strings.Repeat("x", 100), Time: time.Now()}

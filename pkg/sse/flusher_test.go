@@ -10,8 +10,9 @@ import (
 )
 
 // newFlushConn is a stream on a real TCP connection whose peer counts what
-// arrives, with a subscription the test pushes to.
-func newFlushConn(t *testing.T) (*topicConn, *broker.Sub, <-chan int64) {
+// arrives (sent on the channel when the connection closes), with a
+// subscription of the given limit that the test pushes to.
+func newFlushConn(t testing.TB, limit int) (*topicConn, *broker.Sub, <-chan int64) {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -37,7 +38,7 @@ func newFlushConn(t *testing.T) (*topicConn, *broker.Sub, <-chan int64) {
 	if raw == nil {
 		t.Skip("no flusher writes on this platform")
 	}
-	sub := broker.NewSub(16, nil)
+	sub := broker.NewSub(limit, nil)
 	c := &topicConn{
 		h: &TopicHandler{}, sub: sub, out: &connSink{conn: conn, raw: raw},
 		topics: []string{"a"}, pos: []string{"e-0"}, timeout: time.Second,
@@ -60,7 +61,7 @@ func drainReady(sub *broker.Sub) bool {
 // leaves the items queued and signals the goroutine, which takes them after
 // its own write, in order.
 func TestFlushLeavesBusyStreamToItsGoroutine(t *testing.T) {
-	c, sub, got := newFlushConn(t)
+	c, sub, got := newFlushConn(t, 16)
 	sub.Push(&broker.Event{Kind: broker.KindEvent, Topic: "a", ID: "e-1", Data: "x"})
 	drainReady(sub)
 	c.busy = true // the goroutine is writing
@@ -80,7 +81,7 @@ func TestFlushLeavesBusyStreamToItsGoroutine(t *testing.T) {
 
 // The goroutine waits for a flusher's write in progress before it writes.
 func TestOwnWaitsForFlusherWrite(t *testing.T) {
-	c, _, _ := newFlushConn(t)
+	c, _, _ := newFlushConn(t, 16)
 	c.busy = true // a flusher is writing
 	done := make(chan struct{})
 	go func() {
@@ -107,7 +108,7 @@ func TestOwnWaitsForFlusherWrite(t *testing.T) {
 // A flusher writes an idle stream's items itself, without waking its
 // goroutine, and leaves what the socket did not take for the goroutine.
 func TestFlushWritesIdleStream(t *testing.T) {
-	c, sub, got := newFlushConn(t)
+	c, sub, got := newFlushConn(t, 16)
 	ev := &broker.Event{Kind: broker.KindEvent, Topic: "a", ID: "e-1", Data: "hello"}
 	sub.Push(ev)
 	drainReady(sub)
