@@ -499,54 +499,47 @@ func (b *Broker) disconnected() {
 	clear(b.confirmed)
 	for _, t := range b.topics {
 		t.mu.Lock()
-		t.confirmed = false
-		t.inval++
-		if len(t.live) > 0 {
-			t.stale = true
-		}
+		t.setConfirmed(false)
 		t.mu.Unlock()
 	}
 }
 
+// setConfirmed records a change of the topic's channel subscription. Live
+// subscribers may have missed events either way — the subscription lapsed,
+// or it is a resubscription after a reconnect or a lapse — so they are
+// refilled from the stream. Call with t.mu held.
+func (t *topic) setConfirmed(on bool) {
+	t.confirmed = on
+	t.inval++
+	if len(t.live) > 0 {
+		t.stale = true
+	}
+}
+
 func (b *Broker) onSubscription(m *redis.Subscription) {
-	switch m.Kind {
-	case "subscribe":
-		b.mu.Lock()
+	on := m.Kind == "subscribe"
+	if !on && m.Kind != "unsubscribe" {
+		return
+	}
+	b.mu.Lock()
+	if on {
 		b.confirmed[m.Channel] = true
-		t := b.topics[m.Channel]
-		b.mu.Unlock()
-		if t == nil {
-			return
-		}
-		t.mu.Lock()
-		t.confirmed = true
-		t.inval++
-		if len(t.live) > 0 {
-			// Either a resubscription after a reconnect, or a subscription
-			// that lapsed (unsubscribed and subscribed again): events may
-			// have been missed, refill from the stream.
-			t.stale = true
-		}
-		work := t.stale || len(t.loading) > 0
-		t.mu.Unlock()
-		if work {
-			b.schedule(t)
-		}
-	case "unsubscribe":
-		b.mu.Lock()
+	} else {
 		delete(b.confirmed, m.Channel)
-		t := b.topics[m.Channel]
-		b.mu.Unlock()
-		if t == nil {
-			return
-		}
-		t.mu.Lock()
-		t.confirmed = false
-		t.inval++
-		if len(t.live) > 0 {
-			t.stale = true
-		}
-		t.mu.Unlock()
+	}
+	t := b.topics[m.Channel]
+	b.mu.Unlock()
+	if t == nil {
+		return
+	}
+	t.mu.Lock()
+	t.setConfirmed(on)
+	work := on && (t.stale || len(t.loading) > 0)
+	t.mu.Unlock()
+	switch {
+	case work:
+		b.schedule(t)
+	case !on:
 		b.signalReconcile()
 	}
 }
