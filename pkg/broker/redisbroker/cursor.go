@@ -1,6 +1,8 @@
 package redisbroker
 
 import (
+	"crypto/sha1"
+	"encoding/hex"
 	"math"
 	"strconv"
 	"strings"
@@ -53,12 +55,43 @@ func (idError) Error() string { return "redisbroker: malformed stream ID" }
 var errBadID error = idError{}
 
 // noEpoch is the epoch of a topic that has never been published to (or
-// whose history was lost and not yet recreated). Real epochs are base-36
-// microsecond timestamps and never "0".
+// whose history was lost and not yet recreated), as <fn>_read reports it.
+// Positions of such a topic carry the topic's tag all the same
+// (noEpochOf): "0_<tag>-0-0". Real epochs are "<base-36 microseconds>_<tag>"
+// (or, created by release 1, the base-36 microseconds alone) and never
+// start with "0".
 const noEpoch = "0"
 
+// isNoEpoch reports whether e is the epoch of a topic without one.
+func isNoEpoch(e string) bool { return e == noEpoch || strings.HasPrefix(e, noEpoch+"_") }
+
+// noEpochOf returns the no-epoch epoch of the topic with tag tag.
+func noEpochOf(tag string) string { return noEpoch + "_" + tag }
+
+// tagLen is the length of a topic tag (topicTag).
+const tagLen = 8
+
+// topicTag returns the tag every epoch of a topic carries: 8 hex digits of
+// the SHA-1 of its name, as the function library computes it
+// (redis.sha1hex). A position handed to another topic is recognised by it
+// (broker.ReasonUnknown) instead of being placed on the wrong log, even
+// when the two topics were created in the same microsecond.
+func topicTag(topic string) string {
+	sum := sha1.Sum([]byte(topic))
+	return hex.EncodeToString(sum[:tagLen/2])
+}
+
+// epochTag returns the topic tag of an epoch, "" for an epoch of release 1
+// (no tag: its topic cannot be told).
+func epochTag(e string) string {
+	if i := strings.IndexByte(e, '_'); i >= 0 {
+		return e[i+1:]
+	}
+	return ""
+}
+
 // formatID returns the public event ID (and position) for an epoch and a
-// stream ID: <epoch>-<ms>-<seq>, characters [0-9a-z-] only.
+// stream ID: <epoch>-<ms>-<seq>, characters [0-9a-z_-] only.
 func formatID(epoch string, id streamID) string {
 	return epoch + "-" + id.String()
 }

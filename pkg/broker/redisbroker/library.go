@@ -14,7 +14,7 @@ const readBytes = 2 << 20
 
 // libraryVersion changes whenever the Lua code changes meaning. It is part
 // of the library's source, so FUNCTION LIST shows which herald loaded it.
-const libraryVersion = "2"
+const libraryVersion = "3"
 
 // The Redis Function library, generated per key prefix with the prefix and
 // the history settings baked in: a service in another language publishes
@@ -33,13 +33,21 @@ const libraryVersion = "2"
 //
 // Epoch: a per-topic token created by the first publish to a topic whose
 // epoch key or stream is missing: the server time in microseconds, base 36,
-// and always above the previous epoch if there was one. A Redis that
+// always above the previous epoch if there was one, then "_" and the topic's
+// tag (8 hex digits of the SHA-1 of its name; see topicTag), so that no two
+// topics share an epoch even when created in the same microsecond. A Redis that
 // restarts without persistence loses the key with the stream, so the next
 // publish creates a new, later epoch and old cursors are recognised as
 // belonging to another epoch. So does a stream deleted or evicted on its
 // own: its successor restarts the entry IDs (within the same millisecond
 // even at or below the old ones), which must not pass for the old epoch's.
 // A topic whose stream is missing reads as having no epoch ("0").
+//
+// With a history TTL, every publish also sets the stream and epoch keys to
+// expire after the TTL: the keys of a topic nobody publishes to any more
+// vanish once its last event is older than the TTL (the events would be
+// trimmed by then anyway), so topic churn does not fill a noeviction Redis.
+// A cursor of such a topic then gets a broker.ReasonEpoch reset.
 //
 // <fn>_read returns, atomically: epoch ("0" if the topic has none),
 // last-generated-id, first entry ID ("" if empty), length, entries-added,
@@ -98,9 +106,9 @@ local function publish(keys, args)
     -- must not continue the old epoch. Epochs only grow.
     local t = redis.call('TIME')
     local n = tonumber(t[1]) * 1000000 + tonumber(t[2])
-    local old = epoch and tonumber(epoch, 36)
+    local old = epoch and tonumber(string.match(epoch, '^[0-9a-z]+'), 36)
     if old and n <= old then n = old + 1 end
-    epoch = base36(n)
+    epoch = base36(n) .. '_' .. string.sub(redis.sha1hex(topic), 1, 8)
     redis.call('SET', ekey, epoch)
   end
   local id
@@ -114,6 +122,8 @@ local function publish(keys, args)
     local t = redis.call('TIME')
     local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
     redis.call('XTRIM', skey, 'MINID', '~', string.format('%%d-0', now - TTL_MS))
+    redis.call('PEXPIRE', skey, TTL_MS)
+    redis.call('PEXPIRE', ekey, TTL_MS)
   end
   local full = epoch .. '-' .. id
   redis.call('PUBLISH', base, full .. '\n' .. etype .. '\n' .. data)
@@ -253,13 +263,20 @@ func parseReadResult(v any) (readResult, error) {
 	return r, nil
 }
 
+// validEpoch reports whether e is an epoch: base-36 digits, then "_" and an
+// 8-hex-digit topic tag (release 1 wrote no tag).
 func validEpoch(e string) bool {
-	if e == "" || len(e) > 32 {
+	base, tag, tagged := strings.Cut(e, "_")
+	if base == "" || len(base) > 20 || tagged && len(tag) != tagLen {
 		return false
 	}
-	for i := 0; i < len(e); i++ {
-		c := e[i]
-		if !(c >= '0' && c <= '9' || c >= 'a' && c <= 'z') {
+	for i := 0; i < len(base); i++ {
+		if c := base[i]; !(c >= '0' && c <= '9' || c >= 'a' && c <= 'z') {
+			return false
+		}
+	}
+	for i := 0; i < len(tag); i++ {
+		if c := tag[i]; !(c >= '0' && c <= '9' || c >= 'a' && c <= 'f') {
 			return false
 		}
 	}
@@ -313,5 +330,10 @@ func (b *Broker) read(ctx context.Context, topic string, after streamID, count i
 	if err != nil {
 		return readResult{}, err
 	}
-	return parseReadResult(v)
+	r, err := parseReadResult(v)
+	if err == nil && r.epoch == noEpoch {
+		// Positions of a topic without an epoch still carry its tag.
+		r.epoch = noEpochOf(topicTag(topic))
+	}
+	return r, err
 }

@@ -511,6 +511,10 @@ func (b *Broker) disconnected() {
 func (t *topic) setConfirmed(on bool) {
 	t.confirmed = on
 	t.inval++
+	// What was buffered before is not contiguous with what follows.
+	t.lapsed = true
+	clear(t.buf)
+	t.buf = t.buf[:0]
 	if len(t.live) > 0 {
 		t.stale = true
 	}
@@ -587,6 +591,11 @@ func (b *Broker) onMessage(channel, payload string) {
 		schedule = true
 	}
 	if t.stale || len(t.loading) > 0 {
+		if n := len(t.buf); n > 0 && t.buf[n-1].epoch != it.epoch {
+			// A run of buffered events holds one epoch.
+			clear(t.buf)
+			t.buf = t.buf[:0]
+		}
 		if len(t.buf) >= bufLimit {
 			clear(t.buf)
 			t.buf = t.buf[:0]
@@ -717,7 +726,7 @@ func (b *Broker) Subscribe(ctx context.Context, topics []string, from broker.Cur
 				timeBased = true
 				break
 			}
-			if r.epoch == noEpoch {
+			if isNoEpoch(r.epoch) {
 				r.last = streamID{}
 			}
 			cursors[i] = formatID(r.epoch, r.last)
@@ -742,7 +751,7 @@ func (b *Broker) Subscribe(ctx context.Context, topics []string, from broker.Cur
 		ch := b.channel(name)
 		t := b.topics[ch]
 		if t == nil {
-			t = &topic{name: name, channel: ch, confirmed: b.confirmed[ch], epoch: noEpoch}
+			t = &topic{name: name, channel: ch, tag: topicTag(name), confirmed: b.confirmed[ch], epoch: noEpoch}
 			b.topics[ch] = t
 			newTopic = true
 		}

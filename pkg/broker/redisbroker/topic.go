@@ -17,6 +17,7 @@ import (
 type topic struct {
 	name    string
 	channel string
+	tag     string // topicTag(name)
 
 	mu          sync.Mutex // guards the fields below; taken after Broker.mu
 	live        []*member  // member.idx is the index here
@@ -24,8 +25,9 @@ type topic struct {
 	confirmed   bool   // the channel is subscribed on the current connection
 	inval       uint64 // bumped by anything that voids a round in progress
 	stale       bool   // live members may have missed events: refill them
+	lapsed      bool   // the subscription lapsed since live members were last in sync
 	epoch       string // epoch of the live members
-	buf         []item // live events received while loading or stale
+	buf         []item // live events received while loading or stale, since the last confirmation: one contiguous run of one epoch
 	bufOverflow bool
 	removed     bool // no members left: dropped from Broker.topics
 
@@ -59,17 +61,6 @@ type item struct {
 	ev    *broker.Event
 }
 
-// plan is what a round decided for one member.
-type plan struct {
-	m         *member
-	reset     string   // reason, or ""
-	from      streamID // deliver entries after this
-	position  bool     // deliver a KindPosition
-	cursor    string   // the ID of that position when the cursor was honoured
-	live      bool     // a live member being refilled: its items count against its queue limit
-	timeBased bool
-}
-
 // round loads the topic's loading members, and refills its live members if
 // the topic is stale. It returns again=true when more work is pending, and
 // an error when Redis failed (the caller retries with backoff).
@@ -84,6 +75,15 @@ func (b *Broker) round(t *topic) (again bool, err error) {
 
 // runRound does the work of round; live members whose queue overflowed
 // are appended to slow, to be ended once t.mu is released.
+//
+// The round reads the stream's state, plans every member (planMember),
+// reads the entries after the lowest start, and merges under t.mu: for each
+// member, the union of those entries and of the live events buffered since
+// the topic's subscription was confirmed (t.buf), after the member's start.
+// The buffer is kept across rounds until one succeeds, so a member whose
+// position it holds misses nothing even when the stream was trimmed past
+// it; and every event published after the read is in it, so the union is
+// gap-free.
 func (b *Broker) runRound(t *topic, slow *[]*subscription) (again bool, err error) {
 	t.mu.Lock()
 	if t.removed || !t.confirmed || (len(t.loading) == 0 && !t.stale) {
@@ -91,93 +91,40 @@ func (b *Broker) runRound(t *topic, slow *[]*subscription) (again bool, err erro
 		return false, nil
 	}
 	type snap struct {
-		m         *member
-		live      bool
-		cursor    string
-		timeBased bool
-		startMs   uint64
-		epoch     string
-		pos       streamID
+		m  *member
+		ms memberState
 	}
 	var snaps []snap
 	for _, m := range t.loading {
-		snaps = append(snaps, snap{m: m, cursor: m.cursor, timeBased: m.timeBased, startMs: m.startMs})
+		snaps = append(snaps, snap{m, memberState{cursor: m.cursor, timeBased: m.timeBased, startMs: m.startMs}})
 	}
 	if t.stale {
 		for _, m := range t.live {
-			snaps = append(snaps, snap{m: m, live: true, epoch: m.epoch, pos: m.pos})
+			snaps = append(snaps, snap{m, memberState{live: true, epoch: m.epoch, pos: m.pos}})
 		}
 	}
 	wasStale := t.stale
 	inval := t.inval
-	clear(t.buf)
-	t.buf = t.buf[:0]
+	v := view{tag: t.tag, lapsed: t.lapsed}
+	if len(t.buf) > 0 {
+		v.bufEpoch = t.buf[0].epoch
+		v.buf = make([]streamID, len(t.buf))
+		for i, it := range t.buf {
+			v.buf[i] = it.id
+		}
+	}
 	t.bufOverflow = false
 	t.mu.Unlock()
 
-	st, err := b.read(b.ctx, t.name, streamID{}, 0)
+	r, err := b.read(b.ctx, t.name, streamID{}, 0)
 	if err != nil {
 		return false, err
 	}
-	// Entries before this position are gone; after it, all retained.
-	retained := st.last
-	if st.length > 0 {
-		retained = st.first.pred()
-	}
-	lost := st.added > st.length
+	st := stateOf(r)
+	v.st = st
 	plans := make([]plan, len(snaps))
 	for i, sn := range snaps {
-		p := plan{m: sn.m, position: !sn.live, live: sn.live}
-		var epoch string
-		var pos streamID
-		ok := true
-		switch {
-		case sn.live:
-			epoch, pos = sn.epoch, sn.pos
-		case sn.timeBased:
-			p.timeBased = true
-			p.from = max2(streamID{sn.startMs, 0}.pred(), retained)
-			if st.epoch == noEpoch {
-				p.from = streamID{}
-			}
-			plans[i] = p
-			continue
-		default:
-			epoch, pos, ok = parseID(sn.cursor)
-		}
-		switch {
-		case !ok:
-			p.reset = broker.ReasonUnknown
-		case epoch == noEpoch && pos != (streamID{}):
-			p.reset = broker.ReasonUnknown
-		case epoch == noEpoch:
-			// The subscriber saw the topic without an epoch; any epoch
-			// now was created after that: all of it is new.
-			if lost && st.epoch != noEpoch {
-				p.reset = broker.ReasonTruncated
-			}
-		case epoch != st.epoch:
-			p.reset = broker.ReasonEpoch
-		case st.last.less(pos):
-			p.reset = broker.ReasonUnknown
-		case lost && pos.less(retained):
-			p.reset = broker.ReasonTruncated
-		default:
-			p.from = pos
-		}
-		if p.reset == "" && !sn.live {
-			p.cursor = sn.cursor
-		}
-		if p.reset != "" || epoch == noEpoch {
-			p.from = retained
-			if epoch == noEpoch && p.reset == "" {
-				p.from = streamID{}
-			}
-			if p.reset != "" {
-				p.position = true
-			}
-		}
-		plans[i] = p
+		plans[i] = planMember(v, sn.ms)
 	}
 
 	// One read from the lowest start serves every member.
@@ -188,7 +135,7 @@ func (b *Broker) runRound(t *topic, slow *[]*subscription) (again bool, err erro
 		}
 	}
 	var items []item
-	for st.epoch != noEpoch {
+	for !isNoEpoch(st.epoch) {
 		r, err := b.read(b.ctx, t.name, after, pageSize)
 		if err != nil {
 			return false, err
@@ -228,10 +175,13 @@ func (b *Broker) runRound(t *topic, slow *[]*subscription) (again bool, err erro
 	if t.inval != inval || t.bufOverflow {
 		return true, nil
 	}
-	for _, it := range t.buf {
-		if it.epoch != st.epoch {
-			return true, nil
-		}
+	if len(t.buf) > 0 && t.buf[0].epoch != st.epoch {
+		// The stream changed epoch around the read, or the buffer holds
+		// an epoch the stream no longer has: neither can be merged. Start
+		// over with what arrives from now on.
+		clear(t.buf)
+		t.buf = t.buf[:0]
+		return true, nil
 	}
 	if !wasStale && len(t.live) > 0 && t.epoch != st.epoch {
 		t.stale = true
@@ -239,19 +189,19 @@ func (b *Broker) runRound(t *topic, slow *[]*subscription) (again bool, err erro
 		return true, nil
 	}
 	var out []*broker.Event
-	for _, p := range plans {
-		m := p.m
+	for i, p := range plans {
+		m := snaps[i].m
 		if m.gone {
 			continue
 		}
 		out = out[:0]
-		k := sort.Search(len(items), func(i int) bool { return p.from.less(items[i].id) })
 		if p.reset != "" {
 			out = append(out, &broker.Event{Kind: broker.KindReset, Topic: t.name, Reason: p.reset})
 		}
 		if p.position {
 			posID := p.from
 			if p.timeBased {
+				k := sort.Search(len(items), func(i int) bool { return p.from.less(items[i].id) })
 				if k < len(items) {
 					posID = items[k].id.pred()
 				} else {
@@ -273,18 +223,13 @@ func (b *Broker) runRound(t *topic, slow *[]*subscription) (again bool, err erro
 			p.from = posID
 		}
 		pos := p.from
-		for _, it := range items[k:] {
+		n := len(out)
+		mergeAfter(items, t.buf, p.from, func(it item) {
 			out = append(out, it.ev)
 			pos = it.id
-		}
+		})
 		if p.live {
-			b.refilled.Add(int64(len(items) - k))
-		}
-		for _, it := range t.buf {
-			if pos.less(it.id) {
-				out = append(out, it.ev)
-				pos = it.id
-			}
+			b.refilled.Add(int64(len(out) - n))
 		}
 		m.epoch, m.pos = st.epoch, pos
 		if p.live {
@@ -311,6 +256,7 @@ func (b *Broker) runRound(t *topic, slow *[]*subscription) (again bool, err erro
 	}
 	t.epoch = st.epoch
 	t.stale = false
+	t.lapsed = false
 	clear(t.buf)
 	t.buf = t.buf[:0]
 	return len(t.loading) > 0, nil

@@ -1,0 +1,73 @@
+package redisbroker
+
+import (
+	"context"
+	"strings"
+	"testing"
+
+	"github.com/herald-sse/herald/internal/testredis"
+	"github.com/herald-sse/herald/pkg/broker"
+	"github.com/herald-sse/herald/pkg/broker/brokertest"
+	"github.com/redis/go-redis/v9"
+)
+
+// Topics created within one microsecond (the epoch is the server time in
+// microseconds) must not share an epoch: a position of one would pass for
+// the other's, and a resume would skip events silently. (Issue 9, item 1.)
+// Two topics created in the same microsecond are made here by giving the
+// second the first one's epoch key, the state such a creation leaves.
+func TestForeignPositionSameMicrosecond(t *testing.T) {
+	r := testredis.Start(t)
+	b := newBroker(t, r, Config{})
+	c := r.Client(t)
+	ctx := context.Background()
+	a, other := uniqueTopic("same-us-a"), uniqueTopic("same-us-c")
+	for _, tp := range []string{other, a} {
+		if err := c.Del(ctx, DefaultPrefix+":{"+tp+"}:s", DefaultPrefix+":{"+tp+"}:e").Err(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := c.FCall(ctx, "herald_publish", []string{a}, "", "a0").Err(); err != nil {
+		t.Fatal(err)
+	}
+	epochA, err := c.Get(ctx, DefaultPrefix+":{"+a+"}:e").Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	// What the function does for a new topic, within the same microsecond:
+	// the same time, the topic's own tag.
+	epochC := epochA
+	if base, _, ok := strings.Cut(epochA, "_"); ok {
+		epochC = base + "_" + topicTag(other)
+	}
+	if _, err := c.TxPipelined(ctx, func(p redis.Pipeliner) error {
+		p.XAdd(ctx, &redis.XAddArgs{Stream: DefaultPrefix + ":{" + other + "}:s", Values: []string{"t", "", "d", "c0"}})
+		p.Set(ctx, DefaultPrefix+":{"+other+"}:e", epochC, 0)
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	var aIDs []string
+	for range 6 {
+		id, err := b.Publish(ctx, a, broker.Message{Data: "a"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		aIDs = append(aIDs, id)
+	}
+	var cIDs []string
+	for range 4 {
+		id, err := b.Publish(ctx, other, broker.Message{Data: "c"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		cIDs = append(cIDs, id)
+	}
+	all := logIDs(t, c, DefaultPrefix, other)
+	// a's early position lies inside c's log (stream IDs are time-based).
+	rd := subscribe(t, b, []string{other}, broker.Cursor{other: aIDs[0]})
+	if !rd.Until(waitTimeout, func(r *brokertest.Reader) bool { return r.Count(other) >= len(all) }) {
+		t.Fatalf("waiting for c's whole log after a reset: %s", rd)
+	}
+	brokertest.CheckSequence(t, other, rd.Items[other], brokertest.Want{Reset: []string{broker.ReasonUnknown, broker.ReasonEpoch}, IDs: all})
+}
