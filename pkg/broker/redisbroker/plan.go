@@ -2,8 +2,6 @@ package redisbroker
 
 import (
 	"sort"
-	"strconv"
-	"strings"
 
 	"github.com/herald-sse/herald/pkg/broker"
 )
@@ -96,11 +94,6 @@ func planMember(v view, m memberState) plan {
 		switch {
 		case isNoEpoch(st.epoch):
 			// Nothing was ever published (or nothing is left): all new.
-		case epochBornMs(st.epoch) >= m.startMs:
-			// The stream was created after the subscriber started: if it
-			// replaced one that Redis lost meanwhile, the lost stream's
-			// events after the start are gone.
-			p.reset = broker.ReasonEpoch
 		case st.lost() && start.less(retained):
 			// Entries stamped after the start were trimmed before the
 			// round could read them.
@@ -177,17 +170,6 @@ func (p plan) fromStart(st streamState) plan {
 		p.from = streamID{}
 	}
 	return p
-}
-
-// epochBornMs returns when an epoch was created, in Unix milliseconds (its
-// base-36 microseconds); 0 for one that does not tell.
-func epochBornMs(e string) uint64 {
-	base, _, _ := strings.Cut(e, "_")
-	us, err := strconv.ParseUint(base, 36, 64)
-	if err != nil {
-		return 0
-	}
-	return us / 1000
 }
 
 // mergeAfter calls emit for every item of a and b (each sorted by ID)

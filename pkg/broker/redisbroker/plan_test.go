@@ -85,8 +85,6 @@ func TestPlanMember(t *testing.T) {
 			want{reset: broker.ReasonTruncated, from: id(10).pred(), position: true}},
 		{"item 4: time-based, start before a trim that kept it", view{st: trimmed}, memberState{timeBased: true, startMs: 15},
 			want{from: id(15).pred(), position: true}},
-		{"item 4: time-based, stream created after the start", view{st: streamState{epoch: "zzzzzzzzzz_" + tag, first: id(10), last: id(20), length: 11, added: 11}},
-			memberState{timeBased: true, startMs: 12}, want{reset: broker.ReasonEpoch, from: id(10).pred(), position: true}},
 		{"time-based, no stream", view{st: empty}, memberState{timeBased: true, startMs: 12},
 			want{from: streamID{}, position: true}},
 	}
