@@ -314,7 +314,11 @@ func (b *Broker) Publish(ctx context.Context, topic string, msg broker.Message) 
 
 func (b *Broker) publishError(err error) error {
 	switch {
-	case errors.Is(err, redis.ErrClosed) && b.isClosed.Load():
+	case b.isClosed.Load():
+		// Close shuts the client (and its connections) under calls in
+		// flight: whatever they fail with — redis.ErrClosed, "use of closed
+		// network connection" on a read, a write or a SetDeadline — the
+		// cause is the Close.
 		return broker.ErrClosed
 	case isServerError(err):
 		msg := err.Error()
