@@ -110,6 +110,14 @@ type Config struct {
 	// retries, a publish whose reply was lost (connection reset, EOF, read
 	// timeout after Redis ran the FCALL) is sent again and the event is
 	// appended twice, under two IDs: every subscriber gets a duplicate.
+	//
+	// Every command must reach the primary: replays are read with FCALL,
+	// never FCALL_RO, so a client that routes read-only commands to
+	// replicas (ClusterOptions.ReadOnly, RouteByLatency, RouteRandomly)
+	// still reads the primary's history — a replica's lags behind the
+	// primary's pub/sub, and a replay from it would skip events. A client
+	// that sends everything to replicas (FailoverOptions.ReplicaOnly) is
+	// refused: New fails when the library load is answered READONLY.
 	Client redis.UniversalClient
 	// Prefix of every key, channel and function name: 1-64 letters, digits
 	// or '_'. Default "herald". Deployments sharing one Redis use different
@@ -247,6 +255,9 @@ func New(ctx context.Context, cfg Config) (*Broker, error) {
 		if isServerError(err) {
 			if b.ownClient {
 				b.rdb.Close()
+			}
+			if strings.HasPrefix(err.Error(), "READONLY") {
+				return nil, fmt.Errorf("redisbroker: loading function library %q: %w (the client talks to a replica: herald needs the primary; no ReplicaOnly)", b.libName, err)
 			}
 			return nil, fmt.Errorf("redisbroker: loading function library %q: %w", b.libName, err)
 		}
