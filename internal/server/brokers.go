@@ -26,6 +26,7 @@ func newBroker(ctx context.Context, cfg Config, log *slog.Logger, m *Metrics) (b
 			QueueLimit:    cfg.QueueLimit,
 			Logger:        log,
 			OnStateChange: m.SetBrokerUp,
+			OnReconnect:   m.BrokerReconnected,
 		})
 		if err != nil {
 			return nil, "", err

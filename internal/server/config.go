@@ -63,6 +63,9 @@ type Config struct {
 	DrainRetry time.Duration
 	// WriteTimeout bounds each write to a stream. Default 10s.
 	WriteTimeout time.Duration
+	// PublishTimeout bounds the broker call of one POST /publish; past it
+	// the request answers 503 with Retry-After. Default 5s.
+	PublishTimeout time.Duration
 	// PublishAllow lets any peer publish when no auth is configured;
 	// otherwise only loopback peers may.
 	PublishAllow bool
@@ -115,22 +118,23 @@ type Config struct {
 // DefaultConfig returns the configuration used when nothing is set.
 func DefaultConfig() Config {
 	return Config{
-		Addr:          ":8080",
-		RedisPrefix:   "herald",
-		Heartbeat:     15 * time.Second,
-		HistorySize:   1000,
-		QueueLimit:    broker.DefaultQueueLimit,
-		MaxTopics:     16,
-		MaxEventBytes: 64 << 10,
-		MaxBodyBytes:  1 << 20,
-		DrainTimeout:  25 * time.Second,
-		DrainDelay:    2 * time.Second,
-		DrainRetry:    time.Second,
-		WriteTimeout:  10 * time.Second,
-		JWTLeeway:     auth.DefaultLeeway,
-		PublishBurst:  20,
-		LogLevel:      slog.LevelInfo,
-		LogFormat:     "text",
+		Addr:           ":8080",
+		RedisPrefix:    "herald",
+		Heartbeat:      15 * time.Second,
+		HistorySize:    1000,
+		QueueLimit:     broker.DefaultQueueLimit,
+		MaxTopics:      16,
+		MaxEventBytes:  64 << 10,
+		MaxBodyBytes:   1 << 20,
+		DrainTimeout:   25 * time.Second,
+		DrainDelay:     2 * time.Second,
+		DrainRetry:     time.Second,
+		WriteTimeout:   10 * time.Second,
+		PublishTimeout: 5 * time.Second,
+		JWTLeeway:      auth.DefaultLeeway,
+		PublishBurst:   20,
+		LogLevel:       slog.LevelInfo,
+		LogFormat:      "text",
 
 		ReadHeaderTimeout: 10 * time.Second,
 		IdleTimeout:       120 * time.Second,
@@ -189,6 +193,7 @@ func ParseConfig(args []string, getenv func(string) string, output io.Writer) (C
 	fs.Var(durationValue{&cfg.DrainDelay}, "drain-delay", "time /readyz answers 503 before streams are closed at shutdown")
 	fs.Var(durationValue{&cfg.DrainRetry}, "drain-retry", "reconnect delay (jittered) sent to streams closed at shutdown")
 	fs.Var(durationValue{&cfg.WriteTimeout}, "write-timeout", "deadline of each write to a stream")
+	fs.Var(durationValue{&cfg.PublishTimeout}, "publish-timeout", "deadline of the broker call of one POST /publish (503 past it)")
 	fs.BoolVar(&cfg.PublishAllow, "publish-allow", cfg.PublishAllow, "allow POST /publish from any address without auth (default: loopback only)")
 	fs.Var(&cors, "cors-origins", "comma-separated origins allowed to use the API from a browser (* for any)")
 	fs.StringVar(&cfg.JWTSecret, "jwt-secret", cfg.JWTSecret, "HMAC key (at least 32 bytes) of HS256/384/512 tokens; turns authentication on")
@@ -286,6 +291,7 @@ func (c *Config) validate(setting func(string) string) error {
 		{"drain-timeout", int64(c.DrainTimeout)},
 		{"drain-retry", int64(c.DrainRetry)},
 		{"write-timeout", int64(c.WriteTimeout)},
+		{"publish-timeout", int64(c.PublishTimeout)},
 		{"publish-burst", int64(c.PublishBurst)},
 		{"read-header-timeout", int64(c.ReadHeaderTimeout)},
 		{"idle-timeout", int64(c.IdleTimeout)},

@@ -53,6 +53,8 @@ func TestParseConfig(t *testing.T) {
 			return c.DrainTimeout == 5*time.Second && c.DrainDelay == 0 && c.DrainRetry == 200*time.Millisecond
 		}},
 		{"write timeout", []string{"--write-timeout=3s"}, nil, func(c Config) bool { return c.WriteTimeout == 3*time.Second }},
+		{"publish timeout default", nil, nil, func(c Config) bool { return c.PublishTimeout == 5*time.Second }},
+		{"publish timeout env", nil, map[string]string{"HERALD_PUBLISH_TIMEOUT": "750ms"}, func(c Config) bool { return c.PublishTimeout == 750*time.Millisecond }},
 		{"publish allow flag", []string{"--publish-allow"}, nil, func(c Config) bool { return c.PublishAllow }},
 		{"publish allow env", nil, map[string]string{"HERALD_PUBLISH_ALLOW": "true"}, func(c Config) bool { return c.PublishAllow }},
 		{"publish allow flag false beats env", []string{"--publish-allow=false"}, map[string]string{"HERALD_PUBLISH_ALLOW": "true"}, func(c Config) bool { return !c.PublishAllow }},
@@ -155,7 +157,7 @@ func TestHelpListsEveryFlag(t *testing.T) {
 	for _, want := range []string{
 		"addr", "redis-url", "redis-prefix", "heartbeat", "history-size", "history-ttl", "queue-limit",
 		"max-topics", "max-connections", "max-event-bytes", "max-body-bytes", "drain-timeout", "drain-delay",
-		"drain-retry", "write-timeout", "publish-allow", "cors-origins", "jwt-secret", "log-level", "log-format",
+		"drain-retry", "write-timeout", "publish-timeout", "publish-allow", "cors-origins", "jwt-secret", "log-level", "log-format",
 		"jwt-public-key-file", "jwt-leeway", "jwt-audience", "jwt-issuer", "api-key", "api-key-file",
 		"anonymous-subscribe", "publish-rate", "publish-burst", "max-last-event-id-bytes", "read-header-timeout", "idle-timeout",
 	} {

@@ -15,6 +15,9 @@ type fakeBroker struct {
 	err       error
 	published []fakePublish
 	closed    bool
+	// hang, if set, makes Publish wait for its ctx and return what hang
+	// makes of ctx.Err().
+	hang func(error) error
 }
 
 type fakePublish struct {
@@ -23,6 +26,10 @@ type fakePublish struct {
 }
 
 func (b *fakeBroker) Publish(ctx context.Context, topic string, msg broker.Message) (string, error) {
+	if b.hang != nil {
+		<-ctx.Done()
+		return "", b.hang(ctx.Err())
+	}
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	if b.err != nil {

@@ -10,6 +10,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/herald-sse/herald/pkg/broker"
+	"github.com/herald-sse/herald/pkg/broker/redisbroker"
 )
 
 // Metrics holds herald's Prometheus metrics on a registry of its own (plus
@@ -29,6 +30,7 @@ type Metrics struct {
 	slowDisconnects prometheus.Counter
 	latency         prometheus.Histogram
 	brokerUp        prometheus.Gauge
+	reconnects      *prometheus.CounterVec
 }
 
 // LatencyBuckets are the upper bounds of herald_delivery_latency_seconds:
@@ -73,12 +75,17 @@ func NewMetrics() *Metrics {
 		brokerUp: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "herald_broker_up", Help: "1 when the broker can reach its backing store, 0 otherwise.",
 		}),
+		reconnects: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "herald_broker_pubsub_reconnects_total",
+			Help: "Redis pub/sub connections replaced, counted when the new one answers, by why the old one was given up (unanswered: it stopped answering, e.g. a dead host without RST; error: it failed).",
+		}, []string{"reason"}),
 	}
 	m.Registry.MustRegister(
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		collectors.NewGoCollector(),
 		m.connections, m.streams, m.streamsClosed, m.published, m.publishErrors,
 		m.delivered, m.replayed, m.resets, m.slowDisconnects, m.latency, m.brokerUp,
+		m.reconnects,
 	)
 	// Pre-create the usual label values so that they are exported at 0.
 	for _, r := range []string{"client", "slow", "drain", "broker", "error"} {
@@ -89,6 +96,9 @@ func NewMetrics() *Metrics {
 	}
 	for _, r := range []string{broker.ReasonTruncated, broker.ReasonEpoch, broker.ReasonUnknown} {
 		m.resets.WithLabelValues(r)
+	}
+	for _, r := range []string{redisbroker.ReconnectUnanswered, redisbroker.ReconnectError} {
+		m.reconnects.WithLabelValues(r)
 	}
 	return m
 }
@@ -146,6 +156,10 @@ func (m *Metrics) Published() { m.published.Inc() }
 func (m *Metrics) PublishError(status int) {
 	m.publishErrors.WithLabelValues(strconv.Itoa(status)).Inc()
 }
+
+// BrokerReconnected counts a replaced pub/sub connection of the Redis
+// broker (redisbroker.Config.OnReconnect).
+func (m *Metrics) BrokerReconnected(reason string) { m.reconnects.WithLabelValues(reason).Inc() }
 
 // SetBrokerUp records whether the broker reaches its backing store.
 func (m *Metrics) SetBrokerUp(up bool) {

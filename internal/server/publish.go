@@ -18,9 +18,6 @@ import (
 	"github.com/herald-sse/herald/pkg/broker"
 )
 
-// publishTimeout bounds one broker publish.
-const publishTimeout = 10 * time.Second
-
 // retryAfterSeconds is sent with 503 answers.
 const retryAfterSeconds = "2"
 
@@ -33,7 +30,8 @@ type publishHandler struct {
 	log          *slog.Logger
 	maxBody      int64
 	maxEvent     int64
-	allowRemote  bool // publish from non-loopback peers without auth
+	timeout      time.Duration // of the broker call (--publish-timeout)
+	allowRemote  bool          // publish from non-loopback peers without auth
 	crossOrigin  *http.CrossOriginProtection
 	remoteNotice string
 	// auth, if it protects publishing, must accept the request's bearer
@@ -139,7 +137,7 @@ func (h *publishHandler) serve(w http.ResponseWriter, r *http.Request) (string, 
 	if int64(len(req.Data)) > h.maxEvent {
 		return "", errorf(http.StatusRequestEntityTooLarge, "data is %d bytes, the limit is %d (--max-event-bytes)", len(req.Data), h.maxEvent)
 	}
-	ctx, cancel := context.WithTimeout(r.Context(), publishTimeout)
+	ctx, cancel := context.WithTimeout(r.Context(), h.timeout)
 	defer cancel()
 	id, err := h.broker.Publish(ctx, req.Topic, msg)
 	switch {
@@ -150,7 +148,7 @@ func (h *publishHandler) serve(w http.ResponseWriter, r *http.Request) (string, 
 	case errors.Is(err, broker.ErrUnavailable), errors.Is(err, broker.ErrClosed):
 		return "", errorf(http.StatusServiceUnavailable, "broker unavailable, retry later: %v", err)
 	case errors.Is(err, context.DeadlineExceeded) && r.Context().Err() == nil:
-		return "", errorf(http.StatusServiceUnavailable, "broker did not answer within %v, retry later", publishTimeout)
+		return "", errorf(http.StatusServiceUnavailable, "broker did not answer within %v (--publish-timeout), retry later", h.timeout)
 	default:
 		return "", errorf(http.StatusInternalServerError, "publish failed: %v", err)
 	}

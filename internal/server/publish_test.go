@@ -11,6 +11,7 @@ import (
 	"net/http/httptest"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/herald-sse/herald/pkg/broker"
 )
@@ -197,6 +198,31 @@ func checkPublish(t *testing.T, rec *httptest.ResponseRecorder, fb *fakeBroker, 
 		if rec.Header().Get("Retry-After") == "" {
 			t.Fatal("503 without Retry-After")
 		}
+	}
+}
+
+// TestPublishTimeout: a broker that does not answer gets --publish-timeout,
+// and the request answers 503 with Retry-After by then.
+func TestPublishTimeout(t *testing.T) {
+	for name, hang := range map[string]func(error) error{
+		"unavailable": func(err error) error { return fmt.Errorf("%w: %w", broker.ErrUnavailable, err) },
+		"ctx error":   func(err error) error { return err },
+	} {
+		t.Run(name, func(t *testing.T) {
+			fb := &fakeBroker{hang: hang}
+			h, m := newTestPublish(t, fb, func(c *Config) { c.PublishTimeout = 200 * time.Millisecond })
+			tt := pubCase{contentType: "application/x-www-form-urlencoded", body: "topic=a&data=x", wantStatus: 503, wantErr: "retry later"}
+			start := time.Now()
+			rec := doPublish(h, tt)
+			took := time.Since(start)
+			checkPublish(t, rec, fb, tt)
+			if took < 200*time.Millisecond || took > 2*time.Second {
+				t.Errorf("answered after %v with --publish-timeout=200ms", took)
+			}
+			if got := counterValue(t, m, "herald_publish_errors_total", "503"); got != 1 {
+				t.Errorf("herald_publish_errors_total{code=503} = %v", got)
+			}
+		})
 	}
 }
 

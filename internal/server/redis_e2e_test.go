@@ -55,6 +55,11 @@ func TestEndToEndRedis(t *testing.T) {
 	waitFor(t, 20*time.Second, "herald_broker_up 1 again", func() bool {
 		return counterValue(t, ls.Metrics(), "herald_broker_up", "") == 1
 	})
+	// The pub/sub connection that broke was replaced, and counted.
+	waitFor(t, 10*time.Second, "a pub/sub reconnect counted", func() bool {
+		m := ls.Metrics()
+		return counterValue(t, m, "herald_broker_pubsub_reconnects_total", "error")+counterValue(t, m, "herald_broker_pubsub_reconnects_total", "unanswered") >= 1
+	})
 	id2 := ls.publish(t, "news", "", "back")
 	// Redis came back empty (no persistence): the stream is told with a
 	// herald.reset (reason epoch) before the new event, never a silent gap.

@@ -145,6 +145,7 @@ func (s *Server) routes() http.Handler {
 		log:         s.log,
 		maxBody:     s.cfg.MaxBodyBytes,
 		maxEvent:    s.cfg.MaxEventBytes,
+		timeout:     s.cfg.PublishTimeout,
 		allowRemote: s.cfg.PublishAllow,
 		remoteNotice: "publishing is allowed from loopback addresses only because no authentication is configured; " +
 			"start herald with --publish-allow (HERALD_PUBLISH_ALLOW=true) to accept publishers from any address",

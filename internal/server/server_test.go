@@ -74,7 +74,7 @@ func TestMetricsExposition(t *testing.T) {
 		"herald_connections", "herald_streams_total", "herald_streams_closed_total", "herald_events_published_total",
 		"herald_publish_errors_total", "herald_events_delivered_total", "herald_replayed_events_total",
 		"herald_resets_total", "herald_slow_consumer_disconnects_total", "herald_delivery_latency_seconds_bucket",
-		"herald_broker_up 1", "go_goroutines", "process_start_time_seconds",
+		"herald_broker_up 1", `herald_broker_pubsub_reconnects_total{reason="unanswered"} 0`, "go_goroutines", "process_start_time_seconds",
 	} {
 		if !strings.Contains(body, name) {
 			t.Errorf("/metrics lacks %s", name)

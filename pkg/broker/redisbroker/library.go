@@ -23,7 +23,7 @@ const libraryVersion = "3"
 // Functions (<fn> is the prefix, "herald" by default):
 //
 //	FCALL <fn>_publish 1 <topic> <event-type> <data>  -> event ID
-//	FCALL_RO <fn>_read 1 <topic> <after> <count>      -> state + entries
+//	FCALL <fn>_read 1 <topic> <after> <count>         -> state + entries
 //
 // The only key argument is the topic NAME; the function derives its keys
 // from it: <prefix>:{<topic>}:s (stream), <prefix>:{<topic>}:e (epoch) and
@@ -324,9 +324,15 @@ func (b *Broker) fcall(ctx context.Context, readOnly bool, fn, topic string, arg
 	return v, err
 }
 
-// read calls <fn>_read.
+// read calls <fn>_read, with FCALL rather than FCALL_RO although the
+// function writes nothing: a client that routes read-only commands to
+// replicas (ClusterOptions.ReadOnly, RouteByLatency, RouteRandomly,
+// FailoverOptions.ReplicaOnly) would send FCALL_RO to a replica, whose
+// history lags the primary's pub/sub: a replay from it misses the last
+// events and the live events after them are then skipped as already
+// delivered. FCALL always goes to the primary.
 func (b *Broker) read(ctx context.Context, topic string, after streamID, count int) (readResult, error) {
-	v, err := b.fcall(ctx, true, b.readFn, topic, after.String(), strconv.Itoa(count))
+	v, err := b.fcall(ctx, false, b.readFn, topic, after.String(), strconv.Itoa(count))
 	if err != nil {
 		return readResult{}, err
 	}

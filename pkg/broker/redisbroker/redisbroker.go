@@ -89,7 +89,7 @@ const (
 	bufLimit     = 1 << 16         // live events kept for subscriptions being loaded
 	headTimeout  = time.Second     // Subscribe's wait for a topic's head
 	clockSkew    = time.Second     // tolerance when the head is unknown (see Subscribe)
-	pingInterval = time.Second     // pub/sub health check
+	pingInterval = time.Second     // a pub/sub connection silent this long is pinged (see answerTimeout)
 	maxBackoff   = 2 * time.Second // retry delay cap after Redis errors
 )
 
@@ -99,7 +99,10 @@ type Config struct {
 	// redis://[[user]:password@]host[:port][/db], rediss:// for TLS.
 	// Ignored when Client is set. The Broker closes the client it creates.
 	// That client never retries a command (MaxRetries -1, whatever the
-	// URL's max_retries): see Client.
+	// URL's max_retries): see Client. It honours ctx deadlines
+	// (ContextTimeoutEnabled), dials with NewDialer (TCP keepalive and
+	// TCP_USER_TIMEOUT), and unless the URL says otherwise uses a dial
+	// timeout of 2 s, read and write timeouts of 3 s and 2 dial attempts.
 	URL string
 	// Client, if set, is used instead of URL; Close does not close it.
 	// Standalone and Sentinel clients are supported; with a Cluster client
@@ -110,6 +113,21 @@ type Config struct {
 	// retries, a publish whose reply was lost (connection reset, EOF, read
 	// timeout after Redis ran the FCALL) is sent again and the event is
 	// appended twice, under two IDs: every subscriber gets a duplicate.
+	//
+	// Every command must reach the primary: replays are read with FCALL,
+	// never FCALL_RO, so a client that routes read-only commands to
+	// replicas (ClusterOptions.ReadOnly, RouteByLatency, RouteRandomly)
+	// still reads the primary's history — a replica's lags behind the
+	// primary's pub/sub, and a replay from it would skip events. A client
+	// that sends everything to replicas (FailoverOptions.ReplicaOnly) is
+	// refused: New fails when the library load is answered READONLY.
+	//
+	// Give it ContextTimeoutEnabled: true too, or a Publish waits for the
+	// client's ReadTimeout rather than its ctx's deadline; and Dialer:
+	// NewDialer(opt), or a Redis host that dies without a RST blocks the
+	// client's pool connections until the kernel gives up (minutes). The
+	// pub/sub connection is replaced by the broker itself when it stops
+	// answering, whatever the client.
 	Client redis.UniversalClient
 	// Prefix of every key, channel and function name: 1-64 letters, digits
 	// or '_'. Default "herald". Deployments sharing one Redis use different
@@ -139,16 +157,36 @@ type Config struct {
 	// answering, from the broker's receive goroutine (keep it fast). Use it
 	// for metrics; Connected reports the same state.
 	OnStateChange func(up bool)
+	// OnReconnect, if set, is called each time a replacement pub/sub
+	// connection answers for the first time, with the reason the previous
+	// one was given up (ReconnectUnanswered, ReconnectError), from the
+	// receive goroutine (keep it fast). Reconnects counts the same events.
+	OnReconnect func(reason string)
+
+	// wrapDial, if set (tests), wraps the dialer of the client built from
+	// URL: a fault proxy's switch keeps the broker's socket options.
+	wrapDial func(dialFunc) dialFunc
 }
+
+type dialFunc = func(ctx context.Context, network, addr string) (net.Conn, error)
 
 // Broker implements broker.Broker on Redis. It is safe for concurrent use.
 // It runs six goroutines (the pub/sub receive loop, the channel
 // (un)subscriber, four stream loaders) whatever the number of
 // subscriptions, and one Redis pub/sub connection besides the client's
 // pool.
+//
+// The pub/sub connection is pinged when it has been silent for a second;
+// when a command on it (PING, SUBSCRIBE) goes unanswered for a second, or
+// it fails, it is closed and replaced by a new one, which subscribes every
+// active topic again; every topic is then refilled from its stream, so
+// live subscribers miss nothing and get nothing twice. A connection whose
+// path died without a RST (a crashed host, a failover behind a stable
+// address) is so replaced within about 2 s once Redis is reachable.
 type Broker struct {
 	rdb        redis.UniversalClient
 	ownClient  bool
+	dialed     *connSet // connections of the own client; nil with Config.Client
 	prefix     string
 	libName    string
 	publishFn  string
@@ -157,16 +195,20 @@ type Broker struct {
 	queueLimit int
 	log        *slog.Logger
 	onState    func(bool)
+	onReconn   func(string)
 
 	loaded   atomic.Bool  // the library was loaded by this broker at least once
 	refilled atomic.Int64 // events live subscribers got from the stream after a gap (tests)
 	up       atomic.Bool
 	isClosed atomic.Bool
+	reconns  atomic.Int64
 
 	ctx    context.Context
 	cancel context.CancelFunc
-	ps     *redis.PubSub
 	wg     sync.WaitGroup
+
+	psMu sync.Mutex // guards psc
+	psc  *psConn    // the current pub/sub connection; replaced by receiveLoop only
 
 	reconcileCh chan struct{} // cap 1: channel subscriptions may differ from topics
 	workCh      chan struct{} // cap workers: work was queued
@@ -176,6 +218,8 @@ type Broker struct {
 	topics    map[string]*topic // by channel
 	confirmed map[string]bool   // channel subscribed on the current pub/sub connection
 	subs      map[*subscription]struct{}
+	retry     map[string]bool // channels to SUBSCRIBE again (after a transient error)
+	subFails  map[string]int  // channel -> SUBSCRIBEs refused in a row (transient errors)
 
 	wmu  sync.Mutex // guards work
 	work []*topic
@@ -193,11 +237,14 @@ func New(ctx context.Context, cfg Config) (*Broker, error) {
 		queueLimit:  cfg.QueueLimit,
 		log:         cfg.Logger,
 		onState:     cfg.OnStateChange,
+		onReconn:    cfg.OnReconnect,
 		reconcileCh: make(chan struct{}, 1),
 		workCh:      make(chan struct{}, workers),
 		topics:      make(map[string]*topic),
 		confirmed:   make(map[string]bool),
 		subs:        make(map[*subscription]struct{}),
+		retry:       make(map[string]bool),
+		subFails:    make(map[string]int),
 	}
 	if b.prefix == "" {
 		b.prefix = DefaultPrefix
@@ -226,27 +273,27 @@ func New(ctx context.Context, cfg Config) (*Broker, error) {
 		if cfg.URL == "" {
 			return nil, errors.New("redisbroker: Config needs URL or Client")
 		}
-		opt, err := redis.ParseURL(cfg.URL)
+		opt, err := clientOptions(cfg.URL)
 		if err != nil {
 			return nil, fmt.Errorf("redisbroker: %w", err)
 		}
-		// No go-redis retries (its default is 3): go-redis sends a command
-		// again when the connection breaks or times out while it reads the
-		// reply, but by then Redis may have run it, and a retried
-		// FCALL <prefix>_publish appends the event a second time, under a
-		// second ID: a duplicate for every subscriber. Publish reports the
-		// failure instead (broker.ErrUnavailable, which the HTTP publisher
-		// answers with 503), stream loads are retried with backoff by the
-		// broker itself, and the pool still discards dead idle connections
-		// before use.
-		opt.MaxRetries = -1
+		if cfg.wrapDial != nil {
+			opt.Dialer = cfg.wrapDial(opt.Dialer)
+		}
+		b.dialed = &connSet{}
+		opt.Dialer = b.dialed.wrap(opt.Dialer)
 		b.rdb = redis.NewClient(opt)
 		b.ownClient = true
+	} else if c, ok := b.rdb.(*redis.Client); ok && !c.Options().ContextTimeoutEnabled {
+		b.log.Warn("redisbroker: the Redis client ignores ctx deadlines (ContextTimeoutEnabled is off): a publish may outlive its deadline by the client's read timeout")
 	}
 	if err := b.load(ctx); err != nil {
 		if isServerError(err) {
 			if b.ownClient {
 				b.rdb.Close()
+			}
+			if strings.HasPrefix(err.Error(), "READONLY") {
+				return nil, fmt.Errorf("redisbroker: loading function library %q: %w (the client talks to a replica: herald needs the primary; no ReplicaOnly)", b.libName, err)
 			}
 			return nil, fmt.Errorf("redisbroker: loading function library %q: %w", b.libName, err)
 		}
@@ -254,7 +301,7 @@ func New(ctx context.Context, cfg Config) (*Broker, error) {
 	}
 
 	b.ctx, b.cancel = context.WithCancel(context.Background())
-	b.ps = b.rdb.Subscribe(b.ctx) // no channel yet: connects on first use
+	b.psc = &psConn{ps: b.rdb.Subscribe(b.ctx)} // no channel yet: connects on first use
 	b.wg.Add(2 + workers)
 	go b.receiveLoop()
 	go b.reconcileLoop()
@@ -267,6 +314,18 @@ func New(ctx context.Context, cfg Config) (*Broker, error) {
 // Connected reports whether the broker's pub/sub connection to Redis
 // currently works (it answered within about a second).
 func (b *Broker) Connected() bool { return b.up.Load() }
+
+// Reconnects returns how many times a replacement pub/sub connection
+// started working: after the previous one failed or stopped answering
+// (see Config.OnReconnect). A long outage counts once, when Redis is back.
+func (b *Broker) Reconnects() int64 { return b.reconns.Load() }
+
+// conn returns the current pub/sub connection.
+func (b *Broker) conn() *psConn {
+	b.psMu.Lock()
+	defer b.psMu.Unlock()
+	return b.psc
+}
 
 func (b *Broker) setUp(v bool, err error) {
 	if b.up.Swap(v) == v {
@@ -314,7 +373,11 @@ func (b *Broker) Publish(ctx context.Context, topic string, msg broker.Message) 
 
 func (b *Broker) publishError(err error) error {
 	switch {
-	case errors.Is(err, redis.ErrClosed) && b.isClosed.Load():
+	case b.isClosed.Load():
+		// Close shuts the client (and its connections) under calls in
+		// flight: whatever they fail with — redis.ErrClosed, "use of closed
+		// network connection" on a read, a write or a SetDeadline — the
+		// cause is the Close.
 		return broker.ErrClosed
 	case isServerError(err):
 		msg := err.Error()
@@ -371,7 +434,9 @@ func (b *Broker) Close() error {
 		s.End(broker.ErrClosed)
 	}
 	b.cancel()
-	err := b.ps.Close()
+	// receiveLoop installs no connection once ctx is done (see replace):
+	// this one is the last.
+	err := b.conn().ps.Close()
 	b.wg.Wait()
 	if b.ownClient {
 		if cerr := b.rdb.Close(); err == nil {
@@ -385,20 +450,31 @@ func (b *Broker) Close() error {
 }
 
 // reconcileLoop makes the pub/sub connection's channel subscriptions follow
-// the set of topics with local subscribers: one SUBSCRIBE per topic,
-// UNSUBSCRIBE when its last subscriber leaves. go-redis records the
-// channels even when the command fails and resubscribes them on reconnect.
+// the set of topics with local subscribers: one SUBSCRIBE per topic (so an
+// error reply names its channel), UNSUBSCRIBE when its last subscriber
+// leaves. On a new connection (see receiveLoop) it subscribes every topic
+// again. A failed write marks the connection broken; receiveLoop replaces
+// it and signals this loop again.
 func (b *Broker) reconcileLoop() {
 	defer b.wg.Done()
-	issued := make(map[string]bool)
+	issued := make(map[string]bool) // channels subscribed on c
+	var c *psConn
 	for {
 		select {
 		case <-b.ctx.Done():
 			return
 		case <-b.reconcileCh:
 		}
+		if cur := b.conn(); cur != c {
+			c = cur
+			clear(issued)
+		}
 		var add, del []string
 		b.mu.Lock()
+		for ch := range b.retry {
+			delete(issued, ch)
+		}
+		clear(b.retry)
 		for ch := range b.topics {
 			if !issued[ch] {
 				add = append(add, ch)
@@ -414,16 +490,17 @@ func (b *Broker) reconcileLoop() {
 			for _, ch := range del {
 				delete(issued, ch)
 			}
-			if err := b.ps.Unsubscribe(b.ctx, del...); err != nil && b.ctx.Err() == nil {
+			if err := c.unsubscribe(b.ctx, del); err != nil && b.ctx.Err() == nil {
 				b.log.Debug("redisbroker: unsubscribe", "channels", len(del), "err", err)
 			}
 		}
-		if len(add) > 0 {
-			for _, ch := range add {
-				issued[ch] = true
-			}
-			if err := b.ps.Subscribe(b.ctx, add...); err != nil && b.ctx.Err() == nil {
-				b.log.Debug("redisbroker: subscribe", "channels", len(add), "err", err)
+		for _, ch := range add {
+			issued[ch] = true
+			if err := c.subscribe(b.ctx, ch); err != nil {
+				if b.ctx.Err() == nil {
+					b.log.Debug("redisbroker: subscribe", "channel", ch, "err", err)
+				}
+				break // the connection is broken: its replacement subscribes all
 			}
 		}
 	}
@@ -436,63 +513,214 @@ func (b *Broker) signalReconcile() {
 	}
 }
 
-// receiveLoop reads the pub/sub connection: confirmations, events, pongs.
-// It never does I/O other than reading and pinging, so a slow Redis read
-// elsewhere never delays live events of other topics.
+// receiveLoop reads the pub/sub connection: confirmations, events, pongs,
+// error replies. It pings the connection when it has been silent for
+// pingInterval and replaces it (see replace) when a command on it stays
+// unanswered for answerTimeout, when a write on it failed, or when reading
+// fails. It never does I/O other than reading, pinging and replacing, so
+// a slow Redis read elsewhere never delays live events of other topics.
 func (b *Broker) receiveLoop() {
 	defer b.wg.Done()
+	c := b.conn()
 	backoff := time.Duration(0)
-	pinged := false
-	_ = b.ps.Ping(b.ctx) // connects now, so Connected turns true quickly
+	reason := ""      // why the last working connection was given up; reported when its successor answers
+	fresh := true     // c has not answered yet
+	_ = c.ping(b.ctx) // connects now, so Connected turns true quickly
 	for {
-		msg, err := b.ps.ReceiveTimeout(b.ctx, pingInterval)
+		if b.ctx.Err() != nil {
+			return
+		}
+		timeout := pingInterval
+		waiting, since, broken := c.state()
+		if waiting {
+			timeout = answerTimeout - time.Since(since)
+		}
+		switch {
+		case broken != nil:
+			c, fresh, reason = b.replace(c, fresh, reason, ReconnectError, broken, &backoff)
+			continue
+		case timeout <= 0:
+			err := fmt.Errorf("redisbroker: pub/sub connection: no answer for %v", answerTimeout)
+			c, fresh, reason = b.replace(c, fresh, reason, ReconnectUnanswered, err, &backoff)
+			continue
+		}
+		msg, err := c.ps.ReceiveTimeout(b.ctx, max(timeout, 10*time.Millisecond))
 		if b.ctx.Err() != nil {
 			return
 		}
 		if err != nil {
 			var ne net.Error
-			if errors.As(err, &ne) && ne.Timeout() {
-				if pinged {
-					// A whole interval without an answer: Redis is paused or
-					// the network is gone. The connection may still recover
-					// without losing anything, so only the state changes.
-					b.setUp(false, err)
+			switch {
+			case errors.As(err, &ne) && ne.Timeout():
+				if !waiting {
+					_ = c.ping(b.ctx)
 				}
-				pinged = true
-				_ = b.ps.Ping(b.ctx)
-				continue
-			}
-			b.disconnected()
-			b.setUp(false, err)
-			// go-redis has usually reconnected already (the next read gets
-			// the resubscription confirmations): retry at once the first
-			// time, then back off while Redis stays unreachable.
-			if backoff > 0 {
-				select {
-				case <-b.ctx.Done():
-					return
-				case <-time.After(backoff):
+			case isServerError(err):
+				// An error reply, not a disconnect: it answers the oldest
+				// command.
+				if !b.onErrorReply(c, err) {
+					c, fresh, reason = b.replace(c, fresh, reason, ReconnectError, err, &backoff)
 				}
+			default:
+				c, fresh, reason = b.replace(c, fresh, reason, ReconnectError, err, &backoff)
 			}
-			backoff = min(max(2*backoff, 50*time.Millisecond), maxBackoff)
-			_ = b.ps.Ping(b.ctx)
 			continue
 		}
-		backoff = 0
-		pinged = false
-		b.setUp(true, nil)
+		inStep := true
 		switch m := msg.(type) {
 		case *redis.Subscription:
-			b.onSubscription(m)
+			if inStep = c.answered(m.Kind, m.Channel); inStep {
+				b.onSubscription(m)
+			}
+		case *redis.Pong:
+			inStep = c.answered("ping", "")
 		case *redis.Message:
 			b.onMessage(m.Channel, m.Payload)
 		}
+		if !inStep {
+			err := fmt.Errorf("redisbroker: pub/sub connection: unexpected %v", msg)
+			c, fresh, reason = b.replace(c, fresh, reason, ReconnectError, err, &backoff)
+			continue
+		}
+		backoff = 0
+		if fresh {
+			fresh = false
+			if reason != "" {
+				b.reconns.Add(1)
+				if b.onReconn != nil {
+					b.onReconn(reason)
+				}
+				b.log.Info("redisbroker: pub/sub connection replaced", "after", reason)
+				reason = ""
+			}
+		}
+		b.setUp(true, nil)
 	}
 }
 
+// replace closes the pub/sub connection c and installs a new one: every
+// topic is marked unconfirmed (its live subscribers are refilled from the
+// stream once the new connection confirms its channel) and reconcileLoop
+// subscribes every topic on the new connection. Messages still unread on c
+// are never read: the stream refill delivers them. Repeated failures of
+// connections that never answered back off up to maxBackoff. It returns
+// the new connection, fresh=true, and the reason to report when it answers.
+func (b *Broker) replace(c *psConn, fresh bool, reason, why string, err error, backoff *time.Duration) (*psConn, bool, string) {
+	b.setUp(false, err)
+	if !fresh {
+		reason = why
+	}
+	if fresh {
+		// Back off while Redis stays unreachable; a connection that
+		// worked is replaced at once.
+		if *backoff > 0 {
+			t := time.NewTimer(*backoff)
+			select {
+			case <-b.ctx.Done():
+				t.Stop()
+				return c, fresh, reason
+			case <-t.C:
+			}
+		}
+		*backoff = min(max(2**backoff, 50*time.Millisecond), maxBackoff)
+	}
+	if !fresh {
+		b.log.Warn("redisbroker: replacing the pub/sub connection", "reason", why, "err", err)
+	} else {
+		b.log.Debug("redisbroker: replacing the pub/sub connection", "reason", why, "err", err)
+	}
+	if why == ReconnectUnanswered && b.dialed != nil {
+		// The pool's connections most likely went deaf with this one.
+		if n := b.dialed.closeBefore(time.Now()); n > 0 {
+			b.log.Debug("redisbroker: closed the client's connections dialed before the pub/sub connection went deaf", "connections", n)
+		}
+	}
+	next := &psConn{ps: b.rdb.Subscribe(b.ctx), gen: c.gen + 1}
+	b.psMu.Lock()
+	if b.ctx.Err() != nil {
+		// Close is running and closes b.psc: never install another.
+		b.psMu.Unlock()
+		_ = next.ps.Close()
+		return c, fresh, reason
+	}
+	b.psc = next
+	b.psMu.Unlock()
+	b.disconnected()
+	// Closing takes the PubSub's lock, which a writer may hold for up to a
+	// write timeout on a dead connection: not on this goroutine.
+	b.wg.Go(func() { _ = c.ps.Close() })
+	b.signalReconcile()
+	_ = next.ping(b.ctx)
+	return next, true, reason
+}
+
+// onErrorReply handles an error reply on the pub/sub connection: it
+// answers c's oldest command. A refused SUBSCRIBE ends the subscriptions
+// of that channel's topic with an error wrapping ErrSubscribeRefused, or,
+// for a transient error (LOADING, BUSY...), is issued again after a
+// backoff; other topics are not affected. It returns false when no
+// command was waiting: the connection is out of step.
+func (b *Broker) onErrorReply(c *psConn, err error) bool {
+	cmd, ok := c.failed()
+	if !ok {
+		return false
+	}
+	if cmd.kind != "subscribe" {
+		b.log.Warn("redisbroker: Redis answered "+strings.ToUpper(cmd.kind)+" on the pub/sub connection with an error", "channels", cmd.channels, "err", err)
+		return true
+	}
+	ch := cmd.channels[0]
+	b.mu.Lock()
+	t := b.topics[ch]
+	if t == nil {
+		delete(b.subFails, ch)
+		b.mu.Unlock()
+		return true
+	}
+	if transientServerError(err.Error()) {
+		n := b.subFails[ch] + 1
+		b.subFails[ch] = n
+		b.mu.Unlock()
+		d := min(50*time.Millisecond<<min(n, 10), maxBackoff)
+		b.log.Warn("redisbroker: Redis refused SUBSCRIBE for now; retrying", "topic", t.name, "in", d, "err", err)
+		time.AfterFunc(d, func() {
+			b.mu.Lock()
+			if b.topics[ch] == t {
+				b.retry[ch] = true
+			}
+			b.mu.Unlock()
+			b.signalReconcile()
+		})
+		return true
+	}
+	delete(b.subFails, ch)
+	b.mu.Unlock()
+	t.mu.Lock()
+	var subs []*subscription
+	for _, m := range t.live {
+		subs = append(subs, m.s)
+	}
+	for _, m := range t.loading {
+		subs = append(subs, m.s)
+	}
+	t.mu.Unlock()
+	b.log.Warn("redisbroker: Redis refused to subscribe to a topic's channel; ending its subscriptions", "topic", t.name, "channel", ch, "subscriptions", len(subs), "err", err)
+	end := fmt.Errorf("%w: topic %q (channel %s): %w", ErrSubscribeRefused, t.name, ch, err)
+	for _, s := range subs {
+		s.End(end) // releasing the last one drops the topic and unsubscribes it
+	}
+	return true
+}
+
+// ErrSubscribeRefused ends the subscriptions of a topic whose channel
+// Redis refused to subscribe to (for example an ACL user without the
+// channel permission: NOPERM). The error names the topic and carries
+// Redis's reply.
+var ErrSubscribeRefused = errors.New("redisbroker: Redis refused the subscription")
+
 // disconnected marks every topic unconfirmed: its channel subscription
-// lapsed, events may be lost until go-redis resubscribes (the confirmation
-// then triggers the refill).
+// lapsed with the connection, events may be lost until the new connection
+// confirms it (the confirmation then triggers the refill).
 func (b *Broker) disconnected() {
 	b.mu.Lock()
 	defer b.mu.Unlock()
@@ -528,6 +756,7 @@ func (b *Broker) onSubscription(m *redis.Subscription) {
 	b.mu.Lock()
 	if on {
 		b.confirmed[m.Channel] = true
+		delete(b.subFails, m.Channel)
 	} else {
 		delete(b.confirmed, m.Channel)
 	}
@@ -816,6 +1045,7 @@ func (b *Broker) release(s *subscription) {
 				clear(t.buf)
 				t.buf = nil
 				delete(b.topics, t.channel)
+				delete(b.subFails, t.channel)
 				changed = true
 			}
 		}
