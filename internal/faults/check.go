@@ -51,6 +51,10 @@ type Session struct {
 	// ForeignFrom names, per topic with FromForeign, the topic its
 	// position was taken from.
 	ForeignFrom map[string]string
+	// CursorAt is, per topic with FromOwn or FromStale, when the
+	// subscriber received that position. It matters for the empty-topic
+	// position ("0-0-0"), which says nothing about the epochs after it.
+	CursorAt map[string]time.Time
 	// Shape says how the cursor's topics relate to Topics: "same",
 	// "reordered", "subset", "superset", "fresh".
 	Shape            string
@@ -246,16 +250,19 @@ func anyLoss(l *TopicLog, from, to time.Time) bool {
 }
 
 // lostAfter says whether history after position (ep, k) was lost by t, and
-// how.
-func lostAfter(l *TopicLog, ep *Epoch, k int, t time.Time) (string, bool) {
+// how. For the empty-topic position (ep nil), taken at since, history was
+// lost if an epoch was lost or trimmed after since: no stream existed when
+// the position was taken, so that epoch began after it.
+func lostAfter(l *TopicLog, ep *Epoch, k int, since, t time.Time) (string, bool) {
 	if ep == nil {
-		// Before everything: lost if any epoch was lost or trimmed.
 		for _, e := range l.Epochs {
-			if e.lostBy(t) {
+			if e.lostBy(t) && e.LostAt.After(since) {
 				return "epoch-lost", true
 			}
-			if e.retainedFrom(t) > 0 {
-				return "trimmed", true
+			for _, tr := range e.trims {
+				if tr.keep > 0 && tr.at.After(since) && !tr.at.After(t) {
+					return "trimmed", true
+				}
 			}
 		}
 		return "", false
@@ -282,7 +289,7 @@ func resetRequired(l *TopicLog, s *Session, topic string) string {
 		if err != nil {
 			return "a position the log never had: " + err.Error()
 		}
-		if why, lost := lostAfter(l, ep, k, s.Opened); lost {
+		if why, lost := lostAfter(l, ep, k, s.CursorAt[topic], s.Opened); lost {
 			return "history after the cursor was gone before Subscribe (" + why + ")"
 		}
 	}
@@ -292,7 +299,7 @@ func resetRequired(l *TopicLog, s *Session, topic string) string {
 // resetCause says whether a reset taken at time at is justified, and by
 // what. ep, k: the position it interrupts (for the first segment, the
 // cursor's).
-func resetCause(l *TopicLog, s *Session, topic string, first bool, ep *Epoch, k int, at time.Time) (string, bool) {
+func resetCause(l *TopicLog, s *Session, topic string, first bool, ep *Epoch, k int, posAt, at time.Time) (string, bool) {
 	if first {
 		switch s.Origin[topic] {
 		case FromForeign:
@@ -310,8 +317,9 @@ func resetCause(l *TopicLog, s *Session, topic string, first bool, ep *Epoch, k 
 		if err != nil {
 			return "unplaceable", true
 		}
+		posAt = s.CursorAt[topic]
 	}
-	return lostAfter(l, ep, k, at)
+	return lostAfter(l, ep, k, posAt, at)
 }
 
 func (c *checker) sequence(s *Session, topic string, items []Item) {
@@ -341,7 +349,7 @@ func (c *checker) sequence(s *Session, topic string, items []Item) {
 				c.fail(s, topic, "bad-shape", "reset with unknown reason %q", reset.Ev.Reason)
 				return
 			}
-			cause, ok := resetCause(l, s, topic, first, ep, k, reset.At)
+			cause, ok := resetCause(l, s, topic, first, ep, k, posAt, reset.At)
 			if !ok {
 				where := "the cursor " + s.Cursor[topic]
 				if !first {

@@ -123,6 +123,15 @@ func loadConfig(t *testing.T) config {
 // documentation. Without knobs it is a smoke run of two short schedules.
 func TestFaults(t *testing.T) {
 	cfg := loadConfig(t)
+	// Registered first, so it runs last: after every schedule's proxies,
+	// brokers and clients, and the Redis containers, are gone. (Per
+	// schedule it cannot be: lanes run schedules concurrently.)
+	ignore := goleak.IgnoreCurrent()
+	t.Cleanup(func() {
+		if err := goleak.Find(ignore); err != nil {
+			t.Errorf("goroutines leaked: %v", err)
+		}
+	})
 	start := time.Now()
 	sum := newSummary()
 	jobs := make(chan job)
@@ -161,6 +170,14 @@ feed:
 	close(jobs)
 	wg.Wait()
 	t.Logf("fault-injection summary (%v):\n%s", time.Since(start).Round(time.Second), sum)
+}
+
+func kindList(ks []Kind) string {
+	s := make([]string, len(ks))
+	for i, k := range ks {
+		s[i] = string(k)
+	}
+	return strings.Join(s, ",")
 }
 
 type job struct {
@@ -330,14 +347,6 @@ func (h *harness) note(format string, args ...any) {
 }
 
 func runSchedule(t *testing.T, ln *lane, j job, cfg config) (Result, Schedule) {
-	// Registered first, so it runs last: after every proxy, broker and
-	// client of the schedule was closed.
-	ignore := goleak.IgnoreCurrent()
-	t.Cleanup(func() {
-		if err := goleak.Find(ignore, goleak.IgnoreAnyFunction("github.com/testcontainers/testcontainers-go.(*Reaper).connect.func1")); err != nil {
-			t.Errorf("goroutines leaked by the schedule: %v", err)
-		}
-	})
 	sh := Shape{Brokers: nBrokers, PubSubBrokers: []int{0, 1}, Topics: nTopics, Kinds: cfg.kinds, Budget: cfg.budget, LiveBound: liveBound}
 	sched := NewSchedule(j.seed, sh)
 	t.Logf("%s", sched)
@@ -779,8 +788,8 @@ var finals sync.Map // *Session -> *sessionState
 // from what earlier sessions saw, until done. After finalCh it opens one
 // last session and keeps it until done.
 func (h *harness) subscriber(k int, rng *rand.Rand) {
-	own := map[string]string{} // topic -> last position held
-	var old [][2]string        // older positions: {topic, id}
+	own := map[string]held{} // topic -> last position held
+	var old []held           // older positions
 	var prev []string
 	for !closed(h.done) {
 		final := closed(h.finalCh)
@@ -820,30 +829,37 @@ func (h *harness) subscriber(k int, rng *rand.Rand) {
 		sub.Close()
 		cancel()
 		for _, topic := range s.Topics {
-			if id := lastPosition(s, topic); id != "" {
-				if p := own[topic]; p != "" && p != id {
-					old = append(old, [2]string{topic, p})
+			if p, ok := lastPosition(s, topic); ok {
+				if o, ok := own[topic]; ok && o.id != p.id {
+					old = append(old, o)
 					if len(old) > 40 {
 						old = old[1:]
 					}
 				}
-				own[topic] = id
+				own[topic] = p
 			}
 		}
 		prev = s.Topics
 	}
 }
 
-func lastPosition(s *Session, topic string) string {
+// held is a position a subscriber held, and since when.
+type held struct {
+	topic, id string
+	at        time.Time
+}
+
+// lastPosition returns the position the session ended at for topic.
+func lastPosition(s *Session, topic string) (held, bool) {
 	for i := len(s.Items) - 1; i >= 0; i-- {
 		if e := s.Items[i].Ev; e.Topic == topic {
 			if e.Kind == broker.KindReset {
-				return ""
+				return held{}, false
 			}
-			return e.ID
+			return held{topic: topic, id: e.ID, at: s.Items[i].At}, true
 		}
 	}
-	return ""
+	return held{}, false
 }
 
 // read takes the session's items until d passed (or, for a final session,
@@ -938,8 +954,8 @@ func (h *harness) caughtUp(want map[string]string) bool {
 
 // newSession chooses the topics (a random subset, in random order) and the
 // cursor of a subscriber's next session.
-func (h *harness) newSession(k int, rng *rand.Rand, own map[string]string, old [][2]string, prev []string, final bool) *Session {
-	s := &Session{Sub: k, Cursor: broker.Cursor{}, Origin: map[string]Origin{}, ForeignFrom: map[string]string{}}
+func (h *harness) newSession(k int, rng *rand.Rand, own map[string]held, old []held, prev []string, final bool) *Session {
+	s := &Session{Sub: k, Cursor: broker.Cursor{}, Origin: map[string]Origin{}, ForeignFrom: map[string]string{}, CursorAt: map[string]time.Time{}}
 	topics := slices.Clone(h.topics)
 	rng.Shuffle(len(topics), func(i, j int) { topics[i], topics[j] = topics[j], topics[i] })
 	n := 1 + rng.IntN(len(topics))
@@ -950,52 +966,53 @@ func (h *harness) newSession(k int, rng *rand.Rand, own map[string]string, old [
 	// Positions usable as foreign cursors: anything held for another topic
 	// (never the empty-topic position, which names no topic at all).
 	foreign := func(topic string) (string, string) {
-		var cands [][2]string
-		for t, id := range own {
-			if t != topic && !strings.HasPrefix(id, "0-") {
-				cands = append(cands, [2]string{t, id})
+		var cands []held
+		for t, p := range own {
+			if t != topic && !strings.HasPrefix(p.id, "0-") {
+				cands = append(cands, p)
 			}
 		}
 		for _, p := range old {
-			if p[0] != topic && !strings.HasPrefix(p[1], "0-") {
+			if p.topic != topic && !strings.HasPrefix(p.id, "0-") {
 				cands = append(cands, p)
 			}
 		}
 		if len(cands) == 0 {
 			return "", ""
 		}
-		sort.Slice(cands, func(i, j int) bool { return cands[i][0]+cands[i][1] < cands[j][0]+cands[j][1] })
+		sort.Slice(cands, func(i, j int) bool { return cands[i].topic+cands[i].id < cands[j].topic+cands[j].id })
 		c := cands[rng.IntN(len(cands))]
-		return c[0], c[1]
+		return c.topic, c.id
 	}
-	stale := func(topic string) string {
-		var cands []string
+	stale := func(topic string) (held, bool) {
+		var cands []held
 		for _, p := range old {
-			if p[0] == topic {
-				cands = append(cands, p[1])
+			if p.topic == topic {
+				cands = append(cands, p)
 			}
 		}
 		if len(cands) == 0 {
-			return ""
+			return held{}, false
 		}
-		return cands[rng.IntN(len(cands))]
+		return cands[rng.IntN(len(cands))], true
 	}
 	var shape []string
 	for _, topic := range s.Topics {
 		r := rng.Float64()
-		if own[topic] == "" {
+		mine, ok := own[topic]
+		if !ok {
 			r = 0.55 + 0.45*r // none, stale, foreign or garbage
 		}
 		switch {
 		case r < 0.55:
-			s.Cursor[topic], s.Origin[topic] = own[topic], FromOwn
+			s.Cursor[topic], s.Origin[topic], s.CursorAt[topic] = mine.id, FromOwn, mine.at
 		case r < 0.68:
 			s.Origin[topic] = FromNone
 		case r < 0.82:
-			if id := stale(topic); id != "" {
-				s.Cursor[topic], s.Origin[topic] = id, FromStale
-			} else if own[topic] != "" {
-				s.Cursor[topic], s.Origin[topic] = own[topic], FromOwn
+			if p, ok := stale(topic); ok {
+				s.Cursor[topic], s.Origin[topic], s.CursorAt[topic] = p.id, FromStale, p.at
+			} else if mine.id != "" {
+				s.Cursor[topic], s.Origin[topic], s.CursorAt[topic] = mine.id, FromOwn, mine.at
 			}
 		case r < 0.95:
 			if from, id := foreign(topic); id != "" {
@@ -1011,9 +1028,9 @@ func (h *harness) newSession(k int, rng *rand.Rand, own map[string]string, old [
 		shape = append(shape, "subset")
 	}
 	if rng.IntN(4) == 0 {
-		for t, id := range own {
-			if !slices.Contains(s.Topics, t) {
-				s.Cursor[t] = id
+		for _, t := range h.topics {
+			if p, ok := own[t]; ok && !slices.Contains(s.Topics, t) {
+				s.Cursor[t] = p.id
 				shape = append(shape, "superset")
 				break
 			}
