@@ -42,7 +42,8 @@ const (
 // forwarding to one upstream address. Its methods are safe for concurrent
 // use.
 type Proxy struct {
-	p *toxiproxy.Proxy
+	p    *toxiproxy.Proxy
+	addr string // p.Listen once started: toxiproxy rewrites that field on every restart
 }
 
 var (
@@ -79,11 +80,11 @@ func New(t testing.TB, upstream string) *Proxy {
 		t.Fatalf("faultproxy: start proxy to %s: %v", upstream, err)
 	}
 	t.Cleanup(p.Stop)
-	return &Proxy{p: p}
+	return &Proxy{p: p, addr: p.Listen}
 }
 
 // Addr is the proxy's listening address (127.0.0.1:port).
-func (p *Proxy) Addr() string { return p.p.Listen }
+func (p *Proxy) Addr() string { return p.addr }
 
 // Upstream is the address the proxy forwards to.
 func (p *Proxy) Upstream() string { return p.p.Upstream }
