@@ -147,7 +147,8 @@ func TestFaults(t *testing.T) {
 					res, sched := runSchedule(t, ln, j, cfg)
 					sum.add(j.seed, sched, res)
 					if len(res.Violations) > 0 {
-						t.Errorf("%s\nreproduce: %s=%d %s=%s go test -count=1 -run 'TestFaults' ./internal/faults", sched, envSeeds, j.seed, envBudget, cfg.budget)
+						t.Errorf("%s\nreproduce: %s=%d %s=%s %s=%s go test -count=1 -run 'TestFaults' ./internal/faults",
+							sched, envSeeds, j.seed, envBudget, cfg.budget, envKinds, kindList(cfg.kinds))
 					}
 				})
 			}
