@@ -443,6 +443,9 @@ func runSchedule(t *testing.T, ln *lane, j job, cfg config) (Result, Schedule) {
 	h.observeAll()
 
 	h.mu.Lock()
+	for _, s := range h.sessions {
+		finals.Delete(s)
+	}
 	run := &Run{
 		Record: h.rec, Sessions: h.sessions, Publishes: h.pubs, Closes: h.closes,
 		Live: h.live, LiveBound: liveBound, FinalWant: want,
@@ -625,17 +628,19 @@ func (h *harness) step(ctx context.Context, st Step, rng *rand.Rand) {
 	case RestartEmpty:
 		// No publish runs while the record reads the logs to their end and
 		// Redis forgets them, so the record knows exactly what was lost.
-		h.gate.Lock()
-		h.observeAll()
-		h.rec.Lose(time.Now())
-		h.retry("FLUSHALL", func(ctx context.Context) error {
-			if err := h.lane.direct.FlushAll(ctx).Err(); err != nil {
-				return err
-			}
-			return h.lane.direct.FunctionFlush(ctx).Err()
-		})
-		r.Restart(h.t)
-		h.gate.Unlock()
+		func() {
+			h.gate.Lock()
+			defer h.gate.Unlock() // also when a Fatal ends the test here
+			h.observeAll()
+			h.rec.Lose(time.Now())
+			h.retry("FLUSHALL", func(ctx context.Context) error {
+				if err := h.lane.direct.FlushAll(ctx).Err(); err != nil {
+					return err
+				}
+				return h.lane.direct.FunctionFlush(ctx).Err()
+			})
+			r.Restart(h.t)
+		}()
 		h.wait(st.Dur)
 	case Pause:
 		r.Pause(h.t)
