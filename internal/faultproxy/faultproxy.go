@@ -29,6 +29,7 @@ import (
 
 	toxiproxy "github.com/Shopify/toxiproxy/v2"
 	"github.com/rs/zerolog"
+	zlog "github.com/rs/zerolog/log"
 )
 
 // Directions a toxic applies to, as toxiproxy names them: Upstream is
@@ -55,6 +56,9 @@ var (
 // never started.
 func server() *toxiproxy.ApiServer {
 	srvOnce.Do(func() {
+		// Some toxics (bandwidth) log through zerolog's global logger,
+		// at trace level, to stderr: silence it before any proxy runs.
+		zlog.Logger = zerolog.Nop()
 		srv = toxiproxy.NewServer(toxiproxy.NewMetricsContainer(nil), zerolog.Nop())
 	})
 	return srv
