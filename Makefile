@@ -12,10 +12,10 @@ BIN         ?= bin/herald
 # clean up their own containers (and CI removes leftovers by label).
 export TESTCONTAINERS_RYUK_DISABLED := true
 
-.PHONY: test fmt-check vet staticcheck unit full-scale test-deps fuzz run build clean image images bench
+.PHONY: test fmt-check vet staticcheck unit full-scale faults soak test-deps fuzz run build clean image images bench
 
 ## test: format check, vet, staticcheck, then every test with the race detector.
-test: fmt-check vet staticcheck test-deps unit full-scale
+test: fmt-check vet staticcheck test-deps unit full-scale faults
 
 ## fmt-check: fail listing the files gofmt would change.
 fmt-check:
@@ -35,6 +35,29 @@ unit:
 ## sizes the race detector cannot hold (5,000 reconnecting clients).
 full-scale:
 	$(GO) test -count=1 -run 'TestReconnectStorm|TestSlowConsumer' ./internal/server/
+
+## faults: the fault-injection suite (internal/faults): FAULT_SCHEDULES seeded
+## schedules of network and Redis faults against three brokers, without the
+## race detector (a two-schedule smoke run of it is part of `unit`). About
+## 2.5 minutes on two cores.
+FAULT_SCHEDULES ?= 20
+FAULT_LANES     ?= 2
+# testcontainers' own log lines (they start with the date) are left out; the
+# test's exit status is kept.
+FILTER_TC = rc=$$(mktemp); { $(1); echo $$? >$$rc; } 2>&1 | grep -v '^20[0-9][0-9]/'; s=$$(cat $$rc); rm -f $$rc; exit $$s
+faults:
+	@$(call FILTER_TC,HERALD_FAULT_SCHEDULES=$(FAULT_SCHEDULES) HERALD_FAULT_LANES=$(FAULT_LANES) \
+		$(GO) test -count=1 -timeout 10m -run '^TestFaults$$' -v ./internal/faults/)
+
+## soak: the fault-injection suite for SOAK_DURATION (default 1h), cycling
+## through a fixed list of seeds; prints a summary at the end.
+SOAK_DURATION ?= 1h
+SOAK_SEEDS    ?= 1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16,17,18,19,20,21,22,23,24,25,26,27,28,29,30
+SOAK_BUDGET   ?= 20s
+soak:
+	@$(call FILTER_TC,HERALD_FAULT_DURATION=$(SOAK_DURATION) HERALD_FAULT_SEEDS=$(SOAK_SEEDS) \
+		HERALD_FAULT_BUDGET=$(SOAK_BUDGET) HERALD_FAULT_LANES=$(FAULT_LANES) \
+		$(GO) test -count=1 -timeout 0 -run '^TestFaults$$' -v ./internal/faults/)
 
 ## test-deps: prepare what the tests need beyond Go: the Redis image (built
 ## locally, no registry). Under CI=true a failure here fails the build;

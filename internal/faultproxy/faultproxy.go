@@ -29,6 +29,7 @@ import (
 
 	toxiproxy "github.com/Shopify/toxiproxy/v2"
 	"github.com/rs/zerolog"
+	zlog "github.com/rs/zerolog/log"
 )
 
 // Directions a toxic applies to, as toxiproxy names them: Upstream is
@@ -42,7 +43,8 @@ const (
 // forwarding to one upstream address. Its methods are safe for concurrent
 // use.
 type Proxy struct {
-	p *toxiproxy.Proxy
+	p    *toxiproxy.Proxy
+	addr string // p.Listen once started: toxiproxy rewrites that field on every restart
 }
 
 var (
@@ -54,6 +56,9 @@ var (
 // never started.
 func server() *toxiproxy.ApiServer {
 	srvOnce.Do(func() {
+		// Some toxics (bandwidth) log through zerolog's global logger,
+		// at trace level, to stderr: silence it before any proxy runs.
+		zlog.Logger = zerolog.Nop()
 		srv = toxiproxy.NewServer(toxiproxy.NewMetricsContainer(nil), zerolog.Nop())
 	})
 	return srv
@@ -79,11 +84,11 @@ func New(t testing.TB, upstream string) *Proxy {
 		t.Fatalf("faultproxy: start proxy to %s: %v", upstream, err)
 	}
 	t.Cleanup(p.Stop)
-	return &Proxy{p: p}
+	return &Proxy{p: p, addr: p.Listen}
 }
 
 // Addr is the proxy's listening address (127.0.0.1:port).
-func (p *Proxy) Addr() string { return p.p.Listen }
+func (p *Proxy) Addr() string { return p.addr }
 
 // Upstream is the address the proxy forwards to.
 func (p *Proxy) Upstream() string { return p.p.Upstream }
