@@ -14,7 +14,7 @@ import (
 // it never panics. Cursors the handler writes read back to their
 // positions.
 func FuzzCursor(f *testing.F) {
-	for _, s := range []string{"", "3f9a-41", "h1.a-1.b-2", "h1.", "h1..", "h2.a.b", "a.b", "?", "h1.?.?", strings.Repeat("h1.", 100), "id with space", "\xff"} {
+	for _, s := range []string{"", "3f9a-41", "h1.a-1.b-2", "h1.", "h1..", "h2.a.b", "h2.0cc175b9:a-1.92eb5ffe:b-2", "h2.:.:", "a.b", "?", "h1.?.?", strings.Repeat("h1.", 100), "id with space", "\xff"} {
 		f.Add(s, uint8(2))
 	}
 	f.Fuzz(func(t *testing.T, id string, n uint8) {

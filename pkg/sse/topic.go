@@ -143,7 +143,7 @@ func (h *TopicHandler) maxCursorLen() int {
 	if h.MaxCursorLen > 0 {
 		return h.MaxCursorLen
 	}
-	return max(DefaultMaxCursorLen, 4+h.maxTopics()*(broker.MaxIDLen+1))
+	return max(DefaultMaxCursorLen, maxCursorLen(h.maxTopics()))
 }
 
 // canonicalTopics sorts and deduplicates topics in place.
@@ -243,6 +243,7 @@ func (h *TopicHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		sub:     sub,
 		topics:  topics,
 		pos:     make([]string, len(topics)),
+		tags:    cursorTags(topics),
 		start:   start,
 		timeout: h.WriteTimeout,
 		remote:  r.RemoteAddr,
@@ -301,6 +302,7 @@ type topicConn struct {
 	sub     broker.Subscription
 	timeout time.Duration
 	topics  []string // sorted, unique
+	tags    []string // cursorTags(topics), for composite cursors; nil for one topic
 	start   time.Time
 	remote  string
 	expiry  *time.Timer // set by ExpireAt in the hook; nil without
@@ -785,7 +787,7 @@ func (c *topicConn) prepare(b *batch) {
 				// the old array.
 				at := len(idbuf)
 				idbuf = append(idbuf, "id: "...)
-				idbuf = appendCursor(idbuf, c.pos)
+				idbuf = appendCursor(idbuf, c.tags, c.pos)
 				idbuf = append(idbuf, '\n')
 				bufs = append(bufs, idbuf[at:len(idbuf):len(idbuf)], frameBody(frame))
 				c.sent = append(c.sent[:0], idbuf[at+4:len(idbuf)-1]...)
@@ -815,7 +817,7 @@ func (c *topicConn) prepare(b *batch) {
 	if c.posMove {
 		c.posMove = false
 		at := len(idbuf)
-		idbuf = appendCursor(idbuf, c.pos)
+		idbuf = appendCursor(idbuf, c.tags, c.pos)
 		if cur := idbuf[at:]; len(cur) > 0 && !bytes.Equal(cur, c.sent) {
 			c.sent = append(c.sent[:0], cur...)
 			idbuf = append(append(append(idbuf[:at], "id: "...), c.sent...), '\n', '\n')

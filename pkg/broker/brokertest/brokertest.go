@@ -90,6 +90,7 @@ func Run(t *testing.T, f Factory) {
 		{"SharedEvents", s.testSharedEvents},
 		{"Truncated", s.testTruncated},
 		{"UnknownCursor", s.testUnknownCursor},
+		{"ForeignPosition", s.testForeignPosition},
 		{"Epoch", s.testEpoch},
 		{"SharedStorage", s.testSharedStorage},
 		{"SlowConsumer", s.testSlowConsumer},

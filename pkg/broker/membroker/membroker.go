@@ -6,14 +6,18 @@
 // # Positions
 //
 // Every Broker has an epoch, 8 hex digits of a random UUID, chosen by New.
-// An event ID is "<epoch>-<seq>": seq counts the topic's events from 1 (see
-// below for topics created again after they were dropped), and the position
-// before a topic's first event is "<epoch>-0". A cursor of another epoch
-// (another process, or the same process restarted) gets a
-// broker.ReasonEpoch reset; one the broker cannot parse, or ahead of the
-// topic's head, a broker.ReasonUnknown reset; one older than the retained
-// history a broker.ReasonTruncated reset. Each reset is followed by the whole
-// retained history and live events.
+// An event ID is "<epoch>-<tag>-<seq>": tag is 8 hex digits of the SHA-1 of
+// the topic's name (so a position knows its topic), seq counts the topic's
+// events from 1 (see below for topics created again after they were
+// dropped), and the position before a topic's first event is
+// "<epoch>-<tag>-0". A cursor of another epoch (another process, or the
+// same process restarted) gets a broker.ReasonEpoch reset; a position of
+// another topic (its tag differs), one the broker cannot parse, or one ahead
+// of the topic's head, a broker.ReasonUnknown reset; one older than the
+// retained history a broker.ReasonTruncated reset. Each reset is followed
+// by the whole retained history and live events. Two topics share a tag
+// with probability 2^-32: only then could a position of one pass for the
+// other's.
 //
 // # Memory and idle topics
 //
@@ -44,6 +48,8 @@ package membroker
 
 import (
 	"context"
+	"crypto/sha1"
+	"encoding/hex"
 	"strconv"
 	"sync"
 	"time"
@@ -135,39 +141,46 @@ func newEpoch() string {
 // Epoch returns the broker's epoch, the first part of every ID it issues.
 func (b *Broker) Epoch() string { return b.epoch }
 
-// id renders the position seq of this broker.
-func (b *Broker) id(seq uint64) string {
-	var buf [32]byte
-	p := append(buf[:0], b.epoch...)
-	p = append(p, '-')
-	return string(strconv.AppendUint(p, seq, 10))
+// topicTag returns 8 hex digits of the SHA-1 of a topic's name.
+func topicTag(name string) string {
+	sum := sha1.Sum([]byte(name))
+	return hex.EncodeToString(sum[:4])
 }
 
-// parseID returns the epoch and seq of a position in this package's format
-// (8 lowercase hex digits, '-', a decimal number without leading zeros).
-func parseID(id string) (epoch string, seq uint64, ok bool) {
-	if len(id) < 10 || len(id) > 29 || id[8] != '-' {
-		return "", 0, false
+// id renders the position seq of topic t.
+func (t *topic) id(seq uint64) string {
+	var buf [40]byte
+	return string(strconv.AppendUint(append(buf[:0], t.prefix...), seq, 10))
+}
+
+// parseID returns the epoch, topic tag and seq of a position in this
+// package's format: 8 lowercase hex digits, '-', 8 lowercase hex digits,
+// '-', a decimal number without leading zeros.
+func parseID(id string) (epoch, tag string, seq uint64, ok bool) {
+	if len(id) < 19 || len(id) > 38 || id[8] != '-' || id[17] != '-' {
+		return "", "", 0, false
 	}
-	for i := range 8 {
-		if c := id[i]; !(c >= '0' && c <= '9' || c >= 'a' && c <= 'f') {
-			return "", 0, false
+	for i := range 17 {
+		if c := id[i]; i != 8 && !(c >= '0' && c <= '9' || c >= 'a' && c <= 'f') {
+			return "", "", 0, false
 		}
 	}
-	digits := id[9:]
+	digits := id[18:]
 	if len(digits) > 1 && digits[0] == '0' {
-		return "", 0, false
+		return "", "", 0, false
 	}
 	seq, err := strconv.ParseUint(digits, 10, 64)
 	if err != nil {
-		return "", 0, false
+		return "", "", 0, false
 	}
-	return id[:8], seq, true
+	return id[:8], id[9:17], seq, true
 }
 
 // topic is one topic's log and subscribers.
 type topic struct {
-	name string
+	name   string
+	tag    string // topicTag(name)
+	prefix string // "<epoch>-<tag>-": every ID of the topic starts with it
 
 	mu     sync.Mutex // guards the fields below
 	seq    uint64     // seq of the last event published: the head
@@ -261,7 +274,8 @@ func (b *Broker) lockTopic(name string) (*topic, error) {
 				return nil, broker.ErrClosed
 			}
 			if t = b.topics[name]; t == nil {
-				t = &topic{name: name, seq: b.dropHigh}
+				tag := topicTag(name)
+				t = &topic{name: name, tag: tag, prefix: b.epoch + "-" + tag + "-", seq: b.dropHigh}
 				b.topics[name] = t
 			}
 			b.mu.Unlock()
@@ -315,7 +329,7 @@ func (b *Broker) Publish(ctx context.Context, topicName string, msg broker.Messa
 	defer t.mu.Unlock()
 	now := b.now()
 	t.seq++
-	e := &broker.Event{Kind: broker.KindEvent, Topic: t.name, ID: b.id(t.seq), Type: msg.Type, Data: msg.Data, Time: now}
+	e := &broker.Event{Kind: broker.KindEvent, Topic: t.name, ID: t.id(t.seq), Type: msg.Type, Data: msg.Data, Time: now}
 	t.expire(now, b.ttl)
 	t.appendEvent(e, b.historySize)
 	for i := 0; i < len(t.subs); {
@@ -364,15 +378,15 @@ func (b *Broker) Subscribe(ctx context.Context, topics []string, from broker.Cur
 func (b *Broker) replay(q *broker.Queue, t *topic, cursor string) {
 	t.expire(b.now(), b.ttl)
 	if cursor == "" {
-		q.Preload(&broker.Event{Kind: broker.KindPosition, Topic: t.name, ID: b.id(t.seq)})
+		q.Preload(&broker.Event{Kind: broker.KindPosition, Topic: t.name, ID: t.id(t.seq)})
 		return
 	}
 	before := t.seq - uint64(t.n) // the position before the oldest retained event
-	epoch, seq, ok := parseID(cursor)
+	epoch, tag, seq, ok := parseID(cursor)
 	reason := ""
 	switch {
-	case !ok:
-		reason = broker.ReasonUnknown
+	case !ok, tag != t.tag:
+		reason = broker.ReasonUnknown // not ours, or another topic's
 	case epoch != b.epoch:
 		reason = broker.ReasonEpoch
 	case seq > t.seq:
@@ -384,10 +398,10 @@ func (b *Broker) replay(q *broker.Queue, t *topic, cursor string) {
 	if reason != "" {
 		q.Preload(
 			&broker.Event{Kind: broker.KindReset, Topic: t.name, Reason: reason},
-			&broker.Event{Kind: broker.KindPosition, Topic: t.name, ID: b.id(before)},
+			&broker.Event{Kind: broker.KindPosition, Topic: t.name, ID: t.id(before)},
 		)
 	} else {
-		q.Preload(&broker.Event{Kind: broker.KindPosition, Topic: t.name, ID: b.id(seq)})
+		q.Preload(&broker.Event{Kind: broker.KindPosition, Topic: t.name, ID: t.id(seq)})
 		skip = int(seq - before)
 	}
 	if t.n == skip {

@@ -79,56 +79,61 @@ func TestIDs(t *testing.T) {
 		}
 	}
 	for i := 1; i <= 3; i++ {
-		if id, want := publish(t, b1, "ids", ""), fmt.Sprintf("%s-%d", b1.Epoch(), i); id != want {
+		if id, want := publish(t, b1, "ids", ""), fmt.Sprintf("%s-%s-%d", b1.Epoch(), topicTag("ids"), i); id != want {
 			t.Errorf("event %d has ID %q, want %q", i, id, want)
 		}
 	}
-	// The position before the first event of a topic is "<epoch>-0".
+	// The position before the first event of a topic is "<epoch>-<tag>-0".
 	items := resume(t, b1, "fresh", "", 0)
-	brokertest.CheckSequence(t, "fresh", items, brokertest.Want{Position: b1.Epoch() + "-0"})
+	brokertest.CheckSequence(t, "fresh", items, brokertest.Want{Position: b1.Epoch() + "-" + topicTag("fresh") + "-0"})
+	// The tag is 8 hex digits of the name's SHA-1 (echo -n ids | sha1sum).
+	if got := topicTag("ids"); got != "3adc09b3" {
+		t.Errorf("topicTag(ids) = %q", got)
+	}
 }
 
 func TestParseID(t *testing.T) {
 	for _, c := range []struct {
-		id    string
-		epoch string
-		seq   uint64
-		ok    bool
+		id         string
+		epoch, tag string
+		seq        uint64
+		ok         bool
 	}{
-		{"0123abcd-0", "0123abcd", 0, true},
-		{"0123abcd-18446744073709551615", "0123abcd", 1<<64 - 1, true},
-		{"0123abcd-18446744073709551616", "", 0, false},
-		{"0123abcd-007", "", 0, false},
-		{"0123ABCD-1", "", 0, false},
-		{"0123abcd-", "", 0, false},
-		{"0123abcd-+1", "", 0, false},
-		{"0123abc-1", "", 0, false},
-		{"0123abcd_1", "", 0, false},
-		{"?", "", 0, false},
-		{"", "", 0, false},
-		{"garbage-but-printable", "", 0, false},
+		{"0123abcd-89abcdef-0", "0123abcd", "89abcdef", 0, true},
+		{"0123abcd-89abcdef-18446744073709551615", "0123abcd", "89abcdef", 1<<64 - 1, true},
+		{"0123abcd-89abcdef-18446744073709551616", "", "", 0, false},
+		{"0123abcd-89abcdef-007", "", "", 0, false},
+		{"0123ABCD-89abcdef-1", "", "", 0, false},
+		{"0123abcd-89abcdeF-1", "", "", 0, false},
+		{"0123abcd-89abcdef-", "", "", 0, false},
+		{"0123abcd-89abcdef-+1", "", "", 0, false},
+		{"0123abc-89abcdef-1", "", "", 0, false},
+		{"0123abcd-89abcdef_1", "", "", 0, false},
+		{"0123abcd-1", "", "", 0, false}, // the format before topic tags
+		{"?", "", "", 0, false},
+		{"", "", "", 0, false},
+		{"garbage-but-printable", "", "", 0, false},
 	} {
-		epoch, seq, ok := parseID(c.id)
-		if epoch != c.epoch || seq != c.seq || ok != c.ok {
-			t.Errorf("parseID(%q) = %q, %d, %v; want %q, %d, %v", c.id, epoch, seq, ok, c.epoch, c.seq, c.ok)
+		epoch, tag, seq, ok := parseID(c.id)
+		if epoch != c.epoch || tag != c.tag || seq != c.seq || ok != c.ok {
+			t.Errorf("parseID(%q) = %q, %q, %d, %v; want %q, %q, %d, %v", c.id, epoch, tag, seq, ok, c.epoch, c.tag, c.seq, c.ok)
 		}
 	}
 }
 
 func FuzzParseID(f *testing.F) {
-	for _, s := range []string{"0123abcd-0", "0123abcd-42", "?", "x-1", "0123abcd-007"} {
+	for _, s := range []string{"0123abcd-89abcdef-0", "0123abcd-89abcdef-42", "?", "x-1", "0123abcd-89abcdef-007", "0123abcd-1"} {
 		f.Add(s)
 	}
-	b := &Broker{}
 	f.Fuzz(func(t *testing.T, s string) {
-		epoch, seq, ok := parseID(s)
+		epoch, tag, seq, ok := parseID(s)
 		if !ok {
 			return
 		}
 		// A parsed ID is canonical: rendering it gives it back, and it is a
 		// valid ID for the sse layer.
-		b.epoch = epoch
-		if got := b.id(seq); got != s {
+		tp := &topic{prefix: epoch + "-" + tag + "-"}
+		if got := tp.id(seq); got != s {
 			t.Errorf("parseID(%q) = %q, %d: renders as %q", s, epoch, seq, got)
 		}
 		if !brokertest.ValidID(s) {
@@ -153,7 +158,7 @@ func TestHistoryTTL(t *testing.T) {
 		want   brokertest.Want
 	}{
 		{"?", brokertest.Want{Reset: []string{broker.ReasonUnknown}, Position: e1, IDs: []string{e2}}},
-		{b.Epoch() + "-0", brokertest.Want{Reset: []string{broker.ReasonTruncated}, Position: e1, IDs: []string{e2}}},
+		{b.Epoch() + "-" + topicTag("ttl") + "-0", brokertest.Want{Reset: []string{broker.ReasonTruncated}, Position: e1, IDs: []string{e2}}},
 		{e1, brokertest.Want{Position: e1, IDs: []string{e2}}}, // nothing missed
 		{e2, brokertest.Want{Position: e2}},
 	} {
@@ -223,7 +228,7 @@ func TestDropIdleTopics(t *testing.T) {
 	// cursors are never ahead and never silently skip new events.
 	n1 := publish(t, b, "news", "new 1")
 	n2 := publish(t, b, "news", "new 2")
-	if want := fmt.Sprintf("%s-%d", b.Epoch(), 4); n1 != want {
+	if want := fmt.Sprintf("%s-%s-%d", b.Epoch(), topicTag("news"), 4); n1 != want {
 		t.Errorf("first event after the drop has ID %q, want %q", n1, want)
 	}
 	for _, tc := range []struct {
@@ -234,7 +239,7 @@ func TestDropIdleTopics(t *testing.T) {
 		{ids[0], brokertest.Want{Reset: []string{broker.ReasonTruncated}, Position: ids[2], IDs: []string{n1, n2}}},
 		// At the old head: nothing was missed.
 		{ids[2], brokertest.Want{Position: ids[2], IDs: []string{n1, n2}}},
-		{b.Epoch() + "-99", brokertest.Want{Reset: []string{broker.ReasonUnknown}, Position: ids[2], IDs: []string{n1, n2}}},
+		{b.Epoch() + "-" + topicTag("news") + "-99", brokertest.Want{Reset: []string{broker.ReasonUnknown}, Position: ids[2], IDs: []string{n1, n2}}},
 	} {
 		items := resume(t, b, "news", tc.cursor, 2)
 		brokertest.CheckSequence(t, "news", items, tc.want)
@@ -433,7 +438,7 @@ func BenchmarkSubscribeReplay(b *testing.B) {
 			b.Fatal(err)
 		}
 	}
-	from := broker.Cursor{"bench": br.Epoch() + "-0"}
+	from := broker.Cursor{"bench": br.Epoch() + "-" + topicTag("bench") + "-0"}
 	buf := make([]*broker.Event, 0, n+1)
 	b.ReportAllocs()
 	for b.Loop() {
