@@ -550,7 +550,16 @@ func (m *httpModel) verify(s *hmStream) (map[string]hmPos, bool, error) {
 		}
 		got[t] = append(got[t], at[1])
 		pos[t] = hmPos{m.inc, at[1]}
-		if i >= s.recorded {
+		// Until a topic's reset is on the wire, an id may still carry the
+		// client's old place for it (the handler keeps the cursor's part
+		// until the topic's position item): such an id means "reset that
+		// topic again", or the position after the reset. Only ids whose
+		// meaning is certain join the pool.
+		certain := true
+		for _, u := range s.topics {
+			certain = certain && (s.want[u].reasons == nil || reset[u] != "")
+		}
+		if i >= s.recorded && certain {
 			s.recorded = i + 1
 			m.pool = append(m.pool, hmCursor{id: ev.ID, pos: maps.Clone(pos), single: len(s.topics) == 1, from: fmt.Sprintf("stream %d", s.n)})
 		}
