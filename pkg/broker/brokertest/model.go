@@ -319,7 +319,6 @@ const (
 	cChoices
 )
 
-var choiceNames = [cChoices]string{"missing", "empty", "own", "foreign", "garbage"}
 
 func (m *model) subscribe(rt *rapid.T) {
 	if len(m.subs) >= m.o.MaxSubscriptions {
