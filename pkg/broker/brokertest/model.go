@@ -319,7 +319,6 @@ const (
 	cChoices
 )
 
-
 func (m *model) subscribe(rt *rapid.T) {
 	if len(m.subs) >= m.o.MaxSubscriptions {
 		rt.Skip("enough subscriptions")
