@@ -46,8 +46,10 @@ import (
 // A one-topic stream's ids are exactly the publish IDs. Ids are opaque: the
 // model knows what each one means only by where it came from.
 func TestTopicHandlerModel(t *testing.T) {
+	reported := false
 	rapid.Check(t, func(rt *rapid.T) {
 		m := newHTTPModel(rt)
+		m.t, m.reported = t, &reported
 		rt.Repeat(m.actions())
 		m.finish(rt)
 	})
@@ -138,20 +140,22 @@ type hmWant struct {
 }
 
 type httpModel struct {
-	rt      *rapid.T
-	inc     int
-	b       *membroker.Broker
-	srv     *httptest.Server
-	hc      *http.Client
-	mu      sync.Mutex // guards handler
-	handler map[string]*TopicHandler
-	topics  map[string]*hmTopic
-	bydata  map[string][2]int // data as decoded -> topic index, seq (current incarnation)
-	pool    []hmCursor
-	streams []*hmStream
-	nstream int
-	npub    int
-	msgs    *rapid.Generator[broker.Message]
+	t        *testing.T
+	reported *bool // the test's first failure was logged
+	rt       *rapid.T
+	inc      int
+	b        *membroker.Broker
+	srv      *httptest.Server
+	hc       *http.Client
+	mu       sync.Mutex // guards handler
+	handler  map[string]*TopicHandler
+	topics   map[string]*hmTopic
+	bydata   map[string][2]int // data as decoded -> topic index, seq (current incarnation)
+	pool     []hmCursor
+	streams  []*hmStream
+	nstream  int
+	npub     int
+	msgs     *rapid.Generator[broker.Message]
 }
 
 func newHTTPModel(rt *rapid.T) *httpModel {
@@ -420,10 +424,10 @@ func (m *httpModel) retire(rt *rapid.T, s *hmStream) {
 	}
 	pos, complete, err := m.verify(s)
 	if err != nil {
-		hmFail(rt, s, err)
+		m.fail(rt, s, err)
 	}
 	if !complete {
-		hmFail(rt, s, hmViolation("a stream is missing events", "at its end"))
+		m.fail(rt, s, hmViolation("a stream is missing events", "at its end"))
 	}
 	last := s.c.LastID()
 	c := s.sent
@@ -470,7 +474,7 @@ func (m *httpModel) await(rt *rapid.T, s *hmStream) {
 	for {
 		_, complete, err := m.verify(s)
 		if err != nil {
-			hmFail(rt, s, err)
+			m.fail(rt, s, err)
 		}
 		if complete {
 			return
@@ -482,11 +486,11 @@ func (m *httpModel) await(rt *rapid.T, s *hmStream) {
 				err = hmViolation("a stream is missing events", fmt.Sprintf("ended early: %v", s.err))
 			}
 			if err != nil {
-				hmFail(rt, s, err)
+				m.fail(rt, s, err)
 			}
 			return
 		case <-deadline.C:
-			hmFail(rt, s, hmViolation("a stream is missing events", fmt.Sprintf("not complete within %v", hmWait)))
+			m.fail(rt, s, hmViolation("a stream is missing events", fmt.Sprintf("not complete within %v", hmWait)))
 		}
 	}
 }
@@ -586,7 +590,14 @@ func (e *hmError) Error() string { return e.class + ": " + e.detail }
 
 func hmViolation(class, detail string) error { return &hmError{class, detail} }
 
-func hmFail(rt *rapid.T, s *hmStream, err error) {
+// fail logs err and fails the check with its class. The first failure of
+// the test is also logged on the test itself: when rapid cannot replay it
+// (a timing-dependent bug), that is the only trace.
+func (m *httpModel) fail(rt *rapid.T, s *hmStream, err error) {
+	if !*m.reported {
+		*m.reported = true
+		m.t.Logf("first failure (the case rapid shrinks follows): stream %d %q: %v", s.n, s.topics, err)
+	}
 	var e *hmError
 	if errors.As(err, &e) {
 		rt.Logf("stream %d %q: %s", s.n, s.topics, e.detail)

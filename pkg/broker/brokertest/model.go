@@ -94,7 +94,7 @@ func RunModel(t *testing.T, f Factory, o ModelOptions) {
 	if restart == nil && !f.SharedStorage {
 		restart = f.New
 	}
-	checks, failed := 0, false
+	checks, failed, reported := 0, false, false
 	rapid.Check(t, func(rt *rapid.T) {
 		if o.MaxChecks > 0 && !failed && checks >= o.MaxChecks {
 			return
@@ -103,6 +103,7 @@ func RunModel(t *testing.T, f Factory, o ModelOptions) {
 		ok := false
 		defer func() { failed = failed || !ok }()
 		m := newModel(t, rt, f, o, restart)
+		m.reported = &reported
 		rt.Repeat(m.actions())
 		m.finish()
 		ok = true
@@ -188,12 +189,13 @@ type mWant struct {
 }
 
 type model struct {
-	t       *testing.T
-	rt      *rapid.T
-	tb      testing.TB
-	f       Factory
-	o       ModelOptions
-	restart func(testing.TB, Options) broker.Broker
+	t        *testing.T
+	rt       *rapid.T
+	tb       testing.TB
+	f        Factory
+	o        ModelOptions
+	restart  func(testing.TB, Options) broker.Broker
+	reported *bool // the first failure of the RunModel was logged
 
 	inc       int
 	instances []broker.Broker
@@ -288,7 +290,7 @@ func (m *model) learn(rt *rapid.T, topic, id string, p mPos) {
 	key := [2]string{topic, id}
 	if q, ok := m.ids[key]; ok {
 		if q != p {
-			fail(rt, "publish", violationf("one ID stands for two positions", "topic %s: ID %q stands for %v and %v", short(topic), id, q, p))
+			m.fail(rt, "publish", violationf("one ID stands for two positions", "topic %s: ID %q stands for %v and %v", short(topic), id, q, p))
 		}
 		return
 	}
@@ -512,14 +514,14 @@ func (m *model) await(rt *rapid.T, s *mSub) {
 	})
 	switch {
 	case failure != nil:
-		fail(rt, fmt.Sprintf("sub %d", s.n), failure)
+		m.fail(rt, fmt.Sprintf("sub %d", s.n), failure)
 	case !done:
 		var b strings.Builder
 		for _, t := range s.topics {
 			w := s.want[t]
 			fmt.Fprintf(&b, "\n  topic %s: head %d, want start %d (reset %q), got %s", short(t), m.topic(t).head(), w.start, w.reasons, describe(s.r.Items[t]))
 		}
-		fail(rt, fmt.Sprintf("sub %d", s.n), violationf("a subscription is missing events", "not complete within %v (ended %v, err %v):%s", m.f.Timeout, s.r.Ended, s.r.Err, b.String()))
+		m.fail(rt, fmt.Sprintf("sub %d", s.n), violationf("a subscription is missing events", "not complete within %v (ended %v, err %v):%s", m.f.Timeout, s.r.Ended, s.r.Err, b.String()))
 	}
 }
 
@@ -621,8 +623,14 @@ func violationf(class, format string, args ...any) error {
 	return &violation{class: class, detail: fmt.Sprintf(format, args...)}
 }
 
-// fail logs err in full and fails the check with its class.
-func fail(rt *rapid.T, prefix string, err error) {
+// fail logs err in full and fails the check with its class. The first
+// failure of a RunModel is also logged on the test itself: when rapid
+// cannot replay it (a timing-dependent bug), that is the only trace.
+func (m *model) fail(rt *rapid.T, prefix string, err error) {
+	if !*m.reported {
+		*m.reported = true
+		m.t.Logf("first failure (the case rapid shrinks follows): %s: %v", prefix, err)
+	}
 	if v, ok := err.(*violation); ok {
 		rt.Logf("%s: %s", prefix, v.detail)
 		rt.Fatal(v.class)
