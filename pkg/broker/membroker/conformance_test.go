@@ -16,3 +16,15 @@ func TestConformance(t *testing.T) {
 		},
 	})
 }
+
+// TestModel runs the model-based test: cursors of every kind (stale, of
+// another topic, of an earlier instance, garbage) against a reference model.
+func TestModel(t *testing.T) {
+	brokertest.RunModel(t, brokertest.Factory{
+		New: func(t testing.TB, o brokertest.Options) broker.Broker {
+			b := New(Config{HistorySize: o.HistorySize, QueueLimit: o.QueueLimit})
+			t.Cleanup(func() { b.Close() })
+			return b
+		},
+	}, brokertest.ModelOptions{})
+}
