@@ -29,6 +29,9 @@ type Metrics struct {
 	slowDisconnects prometheus.Counter
 	latency         prometheus.Histogram
 	brokerUp        prometheus.Gauge
+	// maxConnections is --max-connections, so that saturation can be
+	// alerted on (herald_connections / herald_max_connections).
+	maxConnections prometheus.Gauge
 }
 
 // LatencyBuckets are the upper bounds of herald_delivery_latency_seconds:
@@ -80,6 +83,10 @@ func NewMetrics() *Metrics {
 		m.connections, m.streams, m.streamsClosed, m.published, m.publishErrors,
 		m.delivered, m.replayed, m.resets, m.slowDisconnects, m.latency, m.brokerUp,
 	)
+	m.maxConnections = prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "herald_max_connections", Help: "The configured --max-connections: concurrent streams beyond which new ones get 503; 0 = no limit.",
+	})
+	m.Registry.MustRegister(m.maxConnections)
 	// Pre-create the usual label values so that they are exported at 0.
 	for _, r := range []string{"client", "slow", "drain", "broker", "error"} {
 		m.streamsClosed.WithLabelValues(r)
@@ -155,3 +162,6 @@ func (m *Metrics) SetBrokerUp(up bool) {
 		m.brokerUp.Set(0)
 	}
 }
+
+// SetMaxConnections records the configured stream limit (0 = none).
+func (m *Metrics) SetMaxConnections(n int) { m.maxConnections.Set(float64(n)) }
