@@ -7,7 +7,6 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"os"
 	"time"
 )
 
@@ -20,14 +19,6 @@ import (
 // The address defaults to $HERALD_ADDR, then ":8080"; an empty or wildcard
 // host means the loopback interface. Docker's HEALTHCHECK runs it with the
 // container's environment, so it follows HERALD_ADDR by itself.
-//
-// It is dispatched from init so that main.go stays the server's own; the
-// server never sees the "healthcheck" argument.
-func init() {
-	if len(os.Args) > 1 && os.Args[1] == "healthcheck" {
-		os.Exit(healthcheck(os.Args[2:], os.Getenv, os.Stderr))
-	}
-}
 
 // healthcheck runs the subcommand and returns its exit code: 0 healthy,
 // 1 unhealthy or unreachable, 2 bad arguments.

@@ -1,6 +1,7 @@
 // Command server runs herald, the Server-Sent Events service.
 //
 //	go run ./cmd/server --help
+//	go run ./cmd/server <config|token|healthcheck> --help
 //
 // See internal/server for the configuration, routes and drain sequence.
 package main
@@ -15,6 +16,10 @@ import (
 )
 
 func main() {
+	// herald config, token, healthcheck: the everyday commands (commands.go).
+	if code, ok := dispatch(os.Args[1:], os.Getenv, os.Stdout, os.Stderr); ok {
+		os.Exit(code)
+	}
 	// At least two Ps unless GOMAXPROCS is set: with one (a process pinned
 	// to one CPU), Go polls the network only when no goroutine is
 	// runnable, so a fan-out in progress would hold back the next publish

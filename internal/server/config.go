@@ -167,6 +167,17 @@ func EnvName(flagName string) string {
 // naming the flag or variable for anything invalid, including leftover
 // arguments.
 func ParseConfig(args []string, getenv func(string) string, output io.Writer) (Config, error) {
+	cfg, _, err := ParseCommand(args, getenv, output, Command{})
+	return cfg, err
+}
+
+// ParseCommand is ParseConfig for a subcommand of the herald binary that
+// takes the server's settings too (herald config, herald token): cmd adds
+// the subcommand's own flags, which have no environment twin. It also
+// returns every server setting with its effective value and source, even
+// when the configuration does not validate (then with the *ConfigError);
+// the settings are nil when a flag or variable could not be parsed at all.
+func ParseCommand(args []string, getenv func(string) string, output io.Writer, cmd Command) (Config, []Setting, error) {
 	cfg := DefaultConfig()
 	fs := flag.NewFlagSet("herald", flag.ContinueOnError)
 	fs.SetOutput(io.Discard) // errors are returned, usage printed on request
@@ -212,13 +223,14 @@ func ParseConfig(args []string, getenv func(string) string, output io.Writer) (C
 	fs.Var(&level, "log-level", "log level: debug, info, warn or error")
 	fs.Var(&format, "log-format", "log format: text or json")
 	fs.Usage = func() {} // printed below for --help only
+	own := cmd.define(fs)
 
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
-			writeUsage(output, fs)
-			return cfg, ErrHelp
+			writeUsage(output, fs, cmd, own)
+			return cfg, nil, ErrHelp
 		}
-		return cfg, &ConfigError{Setting: flagNameOf(err), Err: err}
+		return cfg, nil, &ConfigError{Setting: flagNameOf(err), Err: err}
 	}
 	// Environment twins fill what the command line did not set.
 	given := map[string]bool{}
@@ -227,7 +239,7 @@ func ParseConfig(args []string, getenv func(string) string, output io.Writer) (C
 	fs.VisitAll(func(f *flag.Flag) {
 		name := EnvName(f.Name)
 		v, ok := lookup(getenv, name)
-		if !ok || given[f.Name] || envErr != nil {
+		if !ok || given[f.Name] || own[f.Name] || envErr != nil {
 			return
 		}
 		if err := fs.Set(f.Name, v); err != nil {
@@ -235,11 +247,12 @@ func ParseConfig(args []string, getenv func(string) string, output io.Writer) (C
 		}
 	})
 	if envErr != nil {
-		return cfg, envErr
+		return cfg, nil, envErr
 	}
 	if fs.NArg() > 0 {
-		return cfg, &ConfigError{Setting: "arguments", Err: fmt.Errorf("unexpected argument %q (settings are flags: --name=value)", fs.Arg(0))}
+		return cfg, nil, &ConfigError{Setting: "arguments", Err: fmt.Errorf("unexpected argument %q (settings are flags: --name=value)", fs.Arg(0))}
 	}
+	settings := collectSettings(fs, given, own, getenv)
 	// Tell which source a bad value came from: a flag given on the command
 	// line, else its environment twin.
 	setting := func(name string) string {
@@ -249,9 +262,9 @@ func ParseConfig(args []string, getenv func(string) string, output io.Writer) (C
 		return "--" + name
 	}
 	if err := cfg.validate(setting); err != nil {
-		return cfg, err
+		return cfg, settings, err
 	}
-	return cfg, nil
+	return cfg, settings, nil
 }
 
 // Validate checks the configuration, naming the flag of a bad value.
@@ -455,9 +468,29 @@ func unwrapFlagErr(err error) error {
 	return err
 }
 
-func writeUsage(w io.Writer, fs *flag.FlagSet) {
-	fmt.Fprintf(w, "Usage: herald [flags]\n\nherald serves Server-Sent Events: GET /events?topic=..., POST /publish, demo page at /.\nEvery flag can also be set with its environment variable; a flag wins over the variable.\n\nFlags:\n")
+func writeUsage(w io.Writer, fs *flag.FlagSet, cmd Command, own map[string]bool) {
+	if cmd.Usage != "" {
+		fmt.Fprint(w, cmd.Usage)
+		fs.VisitAll(func(f *flag.Flag) {
+			if own[f.Name] {
+				typ, usage := flag.UnquoteUsage(f)
+				if typ != "" {
+					typ = " " + typ
+				}
+				fmt.Fprintf(w, "  --%s%s\n    \t%s\n", f.Name, typ, usage)
+				if f.DefValue != "" && f.DefValue != "false" {
+					fmt.Fprintf(w, "    \t(default %s)\n", f.DefValue)
+				}
+			}
+		})
+		fmt.Fprintf(w, "\nServer settings (the same flags and variables as the server):\n")
+	} else {
+		fmt.Fprintf(w, "Usage: herald [flags]\n\nherald serves Server-Sent Events: GET /events?topic=..., POST /publish, demo page at /.\nEvery flag can also be set with its environment variable; a flag wins over the variable.\n\nFlags:\n")
+	}
 	fs.VisitAll(func(f *flag.Flag) {
+		if own[f.Name] {
+			return
+		}
 		typ, usage := flag.UnquoteUsage(f)
 		switch f.Value.(type) {
 		case durationValue:

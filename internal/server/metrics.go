@@ -31,6 +31,9 @@ type Metrics struct {
 	latency         prometheus.Histogram
 	brokerUp        prometheus.Gauge
 	reconnects      *prometheus.CounterVec
+	// maxConnections is --max-connections, so that saturation can be
+	// alerted on (herald_connections / herald_max_connections).
+	maxConnections prometheus.Gauge
 }
 
 // LatencyBuckets are the upper bounds of herald_delivery_latency_seconds:
@@ -87,6 +90,10 @@ func NewMetrics() *Metrics {
 		m.delivered, m.replayed, m.resets, m.slowDisconnects, m.latency, m.brokerUp,
 		m.reconnects,
 	)
+	m.maxConnections = prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "herald_max_connections", Help: "The configured --max-connections: concurrent streams beyond which new ones get 503; 0 = no limit.",
+	})
+	m.Registry.MustRegister(m.maxConnections)
 	// Pre-create the usual label values so that they are exported at 0.
 	for _, r := range []string{"client", "slow", "drain", "broker", "error"} {
 		m.streamsClosed.WithLabelValues(r)
@@ -169,3 +176,6 @@ func (m *Metrics) SetBrokerUp(up bool) {
 		m.brokerUp.Set(0)
 	}
 }
+
+// SetMaxConnections records the configured stream limit (0 = none).
+func (m *Metrics) SetMaxConnections(n int) { m.maxConnections.Set(float64(n)) }

@@ -81,6 +81,7 @@ func New(ctx context.Context, cfg Config, opts Options) (*Server, error) {
 		log = NewLogger(cfg, os.Stderr)
 	}
 	s := &Server{cfg: cfg, log: log, metrics: NewMetrics(), broker: opts.Broker, kind: opts.BrokerKind}
+	s.metrics.SetMaxConnections(cfg.MaxConnections)
 	a, err := cfg.authorizer(func(name string) string { return "--" + name })
 	if err != nil {
 		return nil, err
