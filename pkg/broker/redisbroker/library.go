@@ -5,12 +5,18 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"time"
 )
 
 // readBytes bounds one page of <fn>_read: with 1 MiB events, a 1000-entry
 // page would be a 1 GB reply that never arrives within a read timeout (and
 // stalls Redis for every replica meanwhile).
 const readBytes = 2 << 20
+
+// touchTTL is how long the keys that a subscription to a topic without
+// events creates (<fn>_touch) live unless a publish comes (with a history
+// TTL, that TTL instead).
+const touchTTL = 24 * time.Hour
 
 // libraryVersion changes whenever the Lua code changes meaning. It is part
 // of the library's source, so FUNCTION LIST shows which herald loaded it.
@@ -62,6 +68,7 @@ local PREFIX = %[3]q
 local MAXLEN = %[4]d
 local TTL_MS = %[5]d
 local READ_BYTES = %[8]d
+local TOUCH_TTL_MS = %[10]d
 
 local function check_topic(topic)
   if type(topic) ~= 'string' or #topic < 1 or #topic > 256 or string.find(topic, '[^!-~]') then
@@ -86,6 +93,50 @@ local function base36(n)
   return s
 end
 
+-- ensure_epoch returns the topic's epoch, creating one for a new topic,
+-- or one whose stream or epoch was lost (DEL, eviction, expiry): a new
+-- stream restarts its IDs, possibly at or below old ones, so it must not
+-- continue the old epoch. Epochs only grow, and carry the topic's tag.
+local function ensure_epoch(topic, ekey, skey)
+  local epoch = redis.call('GET', ekey)
+  if epoch and redis.call('EXISTS', skey) == 1 then return epoch end
+  local t = redis.call('TIME')
+  local n = tonumber(t[1]) * 1000000 + tonumber(t[2])
+  local old = epoch and tonumber(string.match(epoch, '^[0-9a-z]+'), 36)
+  if old and n <= old then n = old + 1 end
+  epoch = base36(n) .. '_' .. string.sub(redis.sha1hex(topic), 1, 8)
+  redis.call('SET', ekey, epoch)
+  if redis.call('EXISTS', skey) == 0 then
+    -- An empty stream (no entry, none ever added) to hold the epoch.
+    redis.call('XGROUP', 'CREATE', skey, 'herald-touch', '$', 'MKSTREAM')
+    redis.call('XGROUP', 'DESTROY', skey, 'herald-touch')
+  end
+  return epoch
+end
+
+-- touch gives a topic without events an epoch (and an empty stream), so
+-- that the position a subscriber takes before the first event belongs to
+-- one incarnation of the topic: if Redis loses the topic later, a resume
+-- from it gets an epoch reset instead of silently skipping the lost
+-- events. The keys expire (after the history TTL, else TOUCH_TTL_MS)
+-- unless a publish comes.
+local function touch(keys, args)
+  local topic = keys[1]
+  local err = check_topic(topic)
+  if err then return redis.error_reply('ERR herald: ' .. err) end
+  local base = PREFIX .. ':{' .. topic .. '}'
+  local ekey, skey = base .. ':e', base .. ':s'
+  if redis.call('EXISTS', ekey) == 1 and redis.call('EXISTS', skey) == 1 then
+    return redis.call('GET', ekey)
+  end
+  local epoch = ensure_epoch(topic, ekey, skey)
+  local ttl = TTL_MS
+  if ttl <= 0 then ttl = TOUCH_TTL_MS end
+  redis.call('PEXPIRE', skey, ttl)
+  redis.call('PEXPIRE', ekey, ttl)
+  return epoch
+end
+
 local function publish(keys, args)
   local topic = keys[1]
   local err = check_topic(topic)
@@ -99,18 +150,7 @@ local function publish(keys, args)
 
   local base = PREFIX .. ':{' .. topic .. '}'
   local ekey, skey = base .. ':e', base .. ':s'
-  local epoch = redis.call('GET', ekey)
-  if not epoch or redis.call('EXISTS', skey) == 0 then
-    -- A new topic, or one whose stream or epoch was lost (DEL, eviction):
-    -- a new stream restarts its IDs, possibly at or below old ones, so it
-    -- must not continue the old epoch. Epochs only grow.
-    local t = redis.call('TIME')
-    local n = tonumber(t[1]) * 1000000 + tonumber(t[2])
-    local old = epoch and tonumber(string.match(epoch, '^[0-9a-z]+'), 36)
-    if old and n <= old then n = old + 1 end
-    epoch = base36(n) .. '_' .. string.sub(redis.sha1hex(topic), 1, 8)
-    redis.call('SET', ekey, epoch)
-  end
+  local epoch = ensure_epoch(topic, ekey, skey)
   local id
   if MAXLEN > 0 then
     id = redis.call('XADD', skey, 'MAXLEN', '~', MAXLEN, '*', 't', etype, 'd', data)
@@ -124,6 +164,10 @@ local function publish(keys, args)
     redis.call('XTRIM', skey, 'MINID', '~', string.format('%%d-0', now - TTL_MS))
     redis.call('PEXPIRE', skey, TTL_MS)
     redis.call('PEXPIRE', ekey, TTL_MS)
+  else
+    -- Keys a subscription created (touch) expire; published ones do not.
+    redis.call('PERSIST', skey)
+    redis.call('PERSIST', ekey)
   end
   local full = epoch .. '-' .. id
   redis.call('PUBLISH', base, full .. '\n' .. etype .. '\n' .. data)
@@ -179,20 +223,22 @@ local function read(keys, args)
 end
 
 redis.register_function('%[6]s', publish)
+redis.register_function('%[9]s', touch)
 redis.register_function{function_name = '%[7]s', callback = read, flags = {'no-writes'}}
 `
 
 // library returns the library name, the publish and read function names
 // and the Lua source for a configuration.
-func library(prefix string, maxLen int, ttlMillis int64) (name, publishFn, readFn, code string) {
+func library(prefix string, maxLen int, ttlMillis int64) (name, publishFn, readFn, touchFn, code string) {
 	name = "herald"
 	if prefix != DefaultPrefix {
 		name = "herald_" + prefix
 	}
 	publishFn = prefix + "_publish"
 	readFn = prefix + "_read"
-	code = fmt.Sprintf(libraryTemplate, name, libraryVersion, prefix, maxLen, ttlMillis, publishFn, readFn, readBytes)
-	return name, publishFn, readFn, code
+	touchFn = prefix + "_touch"
+	code = fmt.Sprintf(libraryTemplate, name, libraryVersion, prefix, maxLen, ttlMillis, publishFn, readFn, readBytes, touchFn, touchTTL.Milliseconds())
+	return name, publishFn, readFn, touchFn, code
 }
 
 // validPrefix reports whether p can be a key prefix: 1-64 bytes of
@@ -338,8 +384,22 @@ func (b *Broker) read(ctx context.Context, topic string, after streamID, count i
 	}
 	r, err := parseReadResult(v)
 	if err == nil && r.epoch == noEpoch {
+		// (Rare since touch: the topic's keys vanished meanwhile.)
 		// Positions of a topic without an epoch still carry its tag.
 		r.epoch = noEpochOf(topicTag(topic))
 	}
 	return r, err
+}
+
+// touch calls <fn>_touch: the topic's epoch, created if it has none.
+func (b *Broker) touch(ctx context.Context, topic string) (string, error) {
+	v, err := b.fcall(ctx, false, b.touchFn, topic)
+	if err != nil {
+		return "", err
+	}
+	e, _ := v.(string)
+	if !validEpoch(e) || isNoEpoch(e) {
+		return "", fmt.Errorf("redisbroker: unexpected reply to %s: %v", b.touchFn, v)
+	}
+	return e, nil
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/herald-sse/herald/internal/testredis"
 	"github.com/herald-sse/herald/pkg/broker"
@@ -70,4 +71,67 @@ func TestForeignPositionSameMicrosecond(t *testing.T) {
 		t.Fatalf("waiting for c's whole log after a reset: %s", rd)
 	}
 	brokertest.CheckSequence(t, other, rd.Items[other], brokertest.Want{Reset: []string{broker.ReasonUnknown, broker.ReasonEpoch}, IDs: all})
+}
+
+// Topic churn leaves nothing behind (issue 9, item 8): with a history TTL
+// every publish sets the topic's keys to expire after it; without one, the
+// keys a subscription created for a topic without events expire after a
+// day unless a publish comes, and published topics keep theirs.
+func TestIdleTopicKeysExpire(t *testing.T) {
+	r := testredis.Start(t)
+	c := r.Client(t)
+	ctx := context.Background()
+	keys := func(prefix, topic string) []string {
+		return []string{prefix + ":{" + topic + "}:s", prefix + ":{" + topic + "}:e"}
+	}
+	pttl := func(key string) time.Duration {
+		d, err := c.PTTL(ctx, key).Result()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return d
+	}
+
+	withTTL := newBroker(t, r, Config{Prefix: "ttl", HistoryTTL: 3 * time.Second})
+	topic := uniqueTopic("churn")
+	if _, err := withTTL.Publish(ctx, topic, broker.Message{Data: "x"}); err != nil {
+		t.Fatal(err)
+	}
+	for _, k := range keys("ttl", topic) {
+		if d := pttl(k); d <= 0 || d > 3*time.Second {
+			t.Errorf("%s: PTTL %v after a publish, want (0, 3s]", k, d)
+		}
+	}
+	// Once expired, an old cursor gets an epoch reset, not a silent gap.
+	old, _ := withTTL.Publish(ctx, topic, broker.Message{Data: "y"})
+	deadline := time.Now().Add(waitTimeout)
+	for c.Exists(ctx, keys("ttl", topic)...).Val() != 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("the keys did not expire")
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	fresh, _ := withTTL.Publish(ctx, topic, broker.Message{Data: "z"})
+	rd := subscribe(t, withTTL, []string{topic}, broker.Cursor{topic: old})
+	waitLast(t, rd, topic, fresh)
+	brokertest.CheckSequence(t, topic, rd.Items[topic], brokertest.Want{Reset: []string{broker.ReasonEpoch}, IDs: []string{fresh}})
+
+	plain := newBroker(t, r, Config{})
+	idle, used := uniqueTopic("idle"), uniqueTopic("used")
+	rs := subscribe(t, plain, []string{idle, used}, nil)
+	position(t, rs, idle)
+	position(t, rs, used)
+	for _, k := range keys(DefaultPrefix, idle) {
+		if d := pttl(k); d <= 0 || d > touchTTL {
+			t.Errorf("%s: PTTL %v for a topic only subscribed to, want (0, %v]", k, d, touchTTL)
+		}
+	}
+	if _, err := plain.Publish(ctx, used, broker.Message{Data: "x"}); err != nil {
+		t.Fatal(err)
+	}
+	for _, k := range keys(DefaultPrefix, used) {
+		if d := pttl(k); d != -1 {
+			t.Errorf("%s: PTTL %v for a published topic without a history TTL, want none (-1)", k, d)
+		}
+	}
 }

@@ -191,6 +191,7 @@ type Broker struct {
 	libName    string
 	publishFn  string
 	readFn     string
+	touchFn    string
 	code       string
 	queueLimit int
 	log        *slog.Logger
@@ -268,7 +269,7 @@ func New(ctx context.Context, cfg Config) (*Broker, error) {
 	if cfg.HistoryTTL > 0 && ttl == 0 {
 		ttl = 1
 	}
-	b.libName, b.publishFn, b.readFn, b.code = library(b.prefix, size, ttl)
+	b.libName, b.publishFn, b.readFn, b.touchFn, b.code = library(b.prefix, size, ttl)
 	if b.rdb == nil {
 		if cfg.URL == "" {
 			return nil, errors.New("redisbroker: Config needs URL or Client")
@@ -956,6 +957,12 @@ func (b *Broker) Subscribe(ctx context.Context, topics []string, from broker.Cur
 				break
 			}
 			if isNoEpoch(r.epoch) {
+				// Before the first event: the position belongs to an
+				// epoch all the same (see touch).
+				if r.epoch, err = b.touch(hctx, topics[i]); err != nil {
+					timeBased = true
+					break
+				}
 				r.last = streamID{}
 			}
 			cursors[i] = formatID(r.epoch, r.last)

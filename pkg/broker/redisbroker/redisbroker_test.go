@@ -32,9 +32,13 @@ func TestReplicas(t *testing.T) {
 
 	ra := subscribe(t, a, []string{t1, t2}, nil)
 	p1, p2 := position(t, ra, t1), position(t, ra, t2)
-	// A topic without events has no epoch; its position still names it.
-	if w1, w2 := "0_"+topicTag(t1)+"-0-0", "0_"+topicTag(t2)+"-0-0"; p1 != w1 || p2 != w2 {
-		t.Errorf("positions of fresh topics: %q, %q, want %q, %q", p1, p2, w1, w2)
+	// A topic without events gets an epoch when subscribed to (touch): its
+	// position names the topic and the incarnation.
+	for _, c := range []struct{ topic, pos string }{{t1, p1}, {t2, p2}} {
+		e, sid, ok := parseID(c.pos)
+		if !ok || isNoEpoch(e) || epochTag(e) != topicTag(c.topic) || sid != (streamID{}) {
+			t.Errorf("position of fresh topic %s: %q, want <epoch>_%s-0-0", c.topic, c.pos, topicTag(c.topic))
+		}
 	}
 	var ids1, ids2 []string
 	data := map[string]string{}

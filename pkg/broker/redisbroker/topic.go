@@ -120,6 +120,15 @@ func (b *Broker) runRound(t *topic, slow *[]*subscription) (again bool, err erro
 	if err != nil {
 		return false, err
 	}
+	if isNoEpoch(r.epoch) {
+		// Positions taken now must belong to an incarnation of the topic.
+		if _, err := b.touch(b.ctx, t.name); err != nil {
+			return false, err
+		}
+		if r, err = b.read(b.ctx, t.name, streamID{}, 0); err != nil {
+			return false, err
+		}
+	}
 	st := stateOf(r)
 	v.st = st
 	plans := make([]plan, len(snaps))
