@@ -94,12 +94,12 @@ func TestCursorNeverPlacedOnAnotherTopic(t *testing.T) {
 		_, erB := env.open("topic=b", "")
 		end("a", "b")
 		_, abCursor := readTopics(t, er, "a", "b")
-		_, bCursor := readTopics(t, erB, "b")
+		readTopics(t, erB, "b")
 		bID := env.publish("b", "", "b:end")
 		if _, last := readTopics(t, erB, "b"); last != bID {
 			t.Fatalf("one-topic stream: last id %q, want the publish id %q", last, bID)
 		}
-		bCursor = bID
+		bCursor := bID
 
 		cData := seqData("c", 5)
 		cases := []struct {
