@@ -3,6 +3,7 @@
 package netwatch
 
 import (
+	"log/slog"
 	"net"
 	"sync"
 	"syscall"
@@ -15,11 +16,19 @@ import (
 // callback.
 type epollWatcher struct {
 	epfd int
+	wait func(epfd int, events []syscall.EpollEvent, msec int) (int, error) // syscall.EpollWait; tests make it fail
 
 	mu      sync.Mutex // guards the fields below
 	next    uint64
-	gone    map[uint64]func()
-	running bool // a loop goroutine is serving epfd
+	gone    map[uint64]*watched
+	running bool  // a loop goroutine is serving epfd
+	broken  error // epoll_wait failed for good: every watch reads instead
+}
+
+// watched is one registered connection.
+type watched struct {
+	cb *callback
+	c  net.Conn
 }
 
 func newWatcher() watcher {
@@ -27,7 +36,7 @@ func newWatcher() watcher {
 	if err != nil {
 		return readWatcher{}
 	}
-	return &epollWatcher{epfd: fd, gone: make(map[uint64]func())}
+	return &epollWatcher{epfd: fd, wait: syscall.EpollWait, gone: make(map[uint64]*watched)}
 }
 
 func (w *epollWatcher) watch(c net.Conn, gone func()) func() {
@@ -39,10 +48,15 @@ func (w *epollWatcher) watch(c net.Conn, gone func()) func() {
 	if err != nil {
 		return readWatcher{}.watch(c, gone)
 	}
+	cb := &callback{gone: gone}
 	w.mu.Lock()
+	if w.broken != nil {
+		w.mu.Unlock()
+		return readWatcher{}.watch(c, gone)
+	}
 	w.next++
 	token := w.next
-	w.gone[token] = gone
+	w.gone[token] = &watched{cb: cb, c: c}
 	if !w.running {
 		w.running = true
 		go w.loop()
@@ -64,6 +78,7 @@ func (w *epollWatcher) watch(c net.Conn, gone func()) func() {
 		return readWatcher{}.watch(c, gone)
 	}
 	return func() {
+		cb.stop()
 		w.mu.Lock()
 		delete(w.gone, token)
 		w.mu.Unlock()
@@ -83,21 +98,32 @@ const epollOneShot = 1 << 30
 func (w *epollWatcher) loop() {
 	events := make([]syscall.EpollEvent, 128)
 	for {
-		n, err := syscall.EpollWait(w.epfd, events, idleWait)
+		n, err := w.wait(w.epfd, events, idleWait)
 		if err != nil && err != syscall.EINTR {
+			// Not a transient error (EBADF, EFAULT, EINVAL): epoll cannot
+			// serve anyone any more. Hand every watched connection to a
+			// reading goroutine, and every later one too, rather than
+			// stop noticing departed peers without a word.
 			w.mu.Lock()
 			w.running = false
+			w.broken = err
+			pending := w.gone
+			w.gone = map[uint64]*watched{}
 			w.mu.Unlock()
+			slog.Warn("netwatch: epoll_wait failed; watching connections with a reading goroutine each from now on", "err", err, "connections", len(pending))
+			for _, e := range pending {
+				readUntilGone(e.c, e.cb)
+			}
 			return
 		}
 		for i := 0; i < n; i++ {
 			token := getToken(&events[i])
 			w.mu.Lock()
-			f := w.gone[token]
+			e := w.gone[token]
 			delete(w.gone, token)
 			w.mu.Unlock()
-			if f != nil {
-				f()
+			if e != nil {
+				e.cb.fire()
 			}
 		}
 		w.mu.Lock()

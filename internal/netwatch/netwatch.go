@@ -30,12 +30,35 @@ var Default = &Watcher{}
 
 // Watch calls gone (once, from another goroutine) when the peer of c closes
 // or resets the connection, or when c fails. Call stop before closing c;
-// after stop returns, gone is not called any more. The connection must not
-// be read by anyone else (bytes the peer sends are discarded by the
-// fallback).
+// once stop has returned, gone is not running and will not be called (stop
+// waits for a call in progress, so gone must not call stop). The
+// connection must not be read by anyone else (bytes the peer sends are
+// discarded by the fallback).
 func (w *Watcher) Watch(c net.Conn, gone func()) (stop func()) {
 	w.once.Do(func() { w.impl = newWatcher() })
 	return w.impl.watch(c, gone)
+}
+
+// callback runs gone at most once, and never after stop returned.
+type callback struct {
+	mu   sync.Mutex // held while gone runs
+	done bool
+	gone func()
+}
+
+func (cb *callback) fire() {
+	cb.mu.Lock()
+	defer cb.mu.Unlock()
+	if !cb.done {
+		cb.done = true
+		cb.gone()
+	}
+}
+
+func (cb *callback) stop() {
+	cb.mu.Lock()
+	cb.done = true
+	cb.mu.Unlock()
 }
 
 // readWatcher is the portable fallback: one reading goroutine per
@@ -43,29 +66,23 @@ func (w *Watcher) Watch(c net.Conn, gone func()) (stop func()) {
 type readWatcher struct{}
 
 func (readWatcher) watch(c net.Conn, gone func()) func() {
-	var mu sync.Mutex
-	stopped := false
-	done := make(chan struct{})
+	cb := &callback{gone: gone}
+	readUntilGone(c, cb)
+	// The reader ends when the caller closes c; stop does not wait for it
+	// (the caller closes c right after stop).
+	return cb.stop
+}
+
+// readUntilGone reads c in a goroutine of its own and fires cb when the
+// read fails.
+func readUntilGone(c net.Conn, cb *callback) {
 	go func() {
-		defer close(done)
 		buf := make([]byte, 64)
 		for {
 			if _, err := c.Read(buf); err != nil {
-				mu.Lock()
-				s := stopped
-				mu.Unlock()
-				if !s {
-					gone()
-				}
+				cb.fire()
 				return
 			}
 		}
 	}()
-	return func() {
-		mu.Lock()
-		stopped = true
-		mu.Unlock()
-		// The reader ends when the caller closes c; don't wait for it here
-		// (the caller closes c right after stop).
-	}
 }
