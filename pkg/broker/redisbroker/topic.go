@@ -193,7 +193,12 @@ func (b *Broker) runRound(t *topic, slow *[]*subscription) (again bool, err erro
 		return true, nil
 	}
 	if !wasStale && len(t.live) > 0 && t.epoch != st.epoch {
+		// The stream changed epoch, seen by reading it rather than by a
+		// message on the subscription: nothing proves the live members
+		// got every event of the old epoch (the connection may be dead
+		// without knowing it yet, as after a restart without data).
 		t.stale = true
+		t.lapsed = true
 		t.inval++
 		return true, nil
 	}
