@@ -50,6 +50,20 @@ type view struct {
 	// nothing, however much of the stream was trimmed meanwhile.
 	buf      []streamID
 	bufEpoch string
+	// covered: every event of coverEpoch published after cover reached
+	// the buffer (a read of the stream whose last entry was cover was
+	// answered while the subscription was confirmed, and the buffer has
+	// not restarted since). Like buf, it holds only if the subscription
+	// was really alive: a round relying on it checks that the buffer has
+	// caught up with the stream before delivering (see plan.viaBuf).
+	covered    bool
+	cover      streamID
+	coverEpoch string
+}
+
+// fromBuf reports whether the buffer holds every event after pos of epoch.
+func (v view) fromBuf(epoch string, pos streamID) bool {
+	return v.covered && epoch == v.coverEpoch && !pos.less(v.cover) || v.inBuf(epoch, pos)
 }
 
 func (v view) inBuf(epoch string, pos streamID) bool {
@@ -82,6 +96,10 @@ type plan struct {
 	cursor    string   // the ID of that position when the cursor was honoured
 	live      bool     // a live member being refilled: its items count against its queue limit
 	timeBased bool     // the position is the entry before the first one delivered
+	// viaBuf: the events after from are whole only with the buffer's (the
+	// stream was trimmed past from): deliver only once the buffer has
+	// caught up with the stream, which proves the subscription alive.
+	viaBuf bool
 }
 
 // planMember decides where m continues.
@@ -144,10 +162,11 @@ func planMember(v view, m memberState) plan {
 		p.reset = broker.ReasonEpoch
 	case st.last.less(pos) && !v.inBuf(epoch, pos):
 		p.reset = broker.ReasonUnknown // a position the stream never reached
-	case st.lost() && pos.less(retained) && !v.inBuf(epoch, pos):
+	case st.lost() && pos.less(retained) && !v.fromBuf(epoch, pos):
 		p.reset = broker.ReasonTruncated
 	default:
 		p.from = pos
+		p.viaBuf = st.lost() && pos.less(retained)
 		if !m.live {
 			p.cursor = m.cursor
 		}

@@ -22,6 +22,7 @@ func TestPlanMember(t *testing.T) {
 		from     streamID
 		position bool
 		cursor   string
+		viaBuf   bool
 	}
 	cases := []struct {
 		name string
@@ -58,9 +59,21 @@ func TestPlanMember(t *testing.T) {
 			want{reset: broker.ReasonUnknown, from: id(10).pred(), position: true}},
 		// Item 5: the buffered run proves a trimmed cursor missed nothing.
 		{"item 5: trimmed, but the position is in the buffer", view{st: trimmed, buf: []streamID{id(4), id(5), id(6)}, bufEpoch: e1},
-			memberState{cursor: formatID(e1, id(5))}, want{from: id(5), position: true, cursor: formatID(e1, id(5))}},
+			memberState{cursor: formatID(e1, id(5))}, want{from: id(5), position: true, cursor: formatID(e1, id(5)), viaBuf: true}},
 		{"item 5: live member trimmed, in the buffer", view{st: trimmed, buf: []streamID{id(4), id(5), id(6)}, bufEpoch: e1, lapsed: true},
-			memberState{live: true, epoch: e1, pos: id(5)}, want{from: id(5)}},
+			memberState{live: true, epoch: e1, pos: id(5)}, want{from: id(5), viaBuf: true}},
+		// Item 5: a read answered while subscribed (the cover) proves the
+		// buffer holds every event after it, even before the buffer's first.
+		{"item 5: trimmed, the cursor at the cover", view{st: trimmed, covered: true, cover: id(5), coverEpoch: e1},
+			memberState{cursor: formatID(e1, id(5))}, want{from: id(5), position: true, cursor: formatID(e1, id(5)), viaBuf: true}},
+		{"item 5: live member trimmed, after the cover", view{st: trimmed, covered: true, cover: id(5), coverEpoch: e1, lapsed: true},
+			memberState{live: true, epoch: e1, pos: id(7)}, want{from: id(7), viaBuf: true}},
+		{"item 5: trimmed, the cursor before the cover", view{st: trimmed, covered: true, cover: id(5), coverEpoch: e1},
+			memberState{cursor: formatID(e1, id(4))}, want{reset: broker.ReasonTruncated, from: id(10).pred(), position: true}},
+		{"item 5: a cover of another epoch proves nothing", view{st: trimmed, covered: true, cover: id(5), coverEpoch: e2},
+			memberState{cursor: formatID(e1, id(5))}, want{reset: broker.ReasonTruncated, from: id(10).pred(), position: true}},
+		{"item 5: cursor retained: the stream alone serves it", view{st: trimmed, covered: true, cover: id(5), coverEpoch: e1},
+			memberState{cursor: formatID(e1, id(12))}, want{from: id(12), position: true, cursor: formatID(e1, id(12))}},
 		{"item 5: live member trimmed, before the buffer", view{st: trimmed, buf: []streamID{id(4), id(5), id(6)}, bufEpoch: e1, lapsed: true},
 			memberState{live: true, epoch: e1, pos: id(3)}, want{reset: broker.ReasonTruncated, from: id(10).pred(), position: true}},
 		{"item 5: the buffer of another epoch proves nothing", view{st: trimmed, buf: []streamID{id(5)}, bufEpoch: e2},
@@ -92,7 +105,7 @@ func TestPlanMember(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			tc.v.tag = tag
 			p := planMember(tc.v, tc.m)
-			got := want{reset: p.reset, from: p.from, position: p.position, cursor: p.cursor}
+			got := want{reset: p.reset, from: p.from, position: p.position, cursor: p.cursor, viaBuf: p.viaBuf}
 			if got != tc.want {
 				t.Errorf("planMember = %+v, want %+v", got, tc.want)
 			}

@@ -742,8 +742,7 @@ func (t *topic) setConfirmed(on bool) {
 	t.inval++
 	// What was buffered before is not contiguous with what follows.
 	t.lapsed = true
-	clear(t.buf)
-	t.buf = t.buf[:0]
+	t.restartBuf()
 	if len(t.live) > 0 {
 		t.stale = true
 	}
@@ -820,15 +819,18 @@ func (b *Broker) onMessage(channel, payload string) {
 		t.inval++
 		schedule = true
 	}
+	if !t.stale && len(t.loading) == 0 && (len(t.buf) > 0 || t.covered) {
+		// Not buffering (nothing to load): what was buffered and the
+		// cover are not contiguous with what a later round buffers.
+		t.restartBuf()
+	}
 	if t.stale || len(t.loading) > 0 {
 		if n := len(t.buf); n > 0 && t.buf[n-1].epoch != it.epoch {
 			// A run of buffered events holds one epoch.
-			clear(t.buf)
-			t.buf = t.buf[:0]
+			t.restartBuf()
 		}
 		if len(t.buf) >= bufLimit {
-			clear(t.buf)
-			t.buf = t.buf[:0]
+			t.restartBuf()
 			t.bufOverflow = true
 		} else {
 			t.buf = append(t.buf, it)

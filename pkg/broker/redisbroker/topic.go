@@ -1,6 +1,8 @@
 package redisbroker
 
 import (
+	"errors"
+	"slices"
 	"sort"
 	"sync"
 
@@ -29,7 +31,13 @@ type topic struct {
 	epoch       string // epoch of the live members
 	buf         []item // live events received while loading or stale, since the last confirmation: one contiguous run of one epoch
 	bufOverflow bool
-	removed     bool // no members left: dropped from Broker.topics
+	// covered: buf holds every event of coverEpoch published after cover
+	// (see view.covered). Set by a round whose read was answered while the
+	// subscription was confirmed; cleared with the buffer.
+	covered    bool
+	cover      streamID
+	coverEpoch string
+	removed    bool // no members left: dropped from Broker.topics
 
 	// Guarded by Broker.wmu.
 	queued, running, dirty bool
@@ -60,6 +68,10 @@ type item struct {
 	id    streamID
 	ev    *broker.Event
 }
+
+// errBufBehind: a round waits for live events the buffer must have before
+// it can deliver; the worker retries it with backoff.
+var errBufBehind = errors.New("redisbroker: waiting for the live events of a trimmed stream")
 
 // round loads the topic's loading members, and refills its live members if
 // the topic is stale. It returns again=true when more work is pending, and
@@ -105,7 +117,7 @@ func (b *Broker) runRound(t *topic, slow *[]*subscription) (again bool, err erro
 	}
 	wasStale := t.stale
 	inval := t.inval
-	v := view{tag: t.tag, lapsed: t.lapsed}
+	v := view{tag: t.tag, lapsed: t.lapsed, covered: t.covered, cover: t.cover, coverEpoch: t.coverEpoch}
 	if len(t.buf) > 0 {
 		v.bufEpoch = t.buf[0].epoch
 		v.buf = make([]streamID, len(t.buf))
@@ -144,6 +156,9 @@ func (b *Broker) runRound(t *topic, slow *[]*subscription) (again bool, err erro
 		}
 	}
 	var items []item
+	headLast := st.last   // events after it were published after the head was read
+	streamLast := st.last // the last entry any read found
+	startOver := false    // entries a member needs were trimmed during the round
 	for !isNoEpoch(st.epoch) {
 		r, err := b.read(b.ctx, t.name, after, pageSize)
 		if err != nil {
@@ -152,11 +167,21 @@ func (b *Broker) runRound(t *topic, slow *[]*subscription) (again bool, err erro
 		if r.epoch != st.epoch {
 			return true, nil
 		}
+		streamLast = max2(streamLast, r.last)
 		if r.added > r.length {
 			// Entries after the read position were trimmed since the
-			// state was read: start over (the next state reports it).
-			if r.length == 0 && after.less(r.last) || r.length > 0 && after.less(r.first.pred()) {
-				return true, nil
+			// state was read. A member that needs them and cannot have
+			// them from the buffer makes the round start over (the next
+			// state reports the trim); the buffer holds every event
+			// published after the head was read, which the next round
+			// knows (noteCover below).
+			gone := r.last
+			if r.length > 0 {
+				gone = r.first.pred()
+			}
+			if after.less(gone) && slices.ContainsFunc(plans, func(p plan) bool { return !p.viaBuf && p.from.less(gone) }) {
+				startOver = true
+				break
 			}
 		}
 		for _, e := range r.entries {
@@ -188,9 +213,26 @@ func (b *Broker) runRound(t *topic, slow *[]*subscription) (again bool, err erro
 		// The stream changed epoch around the read, or the buffer holds
 		// an epoch the stream no longer has: neither can be merged. Start
 		// over with what arrives from now on.
-		clear(t.buf)
-		t.buf = t.buf[:0]
+		t.restartBuf()
 		return true, nil
+	}
+	// The head was read while the subscription was confirmed (inval is
+	// unchanged) and the buffer ran throughout: it holds every event
+	// published after headLast.
+	t.noteCover(st.epoch, headLast)
+	if startOver {
+		return true, nil
+	}
+	if slices.ContainsFunc(plans, func(p plan) bool { return p.viaBuf }) {
+		// Some member needs trimmed events from the buffer. It has them
+		// only if the subscription really was alive (a connection dead
+		// without knowing it yet is still "confirmed"): its events must
+		// have caught up with the stream's. They are usually in flight;
+		// a dead connection is replaced within seconds, which restarts
+		// the buffer and lets the next round reset honestly.
+		if n := len(t.buf); n == 0 || t.buf[n-1].id.less(streamLast) {
+			return false, errBufBehind
+		}
 	}
 	if !wasStale && len(t.live) > 0 && t.epoch != st.epoch {
 		// The stream changed epoch, seen by reading it rather than by a
@@ -271,9 +313,28 @@ func (b *Broker) runRound(t *topic, slow *[]*subscription) (again bool, err erro
 	t.epoch = st.epoch
 	t.stale = false
 	t.lapsed = false
+	t.restartBuf()
+	return len(t.loading) > 0, nil
+}
+
+// restartBuf empties the buffer: what arrives next starts a new run. A
+// round in progress cannot rely on the old run: it is voided.
+func (t *topic) restartBuf() {
 	clear(t.buf)
 	t.buf = t.buf[:0]
-	return len(t.loading) > 0, nil
+	t.covered = false
+	t.inval++
+}
+
+// noteCover records that the buffer holds every event of epoch after last:
+// a read of the stream that found last as its last entry was answered while
+// the subscription was confirmed and the buffer ran (t.mu held, the round's
+// inval unchanged, no overflow).
+func (t *topic) noteCover(epoch string, last streamID) {
+	if t.covered && t.coverEpoch == epoch && t.cover.less(last) {
+		return // an earlier read covers more
+	}
+	t.covered, t.cover, t.coverEpoch = true, last, epoch
 }
 
 func indexOf(ms []*member, m *member) int {
