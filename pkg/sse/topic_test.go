@@ -13,6 +13,7 @@ import (
 	"net/url"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -419,24 +420,45 @@ func testTopicSlowClientIsDropped(t *testing.T) {
 
 	payload := strings.Repeat("x", 32<<10)
 	const n = 400 // ~13 MB: more than the socket buffers hold
-	done := make(chan struct{})
+	// The publisher keeps at most window events ahead of what the fast
+	// client has read, well inside its queue limit: a client that keeps up
+	// must never be dropped, however slowly the machine runs (on a loaded
+	// CI machine an unpaced publisher once outran the fast reader by more
+	// than the queue limit, and the test dropped it). The slow client's
+	// queue still grows without bound, so it must be dropped.
+	const window = 16
+	var got atomic.Int64
+	stop := make(chan struct{})
+	defer close(stop)
+	done := make(chan error, 1)
 	go func() {
-		defer close(done)
 		for i := 0; i < n; i++ {
+			for int64(i)-got.Load() >= window {
+				select {
+				case <-stop:
+					done <- errors.New("test ended")
+					return
+				case <-time.After(100 * time.Microsecond):
+				}
+			}
 			if _, err := e.b.Publish(context.Background(), "big", broker.Message{Data: payload}); err != nil {
-				t.Error(err)
+				done <- err
 				return
 			}
-			time.Sleep(200 * time.Microsecond) // a steady stream, not a burst
 		}
+		done <- nil
 	}()
 	for i := 0; i < n; i++ {
 		if ev := fast.next(wait); len(ev.Data) != len(payload) {
 			t.Fatalf("fast client event %d: %d bytes", i, len(ev.Data))
 		}
+		got.Add(1)
 	}
 	select {
-	case <-done:
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("publisher: %v", err)
+		}
 	case <-time.After(wait):
 		t.Fatal("publisher blocked")
 	}
