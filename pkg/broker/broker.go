@@ -77,6 +77,56 @@ type Message struct {
 	Type string
 	// Data is the payload, any UTF-8 text (it may contain line breaks).
 	Data string
+	// Key, if not empty, is an idempotency key (see ValidateKey): within
+	// the broker's idempotency window, a second publish to the same topic
+	// with the same key appends nothing and returns the first publish's
+	// ID, so a publisher that never got an answer can retry blindly. The
+	// same key with another Type or Data within the window fails with
+	// ErrKeyConflict. Keys of different topics are independent.
+	Key string
+}
+
+// DefaultIdempotencyWindow is how long brokers remember an idempotency key
+// unless configured otherwise.
+const DefaultIdempotencyWindow = 5 * time.Minute
+
+// Publication is one event of a batch: its topic and message.
+type Publication struct {
+	Topic string
+	Message
+}
+
+// PublishResult is the outcome of one event of a batch: its ID, or why it
+// was not published.
+type PublishResult struct {
+	ID  string
+	Err error
+}
+
+// BatchPublisher is implemented by brokers that publish many events in
+// fewer steps than one Publish each (redisbroker: one pipeline).
+//
+// PublishBatch publishes every event of batch as Publish would and returns
+// one result per event, in batch order. Events are published in batch
+// order, so events to one topic keep their batch order in its log. An
+// event that fails (an invalid topic, a key conflict) fails alone: the
+// others are still published. Use the package function PublishBatch to
+// publish a batch through any Broker.
+type BatchPublisher interface {
+	PublishBatch(ctx context.Context, batch []Publication) []PublishResult
+}
+
+// PublishBatch publishes batch through b: with b's PublishBatch if it is a
+// BatchPublisher, else one Publish after the other.
+func PublishBatch(ctx context.Context, b Broker, batch []Publication) []PublishResult {
+	if bp, ok := b.(BatchPublisher); ok {
+		return bp.PublishBatch(ctx, batch)
+	}
+	res := make([]PublishResult, len(batch))
+	for i, p := range batch {
+		res[i].ID, res[i].Err = b.Publish(ctx, p.Topic, p.Message)
+	}
+	return res
 }
 
 // Kind tells what a subscription item is.
@@ -157,6 +207,10 @@ var (
 	ErrUnavailable = errors.New("broker: unavailable")
 	// ErrInvalidTopic: a topic name breaks the rules of ValidateTopic.
 	ErrInvalidTopic = errors.New("broker: invalid topic")
-	// ErrInvalidMessage: an event type breaks the rules of ValidateMessage.
+	// ErrInvalidMessage: an event type or idempotency key breaks the rules
+	// of ValidateMessage.
 	ErrInvalidMessage = errors.New("broker: invalid message")
+	// ErrKeyConflict: the idempotency key was used within the window for
+	// another event of the topic (another type or data).
+	ErrKeyConflict = errors.New("broker: idempotency key conflict")
 )

@@ -10,6 +10,7 @@ import (
 const (
 	MaxTopicLen = 256
 	MaxTypeLen  = 256
+	MaxKeyLen   = 128
 )
 
 // ReservedTypePrefix starts event types that herald itself emits (such as
@@ -36,9 +37,14 @@ func ValidateTopic(name string) error {
 
 // ValidateMessage checks what every broker requires of a message: an event
 // type without CR, LF or NUL, at most MaxTypeLen bytes, not using the
-// reserved "herald." prefix. Data is free-form. The error wraps
-// ErrInvalidMessage.
+// reserved "herald." prefix, and a valid Key (ValidateKey) if any. Data is
+// free-form. The error wraps ErrInvalidMessage.
 func ValidateMessage(m Message) error {
+	if m.Key != "" {
+		if err := ValidateKey(m.Key); err != nil {
+			return err
+		}
+	}
 	if len(m.Type) > MaxTypeLen {
 		return fmt.Errorf("%w: event type is %d bytes, the limit is %d", ErrInvalidMessage, len(m.Type), MaxTypeLen)
 	}
@@ -47,6 +53,24 @@ func ValidateMessage(m Message) error {
 	}
 	if strings.HasPrefix(m.Type, ReservedTypePrefix) {
 		return fmt.Errorf("%w: event types starting with %q are reserved", ErrInvalidMessage, ReservedTypePrefix)
+	}
+	return nil
+}
+
+// ValidateKey reports whether k is a valid idempotency key: 1-128 bytes,
+// each a printable ASCII character other than space (0x21-0x7E), like a
+// UUID or a base64 token. The error wraps ErrInvalidMessage.
+func ValidateKey(k string) error {
+	if k == "" {
+		return fmt.Errorf("%w: empty idempotency key", ErrInvalidMessage)
+	}
+	if len(k) > MaxKeyLen {
+		return fmt.Errorf("%w: idempotency key is %d bytes, the limit is %d", ErrInvalidMessage, len(k), MaxKeyLen)
+	}
+	for i := 0; i < len(k); i++ {
+		if c := k[i]; c < 0x21 || c > 0x7e {
+			return fmt.Errorf("%w: idempotency key has byte 0x%02x at offset %d; allowed are printable ASCII characters without spaces", ErrInvalidMessage, c, i)
+		}
 	}
 	return nil
 }

@@ -99,6 +99,8 @@ func Run(t *testing.T, f Factory) {
 		{"BrokerClose", s.testBrokerClose},
 		{"CloseRace", s.testCloseRace},
 		{"Invalid", s.testInvalid},
+		{"Idempotency", s.testIdempotency},
+		{"Batch", s.testBatch},
 		{"ManySubscribers", s.testManySubscribers},
 	} {
 		t.Run(tc.name, tc.fn)

@@ -50,6 +50,7 @@ import (
 	"context"
 	"crypto/sha1"
 	"encoding/hex"
+	"fmt"
 	"strconv"
 	"sync"
 	"time"
@@ -80,6 +81,20 @@ type Config struct {
 	// broker.DefaultQueueLimit.
 	QueueLimit int
 
+	// IdempotencyWindow is how long a publish with a key (Message.Key) is
+	// remembered: a second publish to the topic with the same key within
+	// it returns the first one's ID and appends nothing. 0 means
+	// broker.DefaultIdempotencyWindow (5 minutes); negative turns keys off
+	// (a publish with a key is then an ordinary publish).
+	IdempotencyWindow time.Duration
+
+	// IdempotencyKeys bounds the number of keys remembered: when it is
+	// reached, the oldest key is forgotten before its window ends (a retry
+	// with it would then publish again; KeysEvicted counts them). 0 means
+	// DefaultIdempotencyKeys (100,000). A key costs about 150 bytes plus
+	// the lengths of its topic name, its key and its event ID.
+	IdempotencyKeys int
+
 	// Now returns the current time; nil means time.Now. Tests use it to
 	// control the clock for HistoryTTL and Event.Time.
 	Now func() time.Time
@@ -93,6 +108,7 @@ type Broker struct {
 	ttl         time.Duration
 	queueLimit  int
 	now         func() time.Time
+	keys        *keys // nil: idempotency keys off
 
 	// Lock order: Broker.mu before topic.mu before broker.Queue's lock.
 	mu       sync.RWMutex      // guards the fields below
@@ -124,6 +140,16 @@ func New(cfg Config) *Broker {
 	}
 	if b.now == nil {
 		b.now = time.Now
+	}
+	if w := cfg.IdempotencyWindow; w >= 0 {
+		if w == 0 {
+			w = broker.DefaultIdempotencyWindow
+		}
+		n := cfg.IdempotencyKeys
+		if n <= 0 {
+			n = DefaultIdempotencyKeys
+		}
+		b.keys = newKeys(w, n)
 	}
 	if b.ttl > 0 {
 		b.stopSweep, b.swept = make(chan struct{}), make(chan struct{})
@@ -328,8 +354,22 @@ func (b *Broker) Publish(ctx context.Context, topicName string, msg broker.Messa
 	}
 	defer t.mu.Unlock()
 	now := b.now()
+	var sum uint64
+	keyed := msg.Key != "" && b.keys != nil
+	if keyed {
+		sum = b.keys.sum(msg)
+		if r, ok := b.keys.get(now, t.name, msg.Key); ok {
+			if r.sum != sum {
+				return "", fmt.Errorf("%w: key %q was used for another event of topic %q (%s) within the idempotency window", broker.ErrKeyConflict, msg.Key, t.name, r.id)
+			}
+			return r.id, nil
+		}
+	}
 	t.seq++
 	e := &broker.Event{Kind: broker.KindEvent, Topic: t.name, ID: t.id(t.seq), Type: msg.Type, Data: msg.Data, Time: now}
+	if keyed {
+		b.keys.put(now, t.name, msg.Key, keyRecord{id: e.ID, sum: sum})
+	}
 	t.expire(now, b.ttl)
 	t.appendEvent(e, b.historySize)
 	for i := 0; i < len(t.subs); {
@@ -516,4 +556,25 @@ func (s *subscription) unregister() {
 			s.b.drop(t)
 		}
 	}
+}
+
+// PublishBatch implements broker.BatchPublisher: one Publish after the
+// other (in memory there is no round trip to save).
+func (b *Broker) PublishBatch(ctx context.Context, batch []broker.Publication) []broker.PublishResult {
+	res := make([]broker.PublishResult, len(batch))
+	for i, p := range batch {
+		res[i].ID, res[i].Err = b.Publish(ctx, p.Topic, p.Message)
+	}
+	return res
+}
+
+// KeysEvicted returns the number of idempotency keys forgotten before their
+// window ended because Config.IdempotencyKeys was reached.
+func (b *Broker) KeysEvicted() uint64 {
+	if b.keys == nil {
+		return 0
+	}
+	b.keys.mu.Lock()
+	defer b.keys.mu.Unlock()
+	return b.keys.evicted
 }

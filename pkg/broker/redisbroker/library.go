@@ -20,7 +20,7 @@ const touchTTL = 24 * time.Hour
 
 // libraryVersion changes whenever the Lua code changes meaning. It is part
 // of the library's source, so FUNCTION LIST shows which herald loaded it.
-const libraryVersion = "3"
+const libraryVersion = "4"
 
 // The Redis Function library, generated per key prefix with the prefix and
 // the history settings baked in: a service in another language publishes
@@ -28,7 +28,7 @@ const libraryVersion = "3"
 //
 // Functions (<fn> is the prefix, "herald" by default):
 //
-//	FCALL <fn>_publish 1 <topic> <event-type> <data>  -> event ID
+//	FCALL <fn>_publish 1 <topic> <event-type> <data> [<key>]  -> event ID
 //	FCALL <fn>_read 1 <topic> <after> <count>         -> state + entries
 //
 // The only key argument is the topic NAME; the function derives its keys
@@ -69,6 +69,7 @@ local MAXLEN = %[4]d
 local TTL_MS = %[5]d
 local READ_BYTES = %[8]d
 local TOUCH_TTL_MS = %[10]d
+local KEY_MS = %[11]d
 
 local function check_topic(topic)
   if type(topic) ~= 'string' or #topic < 1 or #topic > 256 or string.find(topic, '[^!-~]') then
@@ -137,19 +138,43 @@ local function touch(keys, args)
   return epoch
 end
 
+local function check_key(k)
+  if #k > 128 or string.find(k, '[^!-~]') then
+    return 'invalid idempotency key: 1-128 printable ASCII characters without spaces'
+  end
+end
+
 local function publish(keys, args)
   local topic = keys[1]
   local err = check_topic(topic)
   if err then return redis.error_reply('ERR herald: ' .. err) end
-  if #args ~= 2 then
-    return redis.error_reply('ERR herald: usage: FCALL %[6]s 1 <topic> <event-type> <data>')
+  if #args ~= 2 and #args ~= 3 then
+    return redis.error_reply('ERR herald: usage: FCALL %[6]s 1 <topic> <event-type> <data> [<idempotency-key>]')
   end
-  local etype, data = args[1], args[2]
+  local etype, data, key = args[1], args[2], args[3]
   err = check_type(etype)
   if err then return redis.error_reply('ERR herald: ' .. err) end
 
   local base = PREFIX .. ':{' .. topic .. '}'
   local ekey, skey = base .. ':e', base .. ':s'
+  local kkey, sum
+  if key and key ~= '' then
+    err = check_key(key)
+    if err then return redis.error_reply('ERR herald: ' .. err) end
+    if KEY_MS > 0 then
+      -- The record of a key: "<event id> <sha1 of type LF data>", for
+      -- the window. A retry gets the first publish's ID back.
+      kkey = base .. ':k:' .. key
+      sum = redis.sha1hex(etype .. '\n' .. data)
+      local rec = redis.call('GET', kkey)
+      if rec then
+        local sp = string.find(rec, ' ', 1, true)
+        if sp and string.sub(rec, sp + 1) == sum then return string.sub(rec, 1, sp - 1) end
+        return redis.error_reply('ERR herald: idempotency key conflict: key ' .. key ..
+          ' was used within the window for another event of the topic (' .. string.sub(rec, 1, (sp or 0) - 1) .. ')')
+      end
+    end
+  end
   local epoch = ensure_epoch(topic, ekey, skey)
   local id
   if MAXLEN > 0 then
@@ -170,6 +195,7 @@ local function publish(keys, args)
     redis.call('PERSIST', ekey)
   end
   local full = epoch .. '-' .. id
+  if kkey then redis.call('SET', kkey, full .. ' ' .. sum, 'PX', KEY_MS) end
   redis.call('PUBLISH', base, full .. '\n' .. etype .. '\n' .. data)
   return full
 end
@@ -229,7 +255,7 @@ redis.register_function{function_name = '%[7]s', callback = read, flags = {'no-w
 
 // library returns the library name, the publish and read function names
 // and the Lua source for a configuration.
-func library(prefix string, maxLen int, ttlMillis int64) (name, publishFn, readFn, touchFn, code string) {
+func library(prefix string, maxLen int, ttlMillis, keyMillis int64) (name, publishFn, readFn, touchFn, code string) {
 	name = "herald"
 	if prefix != DefaultPrefix {
 		name = "herald_" + prefix
@@ -237,7 +263,7 @@ func library(prefix string, maxLen int, ttlMillis int64) (name, publishFn, readF
 	publishFn = prefix + "_publish"
 	readFn = prefix + "_read"
 	touchFn = prefix + "_touch"
-	code = fmt.Sprintf(libraryTemplate, name, libraryVersion, prefix, maxLen, ttlMillis, publishFn, readFn, readBytes, touchFn, touchTTL.Milliseconds())
+	code = fmt.Sprintf(libraryTemplate, name, libraryVersion, prefix, maxLen, ttlMillis, publishFn, readFn, readBytes, touchFn, touchTTL.Milliseconds(), keyMillis)
 	return name, publishFn, readFn, touchFn, code
 }
 

@@ -145,6 +145,18 @@ type Config struct {
 	// (XTRIM MINID ~, at each publish, millisecond resolution). Default 0:
 	// no age limit. Same rule as HistorySize across replicas.
 	HistoryTTL time.Duration
+	// IdempotencyWindow is how long Redis remembers a publish's
+	// idempotency key (broker.Message.Key, or the fourth argument of
+	// FCALL <prefix>_publish): a second publish to the topic with the same
+	// key within it appends nothing and returns the first publish's ID, on
+	// every replica. The record is one Redis string per key,
+	// P:{T}:k:<key>, written in the same function call as the event and
+	// expiring after the window: about 150 bytes plus the key's and the
+	// topic's lengths (see TestKeyRecordMemory). 0 means
+	// broker.DefaultIdempotencyWindow (5 minutes); negative turns keys off
+	// (a publish with a key is then an ordinary publish). Same rule as
+	// HistorySize across replicas.
+	IdempotencyWindow time.Duration
 	// QueueLimit is the number of pending items a subscriber may fall
 	// behind before it is disconnected with broker.ErrSlowConsumer.
 	// Default broker.DefaultQueueLimit.
@@ -224,6 +236,8 @@ type Broker struct {
 
 	wmu  sync.Mutex // guards work
 	work []*topic
+
+	pipe pipeliner // publishes waiting for the one in flight
 }
 
 // New connects to Redis, loads the function library and starts the
@@ -269,7 +283,14 @@ func New(ctx context.Context, cfg Config) (*Broker, error) {
 	if cfg.HistoryTTL > 0 && ttl == 0 {
 		ttl = 1
 	}
-	b.libName, b.publishFn, b.readFn, b.touchFn, b.code = library(b.prefix, size, ttl)
+	keyMs := int64(0)
+	if w := cfg.IdempotencyWindow; w >= 0 {
+		if w == 0 {
+			w = broker.DefaultIdempotencyWindow
+		}
+		keyMs = max(w.Milliseconds(), 1)
+	}
+	b.libName, b.publishFn, b.readFn, b.touchFn, b.code = library(b.prefix, size, ttl, keyMs)
 	if b.rdb == nil {
 		if cfg.URL == "" {
 			return nil, errors.New("redisbroker: Config needs URL or Client")
@@ -352,24 +373,20 @@ func (b *Broker) channel(topic string) string { return b.prefix + ":{" + topic +
 // creates from Config.URL never sends it again by itself; see Config.Client
 // for a client of the caller's.
 func (b *Broker) Publish(ctx context.Context, topic string, msg broker.Message) (string, error) {
-	if err := broker.ValidateTopic(topic); err != nil {
-		return "", err
-	}
-	if err := broker.ValidateMessage(msg); err != nil {
+	if err := validate(topic, msg); err != nil {
 		return "", err
 	}
 	if b.isClosed.Load() {
 		return "", broker.ErrClosed
 	}
-	v, err := b.fcall(ctx, false, b.publishFn, topic, msg.Type, msg.Data)
-	if err != nil {
+	g := &pubGroup{ctx: ctx}
+	g.one[0] = pubCall{topic: topic, msg: msg}
+	g.calls = g.one[:]
+	if err := b.submit(g); err != nil {
 		return "", b.publishError(err)
 	}
-	id, _ := v.(string)
-	if _, _, ok := parseID(id); !ok {
-		return "", fmt.Errorf("redisbroker: unexpected reply to %s: %v", b.publishFn, v)
-	}
-	return id, nil
+	r := g.calls[0].res
+	return r.ID, r.Err
 }
 
 func (b *Broker) publishError(err error) error {
@@ -383,6 +400,8 @@ func (b *Broker) publishError(err error) error {
 	case isServerError(err):
 		msg := err.Error()
 		switch {
+		case strings.Contains(msg, "herald: idempotency key conflict"):
+			return fmt.Errorf("%w: %s", broker.ErrKeyConflict, msg)
 		case strings.Contains(msg, "herald: invalid topic"):
 			return fmt.Errorf("%w: %s", broker.ErrInvalidTopic, msg)
 		case strings.Contains(msg, "herald: "):

@@ -1,0 +1,302 @@
+package redisbroker
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/herald-sse/herald/pkg/broker"
+	"github.com/redis/go-redis/v9"
+)
+
+// Publishes share round trips: a publish that finds none in flight is sent
+// at once by its own goroutine (no timer waits for company); publishes
+// that arrive meanwhile queue up, and when the one in flight is answered
+// the first of them sends the whole queue as one pipeline on one
+// connection, and so on. One pipeline at a time keeps the order of
+// publishes: one that returned before another started is ahead of it in
+// its topic's log, and a batch's events keep their order.
+const (
+	pipelineMax   = 512     // commands per pipeline (a bigger batch goes alone)
+	pipelineBytes = 4 << 20 // bytes of event data per pipeline (idem)
+)
+
+// pubCall is one publish: its topic, message and result.
+type pubCall struct {
+	topic string
+	msg   broker.Message
+	res   broker.PublishResult
+}
+
+// pubGroup is what one caller submits: one publish or a batch. Its calls
+// go out together, in order, in one pipeline.
+type pubGroup struct {
+	ctx   context.Context
+	calls []pubCall
+	one   [1]pubCall // calls of a single publish
+	wake  chan uint8 // cap 1: wakeDone or wakeLead; nil for a leader
+	// Guarded by pipeliner.mu:
+	sent bool // taken into a pipeline
+	lead bool // told to send the queue
+}
+
+const (
+	wakeDone uint8 = 1 + iota // the group's results are set
+	wakeLead                  // the group is first in the queue: send it
+)
+
+// pipeliner is the queue of publishes waiting for the one in flight.
+type pipeliner struct {
+	mu    sync.Mutex
+	busy  bool        // a pipeline is in flight (or being assembled)
+	queue []*pubGroup // waiting, in arrival order; empty unless busy
+	buf   []*pubGroup // the leader's batch, reused
+}
+
+// submit publishes g's calls and returns once their results are set, or
+// with ctx's error when ctx ends first: nothing of g was sent if it was
+// still queued, and the outcome is unknown if it was in flight.
+func (b *Broker) submit(g *pubGroup) error {
+	p := &b.pipe
+	p.mu.Lock()
+	p.queue = append(p.queue, g)
+	if !p.busy {
+		p.busy = true
+		p.mu.Unlock()
+		b.lead(g)
+		return nil
+	}
+	g.wake = make(chan uint8, 1)
+	p.mu.Unlock()
+	var w uint8
+	select {
+	case w = <-g.wake:
+	case <-g.ctx.Done():
+		select {
+		case w = <-g.wake:
+		default:
+		}
+	}
+	switch w {
+	case wakeDone:
+		return nil
+	case wakeLead:
+		b.lead(g)
+		return nil
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if g.sent {
+		return g.ctx.Err()
+	}
+	for i, q := range p.queue {
+		if q == g {
+			p.queue = append(p.queue[:i], p.queue[i+1:]...)
+			break
+		}
+	}
+	if g.lead {
+		p.handoff()
+	}
+	return g.ctx.Err()
+}
+
+// handoff makes the first queued group the leader, or ends the busy state.
+// p.mu is held.
+func (p *pipeliner) handoff() {
+	if len(p.queue) == 0 {
+		p.busy = false
+		return
+	}
+	next := p.queue[0]
+	next.lead = true
+	next.wake <- wakeLead
+}
+
+// lead sends the head of the queue (self first) as one pipeline, wakes the
+// groups it carried and hands the queue to the next leader.
+func (b *Broker) lead(self *pubGroup) {
+	p := &b.pipe
+	p.mu.Lock()
+	n, size, k := 0, 0, 0
+	for k < len(p.queue) {
+		g := p.queue[k]
+		if k > 0 && (n+len(g.calls) > pipelineMax || size >= pipelineBytes) {
+			break
+		}
+		g.sent = true
+		n += len(g.calls)
+		for i := range g.calls {
+			size += len(g.calls[i].msg.Data)
+		}
+		k++
+	}
+	batch := append(p.buf[:0], p.queue[:k]...)
+	p.queue = append(p.queue[:0], p.queue[k:]...)
+	p.mu.Unlock()
+
+	b.run(batch, n)
+
+	for _, g := range batch {
+		if g != self {
+			g.wake <- wakeDone
+		}
+	}
+	clear(batch)
+	p.mu.Lock()
+	p.buf = batch[:0]
+	p.handoff()
+	p.mu.Unlock()
+}
+
+// run sends the calls of batch (n in all) and sets their results.
+func (b *Broker) run(batch []*pubGroup, n int) {
+	ctx, cancel := pipelineContext(batch)
+	defer cancel()
+	if n == 1 {
+		c := &batch[0].calls[0]
+		v, err := b.fcall(ctx, false, b.publishFn, c.topic, publishArgs(c.msg)...)
+		c.res = b.publishResult(v, err)
+		return
+	}
+	calls := make([]*pubCall, 0, n)
+	for _, g := range batch {
+		for i := range g.calls {
+			calls = append(calls, &g.calls[i])
+		}
+	}
+	if !b.loaded.Load() {
+		if err := b.load(ctx); err != nil {
+			for _, c := range calls {
+				c.res = b.publishResult(nil, err)
+			}
+			return
+		}
+	}
+	cmds := b.pipeline(ctx, calls)
+	var again []*pubCall
+	for i, c := range calls {
+		if isFunctionMissing(cmds[i].Err()) {
+			again = append(again, c)
+			continue
+		}
+		c.res = b.publishResult(cmds[i].Result())
+	}
+	if len(again) == 0 {
+		return
+	}
+	// Redis lost the library (restart without persistence, FUNCTION
+	// FLUSH): none of these ran. Load it and send them again, in order.
+	b.log.Warn("redisbroker: function library missing on the server; loading it again", "library", b.libName)
+	if err := b.load(ctx); err != nil {
+		for _, c := range again {
+			c.res = b.publishResult(nil, err)
+		}
+		return
+	}
+	cmds = b.pipeline(ctx, again)
+	for i, c := range again {
+		c.res = b.publishResult(cmds[i].Result())
+	}
+}
+
+// pipeline sends one FCALL <prefix>_publish per call as one pipeline.
+func (b *Broker) pipeline(ctx context.Context, calls []*pubCall) []*redis.Cmd {
+	cmds := make([]*redis.Cmd, len(calls))
+	pipe := b.rdb.Pipeline()
+	keys := make([]string, len(calls))
+	for i, c := range calls {
+		keys[i] = c.topic
+		cmds[i] = pipe.FCall(ctx, b.publishFn, keys[i:i+1], publishArgs(c.msg)...)
+	}
+	// Exec's error is the first command's; every command carries its own.
+	_, _ = pipe.Exec(ctx)
+	return cmds
+}
+
+// publishArgs are the arguments of FCALL <prefix>_publish after the topic.
+func publishArgs(m broker.Message) []any {
+	if m.Key == "" {
+		return []any{m.Type, m.Data}
+	}
+	return []any{m.Type, m.Data, m.Key}
+}
+
+// publishResult turns an FCALL reply into a result.
+func (b *Broker) publishResult(v any, err error) broker.PublishResult {
+	if err != nil {
+		return broker.PublishResult{Err: b.publishError(err)}
+	}
+	id, _ := v.(string)
+	if _, _, ok := parseID(id); !ok {
+		return broker.PublishResult{Err: fmt.Errorf("redisbroker: unexpected reply to %s: %v", b.publishFn, v)}
+	}
+	return broker.PublishResult{ID: id}
+}
+
+// pipelineContext is the context a pipeline is sent with: a lone group's
+// own; for several, none of theirs (one caller giving up must not fail the
+// others' publishes) but the latest of their deadlines, or none if one of
+// them has none (the client's read timeout still bounds the wait).
+func pipelineContext(batch []*pubGroup) (context.Context, context.CancelFunc) {
+	if len(batch) == 1 {
+		return batch[0].ctx, func() {}
+	}
+	var latest time.Time
+	for _, g := range batch {
+		d, ok := g.ctx.Deadline()
+		if !ok {
+			return context.WithoutCancel(batch[0].ctx), func() {}
+		}
+		if d.After(latest) {
+			latest = d
+		}
+	}
+	return context.WithDeadline(context.WithoutCancel(batch[0].ctx), latest)
+}
+
+// PublishBatch implements broker.BatchPublisher: the batch's valid events
+// go to Redis in one pipeline (with other publishes in flight, if any; a
+// batch over 512 events or 4 MiB of data goes in a pipeline of its own),
+// in batch order. An event that is invalid, or that Redis refuses (a key
+// conflict), fails alone. Errors are those of Publish.
+func (b *Broker) PublishBatch(ctx context.Context, batch []broker.Publication) []broker.PublishResult {
+	res := make([]broker.PublishResult, len(batch))
+	g := &pubGroup{ctx: ctx, calls: make([]pubCall, 0, len(batch))}
+	idx := make([]int, 0, len(batch))
+	for i, p := range batch {
+		if err := validate(p.Topic, p.Message); err != nil {
+			res[i].Err = err
+			continue
+		}
+		g.calls = append(g.calls, pubCall{topic: p.Topic, msg: p.Message})
+		idx = append(idx, i)
+	}
+	if len(g.calls) == 0 {
+		return res
+	}
+	if b.isClosed.Load() {
+		for _, i := range idx {
+			res[i].Err = broker.ErrClosed
+		}
+		return res
+	}
+	if err := b.submit(g); err != nil {
+		for _, i := range idx {
+			res[i].Err = b.publishError(err)
+		}
+		return res
+	}
+	for k, i := range idx {
+		res[i] = g.calls[k].res
+	}
+	return res
+}
+
+func validate(topic string, msg broker.Message) error {
+	if err := broker.ValidateTopic(topic); err != nil {
+		return err
+	}
+	return broker.ValidateMessage(msg)
+}
