@@ -24,7 +24,7 @@ type gateHook struct {
 	// sent.
 	beforePipeline func()
 	mu             sync.Mutex
-	trips   []int // commands per round trip with publishes
+	trips          []int // commands per round trip with publishes
 }
 
 func newGateHook(fn string) *gateHook {
