@@ -3,6 +3,7 @@ package server
 import (
 	"context"
 	"log/slog"
+	"time"
 
 	"github.com/herald-sse/herald/pkg/broker"
 	"github.com/herald-sse/herald/pkg/broker/membroker"
@@ -19,14 +20,16 @@ func newBroker(ctx context.Context, cfg Config, log *slog.Logger, m *Metrics) (b
 	if cfg.RedisURL != "" {
 		m.SetBrokerUp(false) // until the broker reports its connection
 		b, err := redisbroker.New(ctx, redisbroker.Config{
-			URL:           cfg.RedisURL,
-			Prefix:        cfg.RedisPrefix,
-			HistorySize:   cfg.HistorySize,
-			HistoryTTL:    cfg.HistoryTTL,
-			QueueLimit:    cfg.QueueLimit,
-			Logger:        log,
-			OnStateChange: m.SetBrokerUp,
-			OnReconnect:   m.BrokerReconnected,
+			URL:         cfg.RedisURL,
+			Prefix:      cfg.RedisPrefix,
+			HistorySize: cfg.HistorySize,
+			HistoryTTL:  cfg.HistoryTTL,
+			QueueLimit:  cfg.QueueLimit,
+
+			IdempotencyWindow: keyWindow(cfg.IdempotencyWindow),
+			Logger:            log,
+			OnStateChange:     m.SetBrokerUp,
+			OnReconnect:       m.BrokerReconnected,
 		})
 		if err != nil {
 			return nil, "", err
@@ -37,7 +40,19 @@ func newBroker(ctx context.Context, cfg Config, log *slog.Logger, m *Metrics) (b
 		HistorySize: cfg.HistorySize,
 		HistoryTTL:  cfg.HistoryTTL,
 		QueueLimit:  cfg.QueueLimit,
+
+		IdempotencyWindow: keyWindow(cfg.IdempotencyWindow),
+		IdempotencyKeys:   cfg.IdempotencyKeys,
 	})
 	m.SetBrokerUp(true) // in-process: always reachable
 	return b, "memory", nil
+}
+
+// keyWindow maps --idempotency-window (0 = off) to the brokers' setting
+// (0 = default, negative = off).
+func keyWindow(w time.Duration) time.Duration {
+	if w == 0 {
+		return -1
+	}
+	return w
 }

@@ -18,6 +18,7 @@ import (
 
 	"github.com/herald-sse/herald/internal/auth"
 	"github.com/herald-sse/herald/pkg/broker"
+	"github.com/herald-sse/herald/pkg/broker/membroker"
 )
 
 // EnvPrefix starts the environment twin of every flag: --redis-url is also
@@ -53,6 +54,16 @@ type Config struct {
 	MaxEventBytes int64
 	// MaxBodyBytes limits the body of a publish request. Default 1 MiB.
 	MaxBodyBytes int64
+	// MaxBatch is the number of events one publish request (a JSON array
+	// or NDJSON body) may carry. Default 1000.
+	MaxBatch int
+	// IdempotencyWindow is how long an idempotency key is remembered per
+	// topic; 0 turns keys off. Default 5m.
+	IdempotencyWindow time.Duration
+	// IdempotencyKeys bounds the keys the in-process broker remembers (the
+	// oldest is forgotten first beyond it). Default 100000. The Redis
+	// broker keeps every key for its window.
+	IdempotencyKeys int
 	// DrainTimeout bounds the whole graceful shutdown. Default 25s.
 	DrainTimeout time.Duration
 	// DrainDelay is how long /readyz answers 503 before streams are closed,
@@ -118,23 +129,27 @@ type Config struct {
 // DefaultConfig returns the configuration used when nothing is set.
 func DefaultConfig() Config {
 	return Config{
-		Addr:           ":8080",
-		RedisPrefix:    "herald",
-		Heartbeat:      15 * time.Second,
-		HistorySize:    1000,
-		QueueLimit:     broker.DefaultQueueLimit,
-		MaxTopics:      16,
-		MaxEventBytes:  64 << 10,
-		MaxBodyBytes:   1 << 20,
-		DrainTimeout:   25 * time.Second,
-		DrainDelay:     2 * time.Second,
-		DrainRetry:     time.Second,
-		WriteTimeout:   10 * time.Second,
-		PublishTimeout: 5 * time.Second,
-		JWTLeeway:      auth.DefaultLeeway,
-		PublishBurst:   20,
-		LogLevel:       slog.LevelInfo,
-		LogFormat:      "text",
+		Addr:          ":8080",
+		RedisPrefix:   "herald",
+		Heartbeat:     15 * time.Second,
+		HistorySize:   1000,
+		QueueLimit:    broker.DefaultQueueLimit,
+		MaxTopics:     16,
+		MaxEventBytes: 64 << 10,
+		MaxBodyBytes:  1 << 20,
+		MaxBatch:      1000,
+
+		IdempotencyWindow: broker.DefaultIdempotencyWindow,
+		IdempotencyKeys:   membroker.DefaultIdempotencyKeys,
+		DrainTimeout:      25 * time.Second,
+		DrainDelay:        2 * time.Second,
+		DrainRetry:        time.Second,
+		WriteTimeout:      10 * time.Second,
+		PublishTimeout:    5 * time.Second,
+		JWTLeeway:         auth.DefaultLeeway,
+		PublishBurst:      20,
+		LogLevel:          slog.LevelInfo,
+		LogFormat:         "text",
 
 		ReadHeaderTimeout: 10 * time.Second,
 		IdleTimeout:       120 * time.Second,
@@ -200,6 +215,9 @@ func ParseCommand(args []string, getenv func(string) string, output io.Writer, c
 	fs.IntVar(&cfg.MaxConnections, "max-connections", cfg.MaxConnections, "concurrent streams (0 = no limit); beyond it new streams get 503")
 	fs.Var(&maxEvent, "max-event-bytes", "limit on the data of one published event (bytes, or with KiB/MiB)")
 	fs.Var(&maxBody, "max-body-bytes", "limit on the body of a publish request (bytes, or with KiB/MiB)")
+	fs.IntVar(&cfg.MaxBatch, "max-batch", cfg.MaxBatch, "events one publish request (JSON array or NDJSON) may carry")
+	fs.Var(durationValue{&cfg.IdempotencyWindow}, "idempotency-window", "how long a publish's idempotency key is remembered per topic (0 = keys off)")
+	fs.IntVar(&cfg.IdempotencyKeys, "idempotency-keys", cfg.IdempotencyKeys, "idempotency keys the in-process broker remembers at most (the oldest goes first)")
 	fs.Var(durationValue{&cfg.DrainTimeout}, "drain-timeout", "deadline of the graceful shutdown after SIGTERM/SIGINT")
 	fs.Var(durationValue{&cfg.DrainDelay}, "drain-delay", "time /readyz answers 503 before streams are closed at shutdown")
 	fs.Var(durationValue{&cfg.DrainRetry}, "drain-retry", "reconnect delay (jittered) sent to streams closed at shutdown")
@@ -301,6 +319,8 @@ func (c *Config) validate(setting func(string) string) error {
 		{"max-topics", int64(c.MaxTopics)},
 		{"max-event-bytes", c.MaxEventBytes},
 		{"max-body-bytes", c.MaxBodyBytes},
+		{"max-batch", int64(c.MaxBatch)},
+		{"idempotency-keys", int64(c.IdempotencyKeys)},
 		{"drain-timeout", int64(c.DrainTimeout)},
 		{"drain-retry", int64(c.DrainRetry)},
 		{"write-timeout", int64(c.WriteTimeout)},
@@ -319,6 +339,7 @@ func (c *Config) validate(setting func(string) string) error {
 		v    int64
 	}{
 		{"history-ttl", int64(c.HistoryTTL)},
+		{"idempotency-window", int64(c.IdempotencyWindow)},
 		{"max-connections", int64(c.MaxConnections)},
 		{"drain-delay", int64(c.DrainDelay)},
 		{"jwt-leeway", int64(c.JWTLeeway)},

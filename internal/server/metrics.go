@@ -57,7 +57,7 @@ func NewMetrics() *Metrics {
 			Name: "herald_events_published_total", Help: "Events accepted by POST /publish.",
 		}),
 		publishErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "herald_publish_errors_total", Help: "POST /publish requests refused, by HTTP status code.",
+			Name: "herald_publish_errors_total", Help: "Events POST /publish refused (each event of a batch counts), by HTTP status code.",
 		}, []string{"code"}),
 		delivered: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "herald_events_delivered_total", Help: "Events written to streams (one per event per stream).",

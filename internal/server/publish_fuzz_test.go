@@ -11,8 +11,9 @@ import (
 )
 
 // FuzzPublish feeds arbitrary bodies, content types and peers to POST
-// /publish: it must never panic, must answer a known status with a JSON
-// object, and must publish exactly when it answers 200.
+// /publish, single events and batches: it must never panic, must answer a
+// known status with a JSON object, and must publish exactly the events it
+// answers an id for.
 func FuzzPublish(f *testing.F) {
 	seeds := []struct{ ct, body, remote string }{
 		{"application/x-www-form-urlencoded", "topic=news&data=hello", "127.0.0.1:1"},
@@ -25,6 +26,10 @@ func FuzzPublish(f *testing.F) {
 		{"text/plain", "hello", "127.0.0.1:1"},
 		{"", "", "10.1.2.3:4"},
 		{";;", "\x00\xff", "garbage"},
+		{"application/x-ndjson", "{\"topic\":\"a\",\"data\":\"1\"}\n\n{\"topic\":\"\"}\nnot json\n{\"topic\":\"b\",\"idempotency_key\":\"k\"}", "127.0.0.1:1"},
+		{"application/json", `[{"topic":"a","data":"x"},7,{"topic":"a b"},{"topic":"c","event":"herald.x"}]`, "127.0.0.1:1"},
+		{"application/json", ` [{"topic":"a","data":"x","idempotency_key":"k 1"}`, "127.0.0.1:1"},
+		{"application/jsonl", "{}", "127.0.0.1:1"},
 	}
 	for _, s := range seeds {
 		f.Add(s.ct, s.body, s.remote)
@@ -47,21 +52,53 @@ func FuzzPublish(f *testing.F) {
 		rec := httptest.NewRecorder()
 		h.ServeHTTP(rec, req)
 		_, after := fb.last()
+		published := after - before
+		var out struct {
+			ID      string
+			Error   string
+			Results []struct {
+				ID     string
+				Status int
+				Error  string
+			}
+		}
+		if err := json.Unmarshal(rec.Body.Bytes(), &out); err != nil {
+			t.Fatalf("answer is not a JSON object: %q", rec.Body)
+		}
 		switch rec.Code {
-		case 200:
-			if after != before+1 {
-				t.Fatalf("200 without exactly one publish (%d -> %d)", before, after)
-			}
-		case 400, 403, 413, 415, 500, 503:
-			if after != before {
-				t.Fatalf("status %d but the event was published", rec.Code)
-			}
+		case 200, 207, 400, 403, 413, 415, 422, 500, 503:
 		default:
 			t.Fatalf("unexpected status %d: %s", rec.Code, rec.Body)
 		}
-		var out map[string]string
-		if err := json.Unmarshal(rec.Body.Bytes(), &out); err != nil {
-			t.Fatalf("answer is not a JSON object: %q", rec.Body)
+		if out.Results == nil { // one event
+			switch {
+			case rec.Code == 207:
+				t.Fatalf("207 without results: %s", rec.Body)
+			case rec.Code == 200 && (published != 1 || out.ID == ""):
+				t.Fatalf("200 without exactly one publish (%d) and its id: %s", published, rec.Body)
+			case rec.Code != 200 && (published != 0 || out.Error == ""):
+				t.Fatalf("status %d but %d published, or no error: %s", rec.Code, published, rec.Body)
+			}
+			return
+		}
+		ids := 0
+		for i, r := range out.Results {
+			if (r.ID != "") == (r.Status != 0 || r.Error != "") || r.ID == "" && (r.Status < 400 || r.Error == "") {
+				t.Fatalf("result %d is neither an id nor a status and error: %+v", i, r)
+			}
+			if r.ID != "" {
+				ids++
+			}
+		}
+		switch {
+		case ids != published:
+			t.Fatalf("%d results with an id, %d events published", ids, published)
+		case rec.Code == 200 && ids != len(out.Results):
+			t.Fatalf("200 with failed events: %s", rec.Body)
+		case rec.Code != 200 && rec.Code != 207 && ids != 0:
+			t.Fatalf("status %d with published events: %s", rec.Code, rec.Body)
+		case rec.Code == 207 && ids == len(out.Results):
+			t.Fatalf("207 with every event published: %s", rec.Body)
 		}
 	})
 }

@@ -95,7 +95,7 @@ func TestPublish(t *testing.T) {
 		{name: "json trailing garbage", contentType: js, body: `{"topic":"a","data":"x"} xyz`, wantStatus: 400, wantErr: "bad JSON"},
 		{name: "json second object", contentType: js, body: `{"topic":"a","data":"x"}{"topic":"b"}`, wantStatus: 400, wantErr: "after the object"},
 		{name: "json data not string", contentType: js, body: `{"topic":"a","data":{"x":1}}`, wantStatus: 400, wantErr: "bad JSON"},
-		{name: "json array", contentType: js, body: `[]`, wantStatus: 400, wantErr: "bad JSON"},
+		{name: "empty json array", contentType: js, body: `[]`, wantStatus: 400, wantErr: "empty batch"},
 		{name: "multipart file part", contentType: mpFileType, body: mpFileBody, wantStatus: 400, wantErr: "file parts"},
 		{name: "multipart without boundary", contentType: "multipart/form-data", body: "x", wantStatus: 400, wantErr: "bad multipart"},
 

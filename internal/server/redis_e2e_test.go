@@ -1,11 +1,18 @@
 package server
 
 import (
+	"encoding/json"
+	"fmt"
+	"math/rand/v2"
 	"net/url"
+	"strings"
 	"testing"
 	"time"
 
+	"github.com/herald-sse/herald/internal/faultproxy"
 	"github.com/herald-sse/herald/internal/testredis"
+	"github.com/herald-sse/herald/pkg/broker"
+	"github.com/herald-sse/herald/pkg/broker/brokertest"
 )
 
 // TestEndToEndRedis runs the server on the Redis broker: publish and
@@ -69,5 +76,115 @@ func TestEndToEndRedis(t *testing.T) {
 	}
 	if ev := st.next(t); ev.ID != id2 || ev.Data != "back" {
 		t.Fatalf("after the reset got %+v, want id %q", ev, id2)
+	}
+}
+
+// keyedPublish posts one event with an Idempotency-Key and returns the
+// status and the id or error.
+func (ls *liveServer) keyedPublish(t *testing.T, topic, data, key string) (int, string) {
+	t.Helper()
+	status, _, body := ls.do(t, "POST", "/publish", map[string]string{
+		"Content-Type":    "application/x-www-form-urlencoded",
+		"Idempotency-Key": key,
+	}, url.Values{"topic": {topic}, "data": {data}}.Encode())
+	var a struct{ ID, Error string }
+	if err := json.Unmarshal([]byte(body), &a); err != nil {
+		t.Fatalf("answer %q: %v", body, err)
+	}
+	if status == 200 {
+		return status, a.ID
+	}
+	return status, a.Error
+}
+
+// TestIdempotencyAcrossReplicasHTTP: a publish via replica A retried via
+// replica B with the same key returns A's id and appends nothing; other
+// content under that key answers 422 on B.
+func TestIdempotencyAcrossReplicasHTTP(t *testing.T) {
+	r := testredis.Start(t)
+	cfg := func(c *Config) { c.RedisURL = r.URL() }
+	a, b := startServer(t, cfg), startServer(t, cfg)
+	st := b.subscribe(t, "topic=keys", "")
+	status, id := a.keyedPublish(t, "keys", "once", "order-17")
+	if status != 200 {
+		t.Fatalf("publish via A: %d %s", status, id)
+	}
+	if status, again := b.keyedPublish(t, "keys", "once", "order-17"); status != 200 || again != id {
+		t.Fatalf("retry via B: %d %q, want 200 and A's id %q", status, again, id)
+	}
+	if status, msg := b.keyedPublish(t, "keys", "changed", "order-17"); status != 422 || !strings.Contains(msg, "order-17") {
+		t.Fatalf("other content via B: %d %q, want 422 naming the key", status, msg)
+	}
+	next := b.publish(t, "keys", "", "next")
+	if ev := st.next(t); ev.ID != id {
+		t.Fatalf("first event %+v, want %q", ev, id)
+	}
+	if ev := st.next(t); ev.ID != next {
+		t.Fatalf("second event %+v, want %q (the retry appended nothing)", ev, next)
+	}
+}
+
+// TestLostRepliesRetriedHTTP: Redis runs publishes whose replies a proxy
+// then loses (at random); the HTTP publisher gets 503 and retries with the
+// same Idempotency-Key until it gets 200. Every event is in the log once,
+// in order, and every retry after the first 200 returns the same id.
+func TestLostRepliesRetriedHTTP(t *testing.T) {
+	r := testredis.Start(t)
+	p := faultproxy.NewReplyDropper(t, r.Addr)
+	ls := startServer(t, func(c *Config) {
+		c.RedisURL = "redis://" + p.Addr() + "/0?dial_timeout=1s&read_timeout=1s&write_timeout=1s"
+	})
+	rng := rand.New(rand.NewPCG(3, 4))
+	const n = 1000
+	ids := make([]string, n)
+	lost := 0
+	for i := range n {
+		key := fmt.Sprintf("evt-%d", i)
+		publish := func() string {
+			for range 20 {
+				if rng.IntN(5) == 0 {
+					p.Arm()
+				}
+				status, v := ls.keyedPublish(t, "lossy", fmt.Sprint(i), key)
+				if status == 200 {
+					return v
+				}
+				if status != 503 {
+					t.Fatalf("publish %d: %d %s", i, status, v)
+				}
+				lost++
+			}
+			t.Fatalf("publish %d: no 200 in 20 tries", i)
+			return ""
+		}
+		ids[i] = publish()
+		if again := publish(); again != ids[i] {
+			t.Fatalf("publish %d: a retry returned %q, the first 200 %q", i, again, ids[i])
+		}
+	}
+	t.Logf("%d events, %d answers 503 after lost replies (%d replies dropped)", n, lost, p.Dropped())
+	if lost < n/10 {
+		t.Errorf("only %d 503s: the fault did not bite", lost)
+	}
+	sub, err := ls.broker.Subscribe(t.Context(), []string{"lossy"}, broker.Cursor{"lossy": "0"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sub.Close()
+	rd := brokertest.NewReader(sub)
+	if !rd.Until(30*time.Second, func(rd *brokertest.Reader) bool { return rd.Count("lossy") >= n }) {
+		t.Fatalf("log: %s", rd)
+	}
+	seq, err := brokertest.ParseSequence("lossy", rd.Items["lossy"])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := seq.IDs(); fmt.Sprint(got) != fmt.Sprint(ids) {
+		t.Fatalf("log has %d events, want the %d ids answered, once each, in order", len(got), n)
+	}
+	for i, e := range seq.Events {
+		if e.Data != fmt.Sprint(i) {
+			t.Fatalf("event %d has data %q", i, e.Data)
+		}
 	}
 }

@@ -146,6 +146,7 @@ func (s *Server) routes() http.Handler {
 		log:         s.log,
 		maxBody:     s.cfg.MaxBodyBytes,
 		maxEvent:    s.cfg.MaxEventBytes,
+		maxBatch:    s.cfg.MaxBatch,
 		timeout:     s.cfg.PublishTimeout,
 		allowRemote: s.cfg.PublishAllow,
 		remoteNotice: "publishing is allowed from loopback addresses only because no authentication is configured; " +
@@ -166,7 +167,7 @@ func (s *Server) routes() http.Handler {
 			s.log.Warn("cors origin not usable for publish", "origin", o, "err", err)
 		}
 	}
-	pubCORS := &cors{origins: origins, methods: "POST", headers: "Content-Type, Authorization"}
+	pubCORS := &cors{origins: origins, methods: "POST", headers: "Content-Type, Authorization, Idempotency-Key"}
 	mux.Handle("/publish", pubCORS.wrap(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.Method == http.MethodPost {
 			_ = http.NewResponseController(w).SetReadDeadline(time.Now().Add(publishReadTimeout))

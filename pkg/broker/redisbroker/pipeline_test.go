@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/herald-sse/herald/internal/faultproxy"
 	"github.com/herald-sse/herald/internal/testredis"
 	"github.com/herald-sse/herald/pkg/broker"
 	"github.com/redis/go-redis/v9"
@@ -161,12 +162,12 @@ func TestPublishesSharePipeline(t *testing.T) {
 // every publish it carried with ErrUnavailable; the next publishes work.
 func TestPipelineFailsEachPublish(t *testing.T) {
 	r := testredis.Start(t)
-	p := startReplyDropper(t, r.Addr)
+	p := faultproxy.NewReplyDropper(t, r.Addr)
 	prefix := "pipefail"
-	c := redis.NewClient(&redis.Options{Addr: p.addr(), MaxRetries: -1, ContextTimeoutEnabled: true, ReadTimeout: time.Second})
+	c := redis.NewClient(&redis.Options{Addr: p.Addr(), MaxRetries: -1, ContextTimeoutEnabled: true, ReadTimeout: time.Second})
 	t.Cleanup(func() { c.Close() })
 	h := newGateHook(prefix + "_publish")
-	h.beforePipeline = p.arm // the pipeline's reply is lost
+	h.beforePipeline = p.Arm // the pipeline's reply is lost
 	c.AddHook(h)
 	b := newBroker(t, r, Config{Client: c, Prefix: prefix, Logger: warnLogger()})
 	topic := uniqueTopic("pipefail")
@@ -195,7 +196,7 @@ func TestPipelineFailsEachPublish(t *testing.T) {
 	if _, err := b.Publish(ctx, topic, broker.Message{Data: "after"}); err != nil {
 		t.Errorf("publish after the broken pipeline: %v", err)
 	}
-	if got := p.dropped.Load(); got != 1 {
+	if got := p.Dropped(); got != 1 {
 		t.Errorf("the proxy dropped %d replies, want 1", got)
 	}
 }
