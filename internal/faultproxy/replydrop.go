@@ -155,4 +155,3 @@ func (p *ReplyDropper) close() {
 	p.ln.Close()
 	p.wg.Wait()
 }
-
