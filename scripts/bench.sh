@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# bench.sh runs herald's scenario set S1-S5 (issue 6) against refserver (the
+# bench.sh runs herald's scenario set S1-S8 against refserver (the
 # plain net/http ceiling), herald with the in-memory broker and herald with
 # Redis, back to back on this machine, and prints a ratio table
 # (herald / refserver) per scenario.
@@ -10,12 +10,18 @@
 # Environment:
 #   REFSERVER_DIR  refserver sources (default: ../shared/tools/refserver from the repo root)
 #   OUT            output directory (default: a new directory under ${TMPDIR:-/tmp})
-#   SCENARIOS      subset to run, e.g. "S1 S3" (default: S1 S2 S3 S4 S5)
+#   SCENARIOS      subset to run, e.g. "S1 S3" (default: S1 S2 S3 S4 S5 S6 S7 S8)
+#                  S1-S5: issue 6 (one sequential publisher, fan-out, scale, idle, burst)
+#                  S6: 8 concurrent HTTP publishers as fast as they go, 1 subscriber
+#                      of their 8 topics (publish path under concurrency)
+#                  S7: S6 with batches of 100 events per request (no refserver: it
+#                      cannot batch; compare with S6 of the same target)
+#                  S8: S6 with an idempotency key on every event (compare with S6)
 #   TARGETS        subset of "refserver herald-mem herald-redis herald-redis-unix herald-redis-fcall" (default: all)
 #                  herald-redis-unix is herald+Redis over the Redis Unix socket
 #                  herald-redis-fcall is herald+Redis with events published by
 #                  FCALL herald_publish straight into Redis instead of POST /publish
-#   FCALL_SCENARIOS  scenarios that run herald-redis-fcall (default: S1 S2)
+#   FCALL_SCENARIOS  scenarios that run herald-redis-fcall (default: S1 S2 S6 S7 S8)
 #   REPEAT         rounds of the whole set, reduced to the median (default 2; QUICK: 1);
 #                  even rounds run the targets in reverse order, so that a drift
 #                  in the machine's load does not always favour the same one
@@ -40,9 +46,9 @@ cd "$root"
 QUICK="${QUICK:-0}"
 REFSERVER_DIR="${REFSERVER_DIR:-$root/../shared/tools/refserver}"
 OUT="${OUT:-$(mktemp -d "${TMPDIR:-/tmp}/herald-bench.XXXXXX")}"
-SCENARIOS="${SCENARIOS:-S1 S2 S3 S4 S5}"
+SCENARIOS="${SCENARIOS:-S1 S2 S3 S4 S5 S6 S7 S8}"
 TARGETS="${TARGETS:-refserver herald-mem herald-redis herald-redis-unix herald-redis-fcall}"
-FCALL_SCENARIOS="${FCALL_SCENARIOS:-S1 S2}"
+FCALL_SCENARIOS="${FCALL_SCENARIOS:-S1 S2 S6 S7 S8}"
 if [ "$QUICK" = 1 ]; then REPEAT="${REPEAT:-1}"; else REPEAT="${REPEAT:-2}"; fi
 SERVER_CPUS="${SERVER_CPUS:-0}"
 LOAD_CPUS="${LOAD_CPUS:-1}"
@@ -201,6 +207,7 @@ if [ "$QUICK" = 1 ]; then
 	S3="-subs 1000 -events 20 -rate 20"
 	S4="-subs $((s4_conns < 2000 ? s4_conns : 2000)) -hold 1s"
 	S5="-subs 200 -duration 2s"
+	S6="-subs 1 -topics 8 -sub-topics 8 -publishers 8 -duration 3s"
 else
 	# The sizes of issue 6.
 	S1="-subs 1 -events 20000"
@@ -208,11 +215,15 @@ else
 	S3="-subs 10000 -events 100 -rate 20 -source-ips 4"
 	S4="-subs $s4_conns -hold 35s -settle 3s -source-ips 4"
 	S5="-subs 1000 -duration 10s"
+	S6="-subs 1 -topics 8 -sub-topics 8 -publishers 8 -duration 10s"
 fi
+S7="$S6 -batch 100"
+S8="$S6 -idempotent"
 
 scenario_args() {
 	case "$1" in
 	S1) echo "$S1" ;; S2) echo "$S2" ;; S3) echo "$S3" ;; S4) echo "$S4" ;; S5) echo "$S5" ;;
+	S6) echo "$S6" ;; S7) echo "$S7" ;; S8) echo "$S8" ;;
 	*) log "unknown scenario $1"; return 1 ;;
 	esac
 }
@@ -241,6 +252,8 @@ for n in $(seq "$REPEAT"); do
 		if [ $((n % 2)) = 0 ]; then order="$(echo "$TARGETS" | tr ' ' '\n' | grep . | tac | tr '\n' ' ')"; fi
 		for target in $order; do
 			extra=""
+			# refserver publishes one event per request, without keys.
+			if [ "$target" = refserver ] && { [ "$sc" = S7 ] || [ "$sc" = S8 ]; }; then continue; fi
 			if [ "$target" = herald-redis-fcall ]; then
 				case " $FCALL_SCENARIOS " in *" $sc "*) ;; *) continue ;; esac
 				extra="-publish redis -redis-url redis://127.0.0.1:$redis_port/0"

@@ -10,16 +10,18 @@ import (
 	"github.com/redis/go-redis/v9"
 )
 
-// Publishes share round trips: a publish that finds none in flight is sent
-// at once by its own goroutine (no timer waits for company); publishes
-// that arrive meanwhile queue up, and when the one in flight is answered
-// the first of them sends the whole queue as one pipeline on one
-// connection, and so on. One pipeline at a time keeps the order of
-// publishes: one that returned before another started is ahead of it in
-// its topic's log, and a batch's events keep their order.
+// Publishes share round trips: a publish that finds fewer than
+// pipelinesInFlight pipelines in flight is sent at once by its own
+// goroutine (no timer waits for company); publishes that arrive while the
+// limit is reached queue up, and when a pipeline is answered the whole
+// queue goes out as the next one, on one connection. Order is kept where
+// it is defined: a publish that returned before another started is ahead
+// of it in its topic's log (it was answered, hence applied, before the
+// other was sent), and a batch's events go in one pipeline, in order.
 const (
-	pipelineMax   = 512     // commands per pipeline (a bigger batch goes alone)
-	pipelineBytes = 4 << 20 // bytes of event data per pipeline (idem)
+	pipelinesInFlight = 2
+	pipelineMax       = 512     // commands per pipeline (a bigger batch goes alone)
+	pipelineBytes     = 4 << 20 // bytes of event data per pipeline (idem)
 )
 
 // pubCall is one publish: its topic, message and result.
@@ -34,24 +36,17 @@ type pubCall struct {
 type pubGroup struct {
 	ctx   context.Context
 	calls []pubCall
-	one   [1]pubCall // calls of a single publish
-	wake  chan uint8 // cap 1: wakeDone or wakeLead; nil for a leader
-	// Guarded by pipeliner.mu:
-	sent bool // taken into a pipeline
-	lead bool // told to send the queue
+	one   [1]pubCall    // calls of a single publish
+	done  chan struct{} // closed when the results are set; nil for a leader
+	sent  bool          // taken into a pipeline; guarded by pipeliner.mu
 }
 
-const (
-	wakeDone uint8 = 1 + iota // the group's results are set
-	wakeLead                  // the group is first in the queue: send it
-)
-
-// pipeliner is the queue of publishes waiting for the one in flight.
+// pipeliner is the queue of publishes waiting for a pipeline.
 type pipeliner struct {
-	mu    sync.Mutex
-	busy  bool        // a pipeline is in flight (or being assembled)
-	queue []*pubGroup // waiting, in arrival order; empty unless busy
-	buf   []*pubGroup // the leader's batch, reused
+	limit    int // pipelines in flight at most (pipelinesInFlight; tests change it)
+	mu       sync.Mutex
+	inFlight int         // pipelines being sent or awaited
+	queue    []*pubGroup // waiting, in arrival order; empty unless inFlight is at the limit
 }
 
 // submit publishes g's calls and returns once their results are set, or
@@ -60,94 +55,80 @@ type pipeliner struct {
 func (b *Broker) submit(g *pubGroup) error {
 	p := &b.pipe
 	p.mu.Lock()
-	p.queue = append(p.queue, g)
-	if !p.busy {
-		p.busy = true
+	if p.inFlight < p.limit { // then nothing is queued
+		p.inFlight++
+		g.sent = true
 		p.mu.Unlock()
 		b.lead(g)
 		return nil
 	}
-	g.wake = make(chan uint8, 1)
+	p.queue = append(p.queue, g)
+	g.done = make(chan struct{})
 	p.mu.Unlock()
-	var w uint8
 	select {
-	case w = <-g.wake:
+	case <-g.done:
+		return nil
 	case <-g.ctx.Done():
-		select {
-		case w = <-g.wake:
-		default:
-		}
-	}
-	switch w {
-	case wakeDone:
-		return nil
-	case wakeLead:
-		b.lead(g)
-		return nil
 	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if g.sent {
-		return g.ctx.Err()
-	}
-	for i, q := range p.queue {
-		if q == g {
-			p.queue = append(p.queue[:i], p.queue[i+1:]...)
-			break
+	if !g.sent {
+		for i, q := range p.queue {
+			if q == g {
+				p.queue = append(p.queue[:i], p.queue[i+1:]...)
+				break
+			}
 		}
-	}
-	if g.lead {
-		p.handoff()
 	}
 	return g.ctx.Err()
 }
 
-// handoff makes the first queued group the leader, or ends the busy state.
-// p.mu is held.
-func (p *pipeliner) handoff() {
-	if len(p.queue) == 0 {
-		p.busy = false
-		return
-	}
-	next := p.queue[0]
-	next.lead = true
-	next.wake <- wakeLead
-}
-
-// lead sends the head of the queue (self first) as one pipeline, wakes the
-// groups it carried and hands the queue to the next leader.
+// lead sends one pipeline: self alone (a caller that found a free slot;
+// nothing is queued then), or with self nil the head of the queue, whose
+// groups it then wakes. If more wait by then, a new goroutine takes over
+// this pipeline slot for them; else the slot is freed.
 func (b *Broker) lead(self *pubGroup) {
 	p := &b.pipe
-	p.mu.Lock()
-	n, size, k := 0, 0, 0
-	for k < len(p.queue) {
-		g := p.queue[k]
-		if k > 0 && (n+len(g.calls) > pipelineMax || size >= pipelineBytes) {
-			break
+	if self != nil {
+		b.run([]*pubGroup{self}, len(self.calls))
+	} else {
+		p.mu.Lock()
+		n, size, k := 0, 0, 0
+		for k < len(p.queue) {
+			g := p.queue[k]
+			if k > 0 && (n+len(g.calls) > pipelineMax || size >= pipelineBytes) {
+				break
+			}
+			g.sent = true
+			n += len(g.calls)
+			for i := range g.calls {
+				size += len(g.calls[i].msg.Data)
+			}
+			k++
 		}
-		g.sent = true
-		n += len(g.calls)
-		for i := range g.calls {
-			size += len(g.calls[i].msg.Data)
+		if k == 0 { // everything queued withdrew meanwhile
+			p.inFlight--
+			p.mu.Unlock()
+			return
 		}
-		k++
+		batch := make([]*pubGroup, k)
+		copy(batch, p.queue)
+		p.queue = append(p.queue[:0], p.queue[k:]...)
+		p.mu.Unlock()
+		b.run(batch, n)
+		for _, g := range batch {
+			close(g.done)
+		}
 	}
-	batch := append(p.buf[:0], p.queue[:k]...)
-	p.queue = append(p.queue[:0], p.queue[k:]...)
-	p.mu.Unlock()
-
-	b.run(batch, n)
-
-	for _, g := range batch {
-		if g != self {
-			g.wake <- wakeDone
-		}
-	}
-	clear(batch)
 	p.mu.Lock()
-	p.buf = batch[:0]
-	p.handoff()
+	more := len(p.queue) > 0
+	if !more {
+		p.inFlight--
+	}
 	p.mu.Unlock()
+	if more {
+		go b.lead(nil)
+	}
 }
 
 // run sends the calls of batch (n in all) and sets their results.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -14,13 +15,14 @@ import (
 	"github.com/redis/go-redis/v9"
 )
 
-// gateHook holds the first publish FCALL until released and records the
-// size of every round trip that carries publishes.
+// gateHook holds the first hold publish FCALLs until released and records
+// the size of every round trip that carries publishes.
 type gateHook struct {
 	fn      string
-	held    chan struct{} // closed when the first publish is being held
+	hold    int
+	held    chan struct{} // closed when hold publishes are being held
 	release chan struct{}
-	once    sync.Once
+	holding int // guarded by mu
 	// beforePipeline, if set, runs before a pipeline with publishes is
 	// sent.
 	beforePipeline func()
@@ -28,8 +30,8 @@ type gateHook struct {
 	trips          []int // commands per round trip with publishes
 }
 
-func newGateHook(fn string) *gateHook {
-	return &gateHook{fn: fn, held: make(chan struct{}), release: make(chan struct{})}
+func newGateHook(fn string, hold int) *gateHook {
+	return &gateHook{fn: fn, hold: hold, held: make(chan struct{}), release: make(chan struct{})}
 }
 
 func (h *gateHook) DialHook(next redis.DialHook) redis.DialHook { return next }
@@ -42,7 +44,17 @@ func (h *gateHook) isPublish(cmd redis.Cmder) bool {
 func (h *gateHook) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
 	return func(ctx context.Context, cmd redis.Cmder) error {
 		if h.isPublish(cmd) {
-			h.once.Do(func() { close(h.held); <-h.release })
+			h.mu.Lock()
+			hold := h.holding < h.hold
+			if hold {
+				if h.holding++; h.holding == h.hold {
+					close(h.held)
+				}
+			}
+			h.mu.Unlock()
+			if hold {
+				<-h.release
+			}
 			h.mu.Lock()
 			h.trips = append(h.trips, 1)
 			h.mu.Unlock()
@@ -83,18 +95,26 @@ func (b *Broker) queued() int {
 	return len(b.pipe.queue)
 }
 
-// TestPublishesSharePipeline: publishes that arrive while one is in flight
-// go out together as one pipeline, in arrival order, and each gets its
-// own answer; a queued publish whose ctx ends is withdrawn (nothing is
-// appended) without stalling the others, even when it was next to lead.
+// TestPublishesSharePipeline: publishes that arrive while the pipelines in
+// flight are at the limit go out together as one pipeline, in arrival
+// order, and each gets its own answer; a queued publish whose ctx ends is
+// withdrawn (nothing is appended) without stalling the others, even the
+// first in the queue.
 func TestPublishesSharePipeline(t *testing.T) {
+	for _, limit := range []int{1, pipelinesInFlight} {
+		t.Run(fmt.Sprint("in flight ", limit), func(t *testing.T) { testSharePipeline(t, limit) })
+	}
+}
+
+func testSharePipeline(t *testing.T, limit int) {
 	r := testredis.Start(t)
 	c := redis.NewClient(&redis.Options{Addr: r.Addr, MaxRetries: -1, ContextTimeoutEnabled: true})
 	t.Cleanup(func() { c.Close() })
 	prefix := "pipe"
-	h := newGateHook(prefix + "_publish")
+	h := newGateHook(prefix+"_publish", limit)
 	c.AddHook(h)
 	b := newBroker(t, r, Config{Client: c, Prefix: prefix, Logger: warnLogger()})
+	b.pipe.limit = limit
 	topic := uniqueTopic("pipe")
 	ctx, cancel := context.WithTimeout(t.Context(), waitTimeout)
 	defer cancel()
@@ -109,7 +129,9 @@ func TestPublishesSharePipeline(t *testing.T) {
 		id, err := b.Publish(ctx, topic, broker.Message{Data: fmt.Sprint(i)})
 		results <- result{i, id, err}
 	}
-	go publish(ctx, 0) // the leader, held in the hook
+	for i := range limit { // the leaders, held in the hook
+		go publish(ctx, -1-i)
+	}
 	<-h.held
 	// Queued one by one, so their order is known. Number 1 is next to
 	// lead and 4 is in the middle: both give up before the release.
@@ -134,27 +156,31 @@ func TestPublishesSharePipeline(t *testing.T) {
 	}
 	close(h.release)
 	ids := map[int]string{}
-	for range 6 {
+	for range 5 + limit {
 		res := <-results
 		if res.err != nil {
 			t.Fatalf("publish %d: %v", res.i, res.err)
 		}
 		ids[res.i] = res.id
 	}
-	want := []string{ids[0], ids[2], ids[3], ids[5], ids[6], ids[7]}
-	if got := logIDs(t, r.Client(t), prefix, topic); fmt.Sprint(got) != fmt.Sprint(want) {
-		t.Errorf("log %v, want %v (publishes 0, 2, 3, 5, 6, 7 in order)", got, want)
+	// The leaders were concurrent: either order. The queued ones follow,
+	// in order.
+	got := logIDs(t, r.Client(t), prefix, topic)
+	want := []string{ids[2], ids[3], ids[5], ids[6], ids[7]}
+	if len(got) != limit+5 || fmt.Sprint(got[limit:]) != fmt.Sprint(want) {
+		t.Errorf("log %v, want %d leaders then %v (publishes 2, 3, 5, 6, 7 in order)", got, limit, want)
 	}
-	if trips := h.roundTrips(); fmt.Sprint(trips) != "[1 5]" {
-		t.Errorf("round trips carried %v publishes, want [1 5]: the five queued ones in one pipeline", trips)
+	wantTrips := strings.Repeat("1 ", limit) + "5"
+	if trips := h.roundTrips(); fmt.Sprint(trips) != "["+wantTrips+"]" {
+		t.Errorf("round trips carried %v publishes, want [%s]: the five queued ones in one pipeline", trips, wantTrips)
 	}
 
 	// A lone publish afterwards goes at once, alone.
 	if _, err := b.Publish(ctx, topic, broker.Message{Data: "lone"}); err != nil {
 		t.Fatal(err)
 	}
-	if trips := h.roundTrips(); fmt.Sprint(trips) != "[1 5 1]" {
-		t.Errorf("round trips %v, want [1 5 1]", trips)
+	if trips := h.roundTrips(); fmt.Sprint(trips) != "["+wantTrips+" 1]" {
+		t.Errorf("round trips %v, want [%s 1]", trips, wantTrips)
 	}
 }
 
@@ -166,10 +192,11 @@ func TestPipelineFailsEachPublish(t *testing.T) {
 	prefix := "pipefail"
 	c := redis.NewClient(&redis.Options{Addr: p.Addr(), MaxRetries: -1, ContextTimeoutEnabled: true, ReadTimeout: time.Second})
 	t.Cleanup(func() { c.Close() })
-	h := newGateHook(prefix + "_publish")
+	h := newGateHook(prefix+"_publish", 1)
 	h.beforePipeline = p.Arm // the pipeline's reply is lost
 	c.AddHook(h)
 	b := newBroker(t, r, Config{Client: c, Prefix: prefix, Logger: warnLogger()})
+	b.pipe.limit = 1
 	topic := uniqueTopic("pipefail")
 	ctx, cancel := context.WithTimeout(t.Context(), waitTimeout)
 	defer cancel()

@@ -263,6 +263,7 @@ func New(ctx context.Context, cfg Config) (*Broker, error) {
 		retry:       make(map[string]bool),
 		subFails:    make(map[string]int),
 	}
+	b.pipe.limit = pipelinesInFlight
 	if b.prefix == "" {
 		b.prefix = DefaultPrefix
 	}
