@@ -174,7 +174,7 @@ func TestPublishBatchHTTP(t *testing.T) {
 	}
 	for i, w := range want {
 		r := a.Results[i]
-		if w == 0 && (r.ID == "" || r.Status != 0) || w != 0 && (r.Status != w || r.Error == "" || r.ID != "") {
+		if w == 0 && (r.ID == "" || r.Status != 0 || r.Index != nil) || w != 0 && (r.Status != w || r.Error == "" || r.ID != "" || r.Index == nil || *r.Index != i) {
 			t.Errorf("result %d: %+v, want status %d", i, r, w)
 		}
 	}

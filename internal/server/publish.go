@@ -215,6 +215,7 @@ type publishBody struct {
 // batchResult is one event's entry in a batch answer.
 type batchResult struct {
 	ID     string `json:"id,omitempty"`
+	Index  *int   `json:"index,omitempty"` // of a failed event, from 0
 	Status int    `json:"status,omitempty"`
 	Error  string `json:"error,omitempty"`
 }
@@ -261,7 +262,7 @@ func (h *publishHandler) serveBatch(w http.ResponseWriter, r *http.Request, gran
 			continue
 		}
 		h.metrics.PublishError(herr.status)
-		results[i].Status, results[i].Error = herr.status, herr.msg
+		results[i].Index, results[i].Status, results[i].Error = &i, herr.status, herr.msg
 		if common == 0 {
 			common = herr.status
 		} else if common != herr.status {
