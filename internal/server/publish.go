@@ -12,6 +12,7 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"net/url"
 	"strconv"
 	"strings"
 	"time"
@@ -334,10 +335,13 @@ func (h *publishHandler) decode(w http.ResponseWriter, r *http.Request) (*publis
 		items, herr := decodeLines(b)
 		return h.batch(key, items, herr)
 	case formType:
-		if err := r.ParseForm(); err != nil {
-			return nil, bodyError(err, h.maxBody, "bad form body")
+		// The body alone (not the URL's query, as r.PostForm), parsed
+		// without building a url.Values.
+		b, err := io.ReadAll(r.Body)
+		if err != nil {
+			return nil, bodyError(err, h.maxBody, "reading the body")
 		}
-		if req, herr = formFields(r.PostForm); herr != nil {
+		if req, herr = parseForm(b); herr != nil {
 			return nil, herr
 		}
 	case "multipart/form-data":
@@ -490,6 +494,73 @@ const (
 	ndjsonType = "application/x-ndjson"
 	jsonlType  = "application/jsonl"
 )
+
+// parseForm reads an application/x-www-form-urlencoded body as
+// url.ParseQuery does (pairs separated by '&', a ';' is an error, names
+// and values unescaped) and picks the fields of an event; others are
+// ignored.
+func parseForm(b []byte) (publishRequest, *httpError) {
+	var req publishRequest
+	var seen [4]int
+	for len(b) > 0 {
+		pair := b
+		if i := bytes.IndexByte(b, '&'); i >= 0 {
+			pair, b = b[:i], b[i+1:]
+		} else {
+			b = nil
+		}
+		if bytes.IndexByte(pair, ';') >= 0 {
+			return req, errorf(http.StatusBadRequest, "bad form body: invalid semicolon separator in query")
+		}
+		if len(pair) == 0 {
+			continue
+		}
+		name, value, _ := bytes.Cut(pair, []byte{'='})
+		n, err := unescapeForm(name)
+		if err != nil {
+			return req, errorf(http.StatusBadRequest, "bad form body: %v", err)
+		}
+		var dst *string
+		k := -1
+		switch n {
+		case "topic":
+			dst, k = &req.Topic, 0
+		case "event":
+			dst, k = &req.Event, 1
+		case "data":
+			dst, k = &req.Data, 2
+		case "idempotency_key":
+			dst, k = &req.Key, 3
+		default: // ignored, but it must be well-formed
+			if _, err := unescapeForm(value); err != nil {
+				return req, errorf(http.StatusBadRequest, "bad form body: %v", err)
+			}
+			continue
+		}
+		v, err := unescapeForm(value)
+		if err != nil {
+			return req, errorf(http.StatusBadRequest, "bad form body: %v", err)
+		}
+		if seen[k]++; seen[k] == 1 {
+			*dst = v
+		}
+	}
+	for k, name := range [...]string{"topic", "event", "data", "idempotency_key"} {
+		if seen[k] > 1 {
+			return req, errorf(http.StatusBadRequest, "field %q given %d times; publish one event per form, or send a JSON array or NDJSON for a batch", name, seen[k])
+		}
+	}
+	return req, nil
+}
+
+// unescapeForm is url.QueryUnescape without a copy when there is nothing
+// to unescape.
+func unescapeForm(b []byte) (string, error) {
+	if bytes.IndexByte(b, '%') < 0 && bytes.IndexByte(b, '+') < 0 {
+		return string(b), nil
+	}
+	return url.QueryUnescape(string(b))
+}
 
 // formFields picks topic, event, data and idempotency_key; each may appear
 // once.
