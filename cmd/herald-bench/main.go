@@ -15,6 +15,12 @@
 // with the bytes per connection that gives. Output: a human-readable table,
 // then one line of JSON (the last line) to compare runs.
 //
+// With -batch N each publish request carries N events: over HTTP one
+// application/x-ndjson body (herald's batch publish; its per-event results
+// count each event as published or failed), over Redis one pipeline of
+// FCALLs. -rate counts events; the publish RTT is per request. A server
+// that knows only the single-event form (refserver) fails such requests.
+//
 // Every phase is bounded: connects by -connect-timeout, publishing by
 // -events and/or -duration, the wait for stragglers by -drain-timeout, and
 // the whole run by -timeout.
@@ -47,6 +53,7 @@ type config struct {
 	events      int
 	rate        float64
 	publishers  int
+	batch       int
 	duration    time.Duration
 	payload     int
 	eventType   string
@@ -118,6 +125,7 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	fs.IntVar(&c.events, "events", 0, "events to publish in total, spread round-robin over the topics (0: until -duration)")
 	fs.Float64Var(&c.rate, "rate", 0, "publish rate in events/s over all publishers (0: as fast as the publishers go)")
 	fs.IntVar(&c.publishers, "publishers", 1, "concurrent publishers; each owns topics p, p+P, ... so per-topic order holds (capped at -topics)")
+	fs.IntVar(&c.batch, "batch", 1, "events per publish request: with -publish http one application/x-ndjson body (1: a single-event form), with redis one pipeline of FCALLs")
 	fs.DurationVar(&c.duration, "duration", 0, "bound on the publishing phase (0: until -events)")
 	fs.IntVar(&c.payload, "payload", 64, "event data size in bytes (at least the ~40-byte header holding sequence and send time)")
 	fs.StringVar(&c.eventType, "event-type", "", "event type of published events (empty: the default message type)")
@@ -157,6 +165,8 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 		return c, errors.New("-subs, -events, -rate, -payload must be >= 0; -topics, -publishers >= 1")
 	case c.connectConcurrency < 1 || c.sourceIPs < 1 || c.sourceIPs > 254:
 		return c, errors.New("-connect-concurrency >= 1, -source-ips in 1..254")
+	case c.batch < 1:
+		return c, fmt.Errorf("-batch %d: want >= 1 (events per publish request)", c.batch)
 	case c.publishVia != "http" && c.publishVia != "redis":
 		return c, fmt.Errorf("-publish %q: want http or redis", c.publishVia)
 	case c.timeout <= 0 || c.connectTimeout <= 0:

@@ -23,6 +23,7 @@ type result struct {
 	Subs       int      `json:"subs"`
 	Topics     int      `json:"topics"`
 	Payload    int      `json:"payload"`
+	Batch      int      `json:"batch"`
 	RateWanted float64  `json:"rate"`
 	NoFile     uint64   `json:"nofile"`
 
@@ -160,7 +161,7 @@ func run(ctx context.Context, cfg config, progress io.Writer) (*result, error) {
 		prefix = fmt.Sprintf("bench-%08x-", r.runID)
 	}
 	res := &result{Scenario: cfg.scenario, Target: cfg.target, URLs: cfg.urls, Publish: cfg.publishVia,
-		Subs: cfg.subs, Topics: cfg.topics, Payload: cfg.payload, RateWanted: cfg.rate}
+		Subs: cfg.subs, Topics: cfg.topics, Payload: cfg.payload, Batch: cfg.batch, RateWanted: cfg.rate}
 	nofile, err := raiseNofile()
 	if err != nil {
 		fmt.Fprintf(progress, "herald-bench: cannot raise the file limit: %v\n", err)
@@ -441,8 +442,9 @@ func run(ctx context.Context, cfg config, progress io.Writer) (*result, error) {
 }
 
 // publishLoop is publisher p of nPub: it owns topics p, p+nPub, ... and
-// publishes to them round-robin, paced by -rate, until it has sent quota
-// events (0: no limit), the deadline passes or ctx ends.
+// publishes to them round-robin, -batch events per request, paced by -rate
+// (in events), until it has sent quota events (0: no limit), the deadline
+// passes or ctx ends.
 func (r *runner) publishLoop(ctx context.Context, pub publisher, p, nPub int, prefix string, okPerTopic []uint64,
 	quota int, deadline time.Time, published, pubErrors *atomic.Uint64) {
 	var mine []int
@@ -456,14 +458,25 @@ func (r *runner) publishLoop(ctx context.Context, pub publisher, p, nPub int, pr
 	if r.cfg.rate > 0 {
 		interval = time.Duration(float64(time.Second) * float64(nPub) / r.cfg.rate)
 	}
+	batch := max(r.cfg.batch, 1)
+	bufs := make([][]byte, batch)
+	for i := range bufs {
+		bufs[i] = make([]byte, 0, r.cfg.payload+64)
+	}
+	evs := make([]pubEvent, batch)
+	topicOf := make([]int, batch)
+	errs := make([]error, batch)
 	start := time.Now()
-	buf := make([]byte, 0, r.cfg.payload+64)
-	for k := 0; ; k++ {
+	for k := 0; ; { // k: events sent so far
 		if ctx.Err() != nil || (!deadline.IsZero() && !time.Now().Before(deadline)) {
 			return
 		}
-		if r.cfg.events > 0 && k >= quota {
-			return
+		n := batch
+		if r.cfg.events > 0 {
+			if k >= quota {
+				return
+			}
+			n = min(n, quota-k)
 		}
 		if interval > 0 {
 			if wait := time.Until(start.Add(time.Duration(k) * interval)); wait > 0 {
@@ -473,21 +486,28 @@ func (r *runner) publishLoop(ctx context.Context, pub publisher, p, nPub int, pr
 				}
 			}
 		}
-		i := k % len(mine)
-		seq[i]++
 		sent := time.Since(r.t0)
-		buf = appendPayload(buf[:0], r.runID, mine[i], seq[i], int64(sent), r.cfg.payload)
-		err := pub.publish(ctx, names[i], r.cfg.eventType, buf)
-		r.publishRTT.record(p, time.Since(r.t0)-sent)
-		if err != nil {
-			pubErrors.Add(1)
-			if ctx.Err() == nil {
-				r.noteErr("publish", err)
-			}
-			continue
+		for j := range n {
+			i := (k + j) % len(mine)
+			seq[i]++
+			bufs[j] = appendPayload(bufs[j][:0], r.runID, mine[i], seq[i], int64(sent), r.cfg.payload)
+			evs[j] = pubEvent{topic: names[i], data: bufs[j]}
+			topicOf[j] = mine[i]
 		}
-		okPerTopic[mine[i]]++
-		published.Add(1)
+		k += n
+		pub.publish(ctx, r.cfg.eventType, evs[:n], errs[:n])
+		r.publishRTT.record(p, time.Since(r.t0)-sent)
+		for j, err := range errs[:n] {
+			if err != nil {
+				pubErrors.Add(1)
+				if ctx.Err() == nil {
+					r.noteErr("publish", err)
+				}
+				continue
+			}
+			okPerTopic[topicOf[j]]++
+			published.Add(1)
+		}
 	}
 }
 
@@ -534,7 +554,8 @@ func (res *result) printTable(w io.Writer) {
 	fmt.Fprintf(w, "%-16s %d on %s (%d topics, payload %d B, nofile %d)\n", "subscribers", res.Subs, strings.Join(res.URLs, ","), res.Topics, res.Payload, res.NoFile)
 	fmt.Fprintf(w, "%-16s %d ok, %d failed; %s\n", "connected", res.Connected, res.ConnectErrors, dist(res.Connect))
 	fmt.Fprintf(w, "%-16s %d before publishing, %d at the end, %d ended by server/network\n", "held", res.Held, res.OpenAtEnd, res.StreamErrors)
-	fmt.Fprintf(w, "%-16s %d ok, %d failed via %s, %.0f/s; rtt %s\n", "published", res.Published, res.PublishErrors, res.Publish, res.PublishPerSec, dist(res.PublishRTT))
+	fmt.Fprintf(w, "%-16s %d ok, %d failed via %s (batch %d), %.0f/s; rtt per request %s\n", "published",
+		res.Published, res.PublishErrors, res.Publish, max(res.Batch, 1), res.PublishPerSec, dist(res.PublishRTT))
 	fmt.Fprintf(w, "%-16s %d of %d expected, %.0f deliveries/s\n", "delivered", res.Delivered, res.Expected, res.DeliveriesPerS)
 	fmt.Fprintf(w, "%-16s %s\n", "latency", dist(res.Latency))
 	if res.Published > 0 {

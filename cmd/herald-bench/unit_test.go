@@ -3,6 +3,8 @@ package main
 import (
 	"bufio"
 	"bytes"
+	"encoding/json"
+	"io"
 	"math/rand/v2"
 	"os"
 	"strings"
@@ -181,5 +183,76 @@ func TestCPUReaders(t *testing.T) {
 	}
 	if _, err := procCPU(-1); err == nil {
 		t.Error("procCPU(-1) did not fail")
+	}
+}
+
+func TestAppendNDJSONEvent(t *testing.T) {
+	ev := pubEvent{topic: `t"1\`, data: []byte("hb1 a\x01\n\"é"), key: "k-1"}
+	b := appendNDJSONEvent(nil, ev, "ty")
+	b = appendNDJSONEvent(b, pubEvent{topic: "t2", data: []byte("x")}, "")
+	lines := strings.Split(string(b), "\n")
+	if len(lines) != 3 || lines[2] != "" {
+		t.Fatalf("want two lines ending in LF: %q", b)
+	}
+	var got struct {
+		Topic, Event, Data string
+		Key                *string `json:"idempotency_key"`
+	}
+	if err := json.Unmarshal([]byte(lines[0]), &got); err != nil {
+		t.Fatalf("%q: %v", lines[0], err)
+	}
+	if got.Topic != ev.topic || got.Event != "ty" || got.Data != string(ev.data) || got.Key == nil || *got.Key != "k-1" {
+		t.Errorf("decoded %+v from %q", got, lines[0])
+	}
+	if want := `{"topic":"t2","data":"x"}`; lines[1] != want {
+		t.Errorf("no event type, no key: %s, want %s", lines[1], want)
+	}
+}
+
+func TestParseBatchAnswer(t *testing.T) {
+	var ans batchAnswer
+	errs := make([]error, 3)
+	body := `{"results":[{"id":"1-0"},{"status":503,"error":"broker down"},{"id":"1-1"}]}`
+	if err := parseBatchAnswer(207, []byte(body), &ans, errs); err != nil {
+		t.Fatal(err)
+	}
+	if errs[0] != nil || errs[2] != nil || errs[1] == nil || errs[1].Error() != "publish: status 503: broker down" {
+		t.Errorf("207: %v", errs)
+	}
+	// The next answer reuses the results: nothing of the 503 may remain.
+	if err := parseBatchAnswer(200, []byte(`{"results":[{"id":"a"},{"id":"b"},{"id":"c"}]}`), &ans, errs); err != nil || errs[1] != nil {
+		t.Errorf("200 after 207: %v %v", err, errs)
+	}
+	for _, c := range []struct {
+		status int
+		body   string
+		want   string
+	}{
+		{400, "missing topic\n", "publish: status 400: missing topic"},                                 // refserver: no batches
+		{200, `{"results":[{"id":"a"}]}`, "publish: status 200: 1 results for 3 events"},               // too few results
+		{200, `{"id":"a"}`, "publish: status 200: 0 results for 3 events"},                             // a single-event answer
+		{503, `{"error":"broker unavailable"}`, `publish: status 503: {"error":"broker unavailable"}`}, // no results at all
+	} {
+		err := parseBatchAnswer(c.status, []byte(c.body), &ans, errs)
+		if err == nil || !strings.HasPrefix(err.Error(), c.want) {
+			t.Errorf("status %d %q: %v, want %q", c.status, c.body, err, c.want)
+		}
+	}
+	// A common failure with one result per event: each event's own.
+	if err := parseBatchAnswer(503, []byte(`{"results":[{"status":503,"error":"x"},{"status":503,"error":"x"},{"status":503,"error":"x"}]}`), &ans, errs); err != nil || errs[0] == nil || errs[2] == nil {
+		t.Errorf("503 with results: %v %v", err, errs)
+	}
+}
+
+func TestParseFlagsNew(t *testing.T) {
+	for _, args := range [][]string{{"-batch", "0"}, {"-batch", "-2"}} {
+		_, err := parseFlags(append([]string{"-url", "http://x"}, args...), io.Discard)
+		if err == nil || !strings.Contains(err.Error(), "-batch") {
+			t.Errorf("%q: %v, want an error naming -batch", args, err)
+		}
+	}
+	c, err := parseFlags([]string{"-url", "http://x"}, io.Discard)
+	if err != nil || c.batch != 1 {
+		t.Errorf("defaults: batch %d, %v", c.batch, err)
 	}
 }

@@ -1,0 +1,65 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"log/slog"
+	"net"
+	"testing"
+	"time"
+
+	"github.com/herald-sse/herald/internal/server"
+)
+
+// startHerald serves herald with its in-process broker on a loopback port
+// (publishing is open to loopback) and returns its base URL.
+func startHerald(t *testing.T) string {
+	t.Helper()
+	cfg := server.DefaultConfig()
+	cfg.Addr = "127.0.0.1:0"
+	cfg.DrainDelay = 0
+	cfg.DrainTimeout = 5 * time.Second
+	cfg.PublishBurst = 1 << 20
+	s, err := server.New(context.Background(), cfg, server.Options{Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	served := make(chan error, 1)
+	go func() { served <- s.Serve(ln) }()
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		if err := s.Shutdown(ctx); err != nil {
+			t.Errorf("herald shutdown: %v", err)
+		}
+		if err := <-served; err != nil {
+			t.Errorf("herald serve: %v", err)
+		}
+	})
+	return "http://" + ln.Addr().String()
+}
+
+func TestHeraldBatch(t *testing.T) {
+	u := startHerald(t)
+	cfg := testConfig(u)
+	cfg.events = 103
+	cfg.batch = 10
+	res, err := run(context.Background(), cfg, &bytes.Buffer{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Published != 103 || res.PublishErrors != 0 || res.Expected != 3*52+3*51 {
+		t.Fatalf("published %d (%d errors) expected %d: %q", res.Published, res.PublishErrors, res.Expected, res.Errors)
+	}
+	if res.Delivered != res.Expected || res.Lost != 0 || res.Duplicated != 0 || res.Reordered != 0 || res.CompleteSubs != 6 {
+		t.Errorf("delivered %d lost %d dup %d reordered %d complete %d; errors %q",
+			res.Delivered, res.Lost, res.Duplicated, res.Reordered, res.CompleteSubs, res.Errors)
+	}
+	if res.PublishRTT.N != 12 { // per publisher: 52 = 5×10+2, 51 = 5×10+1
+		t.Errorf("publish RTT recorded %d times, want 12 (per request)", res.PublishRTT.N)
+	}
+}
