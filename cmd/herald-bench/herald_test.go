@@ -63,3 +63,20 @@ func TestHeraldBatch(t *testing.T) {
 		t.Errorf("publish RTT recorded %d times, want 12 (per request)", res.PublishRTT.N)
 	}
 }
+
+func TestHeraldIdempotent(t *testing.T) {
+	u := startHerald(t)
+	for _, batch := range []int{1, 7} {
+		cfg := testConfig(u)
+		cfg.idempotent = true
+		cfg.batch = batch
+		res, err := run(context.Background(), cfg, &bytes.Buffer{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if res.Published != 40 || res.PublishErrors != 0 || res.Delivered != res.Expected || res.Expected != 120 || res.CompleteSubs != 6 {
+			t.Errorf("batch %d: published %d (%d errors) delivered %d of %d, complete %d: %q",
+				batch, res.Published, res.PublishErrors, res.Delivered, res.Expected, res.CompleteSubs, res.Errors)
+		}
+	}
+}

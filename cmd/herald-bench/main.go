@@ -20,6 +20,10 @@
 // count each event as published or failed), over Redis one pipeline of
 // FCALLs. -rate counts events; the publish RTT is per request. A server
 // that knows only the single-event form (refserver) fails such requests.
+// With -idempotent every event carries a unique idempotency key,
+// <run id hex>-<topic index>-<seq>: the Idempotency-Key header of a
+// single-event request, the idempotency_key field of a batch line, the 4th
+// FCALL argument; it measures what herald's key record costs.
 //
 // Every phase is bounded: connects by -connect-timeout, publishing by
 // -events and/or -duration, the wait for stragglers by -drain-timeout, and
@@ -54,6 +58,7 @@ type config struct {
 	rate        float64
 	publishers  int
 	batch       int
+	idempotent  bool
 	duration    time.Duration
 	payload     int
 	eventType   string
@@ -126,6 +131,7 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	fs.Float64Var(&c.rate, "rate", 0, "publish rate in events/s over all publishers (0: as fast as the publishers go)")
 	fs.IntVar(&c.publishers, "publishers", 1, "concurrent publishers; each owns topics p, p+P, ... so per-topic order holds (capped at -topics)")
 	fs.IntVar(&c.batch, "batch", 1, "events per publish request: with -publish http one application/x-ndjson body (1: a single-event form), with redis one pipeline of FCALLs")
+	fs.BoolVar(&c.idempotent, "idempotent", false, "give every event a unique idempotency key <run id hex>-<topic index>-<seq> (HTTP: Idempotency-Key header, or idempotency_key in a batch; Redis: 4th FCALL argument)")
 	fs.DurationVar(&c.duration, "duration", 0, "bound on the publishing phase (0: until -events)")
 	fs.IntVar(&c.payload, "payload", 64, "event data size in bytes (at least the ~40-byte header holding sequence and send time)")
 	fs.StringVar(&c.eventType, "event-type", "", "event type of published events (empty: the default message type)")

@@ -24,6 +24,7 @@ type result struct {
 	Topics     int      `json:"topics"`
 	Payload    int      `json:"payload"`
 	Batch      int      `json:"batch"`
+	Idempotent bool     `json:"idempotent"`
 	RateWanted float64  `json:"rate"`
 	NoFile     uint64   `json:"nofile"`
 
@@ -161,7 +162,7 @@ func run(ctx context.Context, cfg config, progress io.Writer) (*result, error) {
 		prefix = fmt.Sprintf("bench-%08x-", r.runID)
 	}
 	res := &result{Scenario: cfg.scenario, Target: cfg.target, URLs: cfg.urls, Publish: cfg.publishVia,
-		Subs: cfg.subs, Topics: cfg.topics, Payload: cfg.payload, Batch: cfg.batch, RateWanted: cfg.rate}
+		Subs: cfg.subs, Topics: cfg.topics, Payload: cfg.payload, Batch: cfg.batch, Idempotent: cfg.idempotent, RateWanted: cfg.rate}
 	nofile, err := raiseNofile()
 	if err != nil {
 		fmt.Fprintf(progress, "herald-bench: cannot raise the file limit: %v\n", err)
@@ -492,6 +493,9 @@ func (r *runner) publishLoop(ctx context.Context, pub publisher, p, nPub int, pr
 			seq[i]++
 			bufs[j] = appendPayload(bufs[j][:0], r.runID, mine[i], seq[i], int64(sent), r.cfg.payload)
 			evs[j] = pubEvent{topic: names[i], data: bufs[j]}
+			if r.cfg.idempotent {
+				evs[j].key = idempotencyKey(r.runID, mine[i], seq[i])
+			}
 			topicOf[j] = mine[i]
 		}
 		k += n
@@ -509,6 +513,18 @@ func (r *runner) publishLoop(ctx context.Context, pub publisher, p, nPub int, pr
 			published.Add(1)
 		}
 	}
+}
+
+// idempotencyKey is the key of a topic's event seq in this run:
+// <run id hex>-<topic index>-<seq>.
+func idempotencyKey(run uint32, topic int, seq uint64) string {
+	var b [40]byte
+	k := strconv.AppendUint(b[:0], uint64(run), 16)
+	k = append(k, '-')
+	k = strconv.AppendInt(k, int64(topic), 10)
+	k = append(k, '-')
+	k = strconv.AppendUint(k, seq, 10)
+	return string(k)
 }
 
 func (r *runner) errorList() []string {
@@ -554,8 +570,9 @@ func (res *result) printTable(w io.Writer) {
 	fmt.Fprintf(w, "%-16s %d on %s (%d topics, payload %d B, nofile %d)\n", "subscribers", res.Subs, strings.Join(res.URLs, ","), res.Topics, res.Payload, res.NoFile)
 	fmt.Fprintf(w, "%-16s %d ok, %d failed; %s\n", "connected", res.Connected, res.ConnectErrors, dist(res.Connect))
 	fmt.Fprintf(w, "%-16s %d before publishing, %d at the end, %d ended by server/network\n", "held", res.Held, res.OpenAtEnd, res.StreamErrors)
-	fmt.Fprintf(w, "%-16s %d ok, %d failed via %s (batch %d), %.0f/s; rtt per request %s\n", "published",
-		res.Published, res.PublishErrors, res.Publish, max(res.Batch, 1), res.PublishPerSec, dist(res.PublishRTT))
+	fmt.Fprintf(w, "%-16s %d ok, %d failed via %s (batch %d%s), %.0f/s; rtt per request %s\n", "published",
+		res.Published, res.PublishErrors, res.Publish, max(res.Batch, 1), map[bool]string{true: ", idempotency keys"}[res.Idempotent],
+		res.PublishPerSec, dist(res.PublishRTT))
 	fmt.Fprintf(w, "%-16s %d of %d expected, %.0f deliveries/s\n", "delivered", res.Delivered, res.Expected, res.DeliveriesPerS)
 	fmt.Fprintf(w, "%-16s %s\n", "latency", dist(res.Latency))
 	if res.Published > 0 {

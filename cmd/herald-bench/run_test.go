@@ -377,3 +377,52 @@ func TestRunBatch(t *testing.T) {
 		t.Errorf("form-only server: published %d errors %d %q", res.Published, res.PublishErrors, res.Errors)
 	}
 }
+
+func TestRunIdempotent(t *testing.T) {
+	for _, batch := range []int{1, 4} {
+		f := newFanout()
+		u := startFanout(t, f)
+		cfg := testConfig(u)
+		cfg.idempotent = true
+		cfg.batch = batch
+		res, err := run(context.Background(), cfg, &bytes.Buffer{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if res.Published != 40 || res.Lost != 0 || !res.Idempotent || res.Batch != batch {
+			t.Fatalf("batch %d: published %d lost %d idempotent %v batch %d: %q", batch, res.Published, res.Lost, res.Idempotent, res.Batch, res.Errors)
+		}
+		// 20 events per topic, each with its own key <run>-<topic>-<seq>.
+		seen := map[string]bool{}
+		var run string
+		for _, k := range f.keys {
+			var topic, seq int
+			var r string
+			parts := strings.Split(k, "-")
+			if len(parts) != 3 {
+				t.Fatalf("key %q: want <run>-<topic>-<seq>", k)
+			}
+			r = parts[0]
+			if _, err := fmt.Sscanf(parts[1]+" "+parts[2], "%d %d", &topic, &seq); err != nil || topic > 1 || seq < 1 || seq > 20 {
+				t.Errorf("key %q: topic %d seq %d", k, topic, seq)
+			}
+			if run == "" {
+				run = r
+			} else if r != run {
+				t.Errorf("keys of two runs: %q, %q", run, r)
+			}
+			if seen[k] {
+				t.Errorf("key %q sent twice", k)
+			}
+			seen[k] = true
+		}
+		if len(seen) != 40 {
+			t.Errorf("batch %d: %d distinct keys, want 40", batch, len(seen))
+		}
+		var out bytes.Buffer
+		res.printTable(&out)
+		if want := fmt.Sprintf("(batch %d, idempotency keys)", batch); !strings.Contains(out.String(), want) {
+			t.Errorf("table lacks %q:\n%s", want, out.String())
+		}
+	}
+}

@@ -256,3 +256,12 @@ func TestParseFlagsNew(t *testing.T) {
 		t.Errorf("defaults: batch %d, %v", c.batch, err)
 	}
 }
+
+func TestIdempotencyKey(t *testing.T) {
+	if got := idempotencyKey(0xdeadbeef, 7, 123); got != "deadbeef-7-123" {
+		t.Errorf("got %q", got)
+	}
+	if k := idempotencyKey(0xffffffff, 1<<30, 1<<63); len(k) > 128 || strings.ContainsAny(k, " \t") {
+		t.Errorf("key %q: want at most 128 printable characters without spaces", k)
+	}
+}
