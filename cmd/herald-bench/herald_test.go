@@ -80,3 +80,29 @@ func TestHeraldIdempotent(t *testing.T) {
 		}
 	}
 }
+
+func TestHeraldSubTopics(t *testing.T) {
+	// 8 concurrent publishers, 1 subscriber on all 8 topics; and 5
+	// subscribers on 3 of 5 topics each; with batches and keys.
+	u := startHerald(t)
+	for _, c := range []struct{ subs, topics, subTopics, publishers, batch int }{
+		{1, 8, 8, 8, 1},
+		{1, 8, 8, 8, 3},
+		{5, 5, 3, 5, 2},
+	} {
+		cfg := testConfig(u)
+		cfg.subs, cfg.topics, cfg.subTopics, cfg.publishers, cfg.batch = c.subs, c.topics, c.subTopics, c.publishers, c.batch
+		cfg.events = 80
+		cfg.idempotent = true
+		res, err := run(context.Background(), cfg, &bytes.Buffer{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := uint64(c.subs * c.subTopics * 80 / c.topics)
+		if res.Published != 80 || res.Expected != want || res.Delivered != want || res.Lost != 0 || res.Duplicated != 0 ||
+			res.Reordered != 0 || res.Foreign != 0 || res.CompleteSubs != c.subs {
+			t.Errorf("%+v: published %d expected %d (want %d) delivered %d lost %d dup %d reordered %d foreign %d complete %d: %q",
+				c, res.Published, res.Expected, want, res.Delivered, res.Lost, res.Duplicated, res.Reordered, res.Foreign, res.CompleteSubs, res.Errors)
+		}
+	}
+}

@@ -8,10 +8,10 @@
 //
 // It reports deliveries per second, publish-to-receive latency (the send
 // time travels in the payload), connect-time percentiles, completeness per
-// subscriber (lost, duplicated, reordered events, from per-topic sequence
-// numbers in the payload), errors, and the server's resident memory (from
-// /proc/<pid>/status with -pid, or from a Prometheus endpoint with
-// -metrics-url) before connecting, once all are connected and at the end,
+// subscriber and followed topic (lost, duplicated, reordered events, from
+// per-topic sequence numbers in the payload), errors, and the server's
+// resident memory (from /proc/<pid>/status with -pid, or from a Prometheus
+// endpoint with -metrics-url) before connecting, once all are connected and at the end,
 // with the bytes per connection that gives. Output: a human-readable table,
 // then one line of JSON (the last line) to compare runs.
 //
@@ -24,6 +24,12 @@
 // <run id hex>-<topic index>-<seq>: the Idempotency-Key header of a
 // single-event request, the idempotency_key field of a batch line, the 4th
 // FCALL argument; it measures what herald's key record costs.
+//
+// With -sub-topics K each subscriber follows K topics on one stream
+// (?topic=a&topic=b, which herald and refserver both accept), and
+// completeness is counted per subscriber and topic: e.g. 8 concurrent
+// publishers to 1 subscriber is -subs 1 -topics 8 -sub-topics 8
+// -publishers 8.
 //
 // Every phase is bounded: connects by -connect-timeout, publishing by
 // -events and/or -duration, the wait for stragglers by -drain-timeout, and
@@ -53,6 +59,7 @@ type config struct {
 	publishPath string
 	subs        int
 	topics      int
+	subTopics   int
 	topicPrefix string
 	events      int
 	rate        float64
@@ -122,10 +129,11 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	fs := flag.NewFlagSet("herald-bench", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.Var(listFlag{&c.urls}, "url", "base URL of a replica (repeat or comma-separate for several; subscribers are spread round-robin)")
-	fs.StringVar(&c.eventsPath, "events-path", "/events", "stream path; ?topic=<name> is added")
+	fs.StringVar(&c.eventsPath, "events-path", "/events", "stream path; ?topic=<name> is added (once per followed topic)")
 	fs.StringVar(&c.publishPath, "publish-path", "/publish", "publish path (HTTP publishing)")
 	fs.IntVar(&c.subs, "subs", 1, "subscribers (one connection each)")
-	fs.IntVar(&c.topics, "topics", 1, "topics; subscriber i follows topic i mod topics")
+	fs.IntVar(&c.topics, "topics", 1, "topics; subscriber i follows topic i mod topics (and the next ones with -sub-topics)")
+	fs.IntVar(&c.subTopics, "sub-topics", 1, "topics each subscriber follows, 1..-topics: subscriber i follows i, i+1, ..., i+K-1 (mod -topics) on one stream (?topic=a&topic=b)")
 	fs.StringVar(&c.topicPrefix, "topic-prefix", "", "topic name prefix (default: bench-<run id>-, unique per run)")
 	fs.IntVar(&c.events, "events", 0, "events to publish in total, spread round-robin over the topics (0: until -duration)")
 	fs.Float64Var(&c.rate, "rate", 0, "publish rate in events/s over all publishers (0: as fast as the publishers go)")
@@ -171,6 +179,8 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 		return c, errors.New("-subs, -events, -rate, -payload must be >= 0; -topics, -publishers >= 1")
 	case c.connectConcurrency < 1 || c.sourceIPs < 1 || c.sourceIPs > 254:
 		return c, errors.New("-connect-concurrency >= 1, -source-ips in 1..254")
+	case c.subTopics < 1 || c.subTopics > c.topics:
+		return c, fmt.Errorf("-sub-topics %d: want 1..-topics (%d)", c.subTopics, c.topics)
 	case c.batch < 1:
 		return c, fmt.Errorf("-batch %d: want >= 1 (events per publish request)", c.batch)
 	case c.publishVia != "http" && c.publishVia != "redis":

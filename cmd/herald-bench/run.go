@@ -22,6 +22,7 @@ type result struct {
 	Publish    string   `json:"publish"`
 	Subs       int      `json:"subs"`
 	Topics     int      `json:"topics"`
+	SubTopics  int      `json:"sub_topics"` // topics each subscriber follows
 	Payload    int      `json:"payload"`
 	Batch      int      `json:"batch"`
 	Idempotent bool     `json:"idempotent"`
@@ -131,20 +132,24 @@ func (r *runner) event(s *subscriber, data []byte) {
 		s.other++
 		return
 	}
-	if p.run != r.runID || p.topic != s.topic {
+	var ts *topicState
+	if p.run == r.runID {
+		ts = s.topicState(p.topic, r.cfg.topics)
+	}
+	if ts == nil {
 		s.foreign++
 		return
 	}
 	s.received++
-	if s.seen.set(p.seq) {
-		s.dup++
+	if ts.seen.set(p.seq) {
+		ts.dup++
 		return
 	}
-	s.unique++
-	if p.seq < s.maxSeq {
-		s.reorder++
+	ts.unique++
+	if p.seq < ts.maxSeq {
+		ts.reorder++
 	} else {
-		s.maxSeq = p.seq
+		ts.maxSeq = p.seq
 	}
 	s.last = now
 	r.lat.record(s.idx, now-time.Duration(p.sent))
@@ -162,7 +167,7 @@ func run(ctx context.Context, cfg config, progress io.Writer) (*result, error) {
 		prefix = fmt.Sprintf("bench-%08x-", r.runID)
 	}
 	res := &result{Scenario: cfg.scenario, Target: cfg.target, URLs: cfg.urls, Publish: cfg.publishVia,
-		Subs: cfg.subs, Topics: cfg.topics, Payload: cfg.payload, Batch: cfg.batch, Idempotent: cfg.idempotent, RateWanted: cfg.rate}
+		Subs: cfg.subs, Topics: cfg.topics, SubTopics: cfg.subTopics, Payload: cfg.payload, Batch: cfg.batch, Idempotent: cfg.idempotent, RateWanted: cfg.rate}
 	nofile, err := raiseNofile()
 	if err != nil {
 		fmt.Fprintf(progress, "herald-bench: cannot raise the file limit: %v\n", err)
@@ -176,7 +181,11 @@ func run(ctx context.Context, cfg config, progress io.Writer) (*result, error) {
 	streamURLs := make([]*url.URL, 0, len(cfg.urls)*cfg.topics)
 	for _, base := range cfg.urls {
 		for t := range cfg.topics {
-			u, err := streamURL(base, cfg.eventsPath, topicName(prefix, t))
+			names := make([]string, max(cfg.subTopics, 1))
+			for k := range names {
+				names[k] = topicName(prefix, (t+k)%cfg.topics)
+			}
+			u, err := streamURL(base, cfg.eventsPath, names...)
 			if err != nil {
 				return nil, err
 			}
@@ -250,7 +259,7 @@ func run(ctx context.Context, cfg config, progress io.Writer) (*result, error) {
 	for i := range subs {
 		t := i % cfg.topics
 		u := streamURLs[(i%len(cfg.urls))*cfg.topics+t]
-		s := &subscriber{idx: i, topic: t, url: u.String()}
+		s := &subscriber{idx: i, first: t, topics: make([]topicState, max(cfg.subTopics, 1)), url: u.String()}
 		subs[i] = s
 		select {
 		case sem <- struct{}{}:
@@ -363,7 +372,9 @@ func run(ctx context.Context, cfg config, progress io.Writer) (*result, error) {
 	var expected uint64
 	for _, s := range subs {
 		if s.connected {
-			expected += okPerTopic[s.topic]
+			for k := range s.topics {
+				expected += okPerTopic[(s.first+k)%cfg.topics]
+			}
 		}
 	}
 	res.Expected = expected
@@ -415,15 +426,19 @@ func run(ctx context.Context, cfg config, progress io.Writer) (*result, error) {
 			res.StreamErrors++
 			r.noteErr("stream", s.streamErr)
 		}
-		want := okPerTopic[s.topic]
-		if s.unique < want {
-			res.Lost += want - s.unique
+		complete := true
+		for k, ts := range s.topics {
+			want := okPerTopic[(s.first+k)%cfg.topics]
+			if ts.unique < want {
+				res.Lost += want - ts.unique
+			}
+			res.Duplicated += ts.dup
+			res.Reordered += ts.reorder
+			complete = complete && ts.unique >= want && ts.dup == 0 && ts.reorder == 0
 		}
-		res.Duplicated += s.dup
-		res.Reordered += s.reorder
 		res.Foreign += s.foreign
 		res.OtherEvents += s.other
-		if s.unique >= want && s.dup == 0 && s.reorder == 0 {
+		if complete {
 			res.CompleteSubs++
 		} else {
 			res.IncompleteSubs++
@@ -567,7 +582,8 @@ func (res *result) printTable(w io.Writer) {
 	if label != "" {
 		fmt.Fprintf(w, "== %s\n", label)
 	}
-	fmt.Fprintf(w, "%-16s %d on %s (%d topics, payload %d B, nofile %d)\n", "subscribers", res.Subs, strings.Join(res.URLs, ","), res.Topics, res.Payload, res.NoFile)
+	fmt.Fprintf(w, "%-16s %d on %s (%d topics, %d per subscriber, payload %d B, nofile %d)\n", "subscribers",
+		res.Subs, strings.Join(res.URLs, ","), res.Topics, max(res.SubTopics, 1), res.Payload, res.NoFile)
 	fmt.Fprintf(w, "%-16s %d ok, %d failed; %s\n", "connected", res.Connected, res.ConnectErrors, dist(res.Connect))
 	fmt.Fprintf(w, "%-16s %d before publishing, %d at the end, %d ended by server/network\n", "held", res.Held, res.OpenAtEnd, res.StreamErrors)
 	fmt.Fprintf(w, "%-16s %d ok, %d failed via %s (batch %d%s), %.0f/s; rtt per request %s\n", "published",

@@ -33,6 +33,8 @@ type fanout struct {
 	// fail, when set, decides the failure (status, message) of an event
 	// of an NDJSON batch; status 0: published.
 	fail func(topic, data string) (int, string)
+	// alsoTo delivers a topic's events to another topic's subscribers too.
+	alsoTo map[string]string
 	// formOnly refuses batches like refserver, which knows only forms.
 	formOnly bool
 	// What the publish requests carried: events per request and
@@ -48,7 +50,7 @@ func (f *fanout) publishOne(topic, data string) {
 		out = f.deliver(data)
 	}
 	f.mu.Lock()
-	for _, ch := range f.subs[topic] {
+	for _, ch := range slices.Concat(f.subs[topic], f.subs[f.alsoTo[topic]]) {
 		for _, d := range out {
 			ch <- d
 		}
@@ -127,10 +129,11 @@ func newFanout() *fanout {
 func (f *fanout) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	switch r.URL.Path {
 	case "/events":
-		topic := r.URL.Query().Get("topic")
 		ch := make(chan string, 4096)
 		f.mu.Lock()
-		f.subs[topic] = append(f.subs[topic], ch)
+		for _, topic := range r.URL.Query()["topic"] {
+			f.subs[topic] = append(f.subs[topic], ch)
+		}
 		f.mu.Unlock()
 		w.Header().Set("Content-Type", "text/event-stream")
 		_, _ = w.Write([]byte(":ok\n\n"))
@@ -424,5 +427,53 @@ func TestRunIdempotent(t *testing.T) {
 		if want := fmt.Sprintf("(batch %d, idempotency keys)", batch); !strings.Contains(out.String(), want) {
 			t.Errorf("table lacks %q:\n%s", want, out.String())
 		}
+	}
+}
+
+func TestRunSubTopics(t *testing.T) {
+	// 8 concurrent publishers, 1 subscriber following all 8 topics.
+	f := newFanout()
+	f.deliver = func(data string) []string {
+		if p, _ := parsePayload([]byte(data)); p.topic == 5 && p.seq == 2 {
+			return nil // one loss, on one topic
+		}
+		return []string{data}
+	}
+	u := startFanout(t, f)
+	cfg := testConfig(u)
+	cfg.subs, cfg.topics, cfg.subTopics, cfg.publishers, cfg.events = 1, 8, 8, 8, 80
+	res, err := run(context.Background(), cfg, &bytes.Buffer{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Published != 80 || res.Expected != 80 || res.Delivered != 79 || res.Lost != 1 || res.Foreign != 0 || res.IncompleteSubs != 1 {
+		t.Errorf("published %d expected %d delivered %d lost %d foreign %d incomplete %d",
+			res.Published, res.Expected, res.Delivered, res.Lost, res.Foreign, res.IncompleteSubs)
+	}
+	if res.SubTopics != 8 {
+		t.Errorf("summary sub_topics %d", res.SubTopics)
+	}
+
+	// 4 subscribers, 2 topics of 4 each (i, i+1 mod 4): each topic has 2
+	// subscribers; every event of topic 0 is also sent on topic 2, where
+	// subscribers 1 and 2 (topics 1, 2 and 2, 3) count it as foreign.
+	f = newFanout()
+	f.alsoTo = map[string]string{"t0": "t2"}
+	u = startFanout(t, f)
+	cfg = testConfig(u)
+	cfg.topicPrefix = "t"
+	cfg.subs, cfg.topics, cfg.subTopics, cfg.publishers, cfg.events = 4, 4, 2, 2, 40
+	res, err = run(context.Background(), cfg, &bytes.Buffer{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Published != 40 || res.Expected != 80 || res.Delivered != 80 || res.Lost != 0 || res.CompleteSubs != 4 || res.Foreign != 20 {
+		t.Errorf("4 subs of 2 topics: published %d expected %d delivered %d lost %d complete %d foreign %d",
+			res.Published, res.Expected, res.Delivered, res.Lost, res.CompleteSubs, res.Foreign)
+	}
+	var out bytes.Buffer
+	res.printTable(&out)
+	if !strings.Contains(out.String(), "(4 topics, 2 per subscriber,") {
+		t.Errorf("table:\n%s", out.String())
 	}
 }
