@@ -5,21 +5,28 @@ import (
 	"context"
 	"log/slog"
 	"net"
+	"os/exec"
+	"strconv"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/herald-sse/herald/internal/server"
+	"github.com/redis/go-redis/v9"
 )
 
 // startHerald serves herald with its in-process broker on a loopback port
 // (publishing is open to loopback) and returns its base URL.
-func startHerald(t *testing.T) string {
+func startHerald(t *testing.T, mutate ...func(*server.Config)) string {
 	t.Helper()
 	cfg := server.DefaultConfig()
 	cfg.Addr = "127.0.0.1:0"
 	cfg.DrainDelay = 0
 	cfg.DrainTimeout = 5 * time.Second
 	cfg.PublishBurst = 1 << 20
+	for _, m := range mutate {
+		m(&cfg)
+	}
 	s, err := server.New(context.Background(), cfg, server.Options{Logger: slog.New(slog.DiscardHandler)})
 	if err != nil {
 		t.Fatal(err)
@@ -104,5 +111,75 @@ func TestHeraldSubTopics(t *testing.T) {
 			t.Errorf("%+v: published %d expected %d (want %d) delivered %d lost %d dup %d reordered %d foreign %d complete %d: %q",
 				c, res.Published, res.Expected, want, res.Delivered, res.Lost, res.Duplicated, res.Reordered, res.Foreign, res.CompleteSubs, res.Errors)
 		}
+	}
+}
+
+// startRedis runs a throw-away redis-server on a free loopback port (the
+// test is skipped without one on PATH) and returns its URL.
+func startRedis(t *testing.T) string {
+	t.Helper()
+	bin, err := exec.LookPath("redis-server")
+	if err != nil {
+		t.Skip("no redis-server on PATH")
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	port := ln.Addr().(*net.TCPAddr).Port
+	_ = ln.Close()
+	cmd := exec.Command(bin, "--port", strconv.Itoa(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+		"--dir", t.TempDir())
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_ = cmd.Process.Kill()
+		_ = cmd.Wait()
+	})
+	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
+	for deadline := time.Now().Add(5 * time.Second); ; {
+		c, err := net.Dial("tcp", addr)
+		if err == nil {
+			_ = c.Close()
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("redis-server on %s: %v", addr, err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	return "redis://" + addr + "/0"
+}
+
+func TestHeraldRedisBatchIdempotent(t *testing.T) {
+	rurl := startRedis(t)
+	u := startHerald(t, func(c *server.Config) { c.RedisURL = rurl })
+	for _, batch := range []int{1, 5} {
+		cfg := testConfig(u)
+		cfg.publishVia = "redis"
+		cfg.redisURL = rurl
+		cfg.redisPrefix = "herald"
+		cfg.batch = batch
+		cfg.idempotent = true
+		cfg.events = 42
+		res, err := run(context.Background(), cfg, &bytes.Buffer{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if res.Published != 42 || res.PublishErrors != 0 || res.Expected != 126 || res.Delivered != 126 || res.CompleteSubs != 6 {
+			t.Errorf("batch %d: published %d (%d errors) delivered %d of %d, complete %d: %q",
+				batch, res.Published, res.PublishErrors, res.Delivered, res.Expected, res.CompleteSubs, res.Errors)
+		}
+		if wantReq := map[int]uint64{1: 42, 5: 10}[batch]; res.PublishRTT.N != wantReq { // 21 per publisher: 4×5+1
+			t.Errorf("batch %d: %d requests, want %d", batch, res.PublishRTT.N, wantReq)
+		}
+	}
+	// Keys went as the 4th argument: herald recorded them.
+	rdb := redis.NewClient(&redis.Options{Addr: strings.TrimSuffix(strings.TrimPrefix(rurl, "redis://"), "/0")})
+	defer rdb.Close()
+	keys, err := rdb.Keys(context.Background(), "*:k:*").Result()
+	if err != nil || len(keys) != 84 {
+		t.Errorf("idempotency keys in Redis: %d (%v), want 84", len(keys), err)
 	}
 }
