@@ -8,12 +8,28 @@
 //
 // It reports deliveries per second, publish-to-receive latency (the send
 // time travels in the payload), connect-time percentiles, completeness per
-// subscriber (lost, duplicated, reordered events, from per-topic sequence
-// numbers in the payload), errors, and the server's resident memory (from
-// /proc/<pid>/status with -pid, or from a Prometheus endpoint with
-// -metrics-url) before connecting, once all are connected and at the end,
+// subscriber and followed topic (lost, duplicated, reordered events, from
+// per-topic sequence numbers in the payload), errors, and the server's
+// resident memory (from /proc/<pid>/status with -pid, or from a Prometheus
+// endpoint with -metrics-url) before connecting, once all are connected and at the end,
 // with the bytes per connection that gives. Output: a human-readable table,
 // then one line of JSON (the last line) to compare runs.
+//
+// With -batch N each publish request carries N events: over HTTP one
+// application/x-ndjson body (herald's batch publish; its per-event results
+// count each event as published or failed), over Redis one pipeline of
+// FCALLs. -rate counts events; the publish RTT is per request. A server
+// that knows only the single-event form (refserver) fails such requests.
+// With -idempotent every event carries a unique idempotency key,
+// <run id hex>-<topic index>-<seq>: the Idempotency-Key header of a
+// single-event request, the idempotency_key field of a batch line, the 4th
+// FCALL argument; it measures what herald's key record costs.
+//
+// With -sub-topics K each subscriber follows K topics on one stream
+// (?topic=a&topic=b, which herald and refserver both accept), and
+// completeness is counted per subscriber and topic: e.g. 8 concurrent
+// publishers to 1 subscriber is -subs 1 -topics 8 -sub-topics 8
+// -publishers 8.
 //
 // Every phase is bounded: connects by -connect-timeout, publishing by
 // -events and/or -duration, the wait for stragglers by -drain-timeout, and
@@ -43,10 +59,13 @@ type config struct {
 	publishPath string
 	subs        int
 	topics      int
+	subTopics   int
 	topicPrefix string
 	events      int
 	rate        float64
 	publishers  int
+	batch       int
+	idempotent  bool
 	duration    time.Duration
 	payload     int
 	eventType   string
@@ -110,14 +129,17 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	fs := flag.NewFlagSet("herald-bench", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.Var(listFlag{&c.urls}, "url", "base URL of a replica (repeat or comma-separate for several; subscribers are spread round-robin)")
-	fs.StringVar(&c.eventsPath, "events-path", "/events", "stream path; ?topic=<name> is added")
+	fs.StringVar(&c.eventsPath, "events-path", "/events", "stream path; ?topic=<name> is added (once per followed topic)")
 	fs.StringVar(&c.publishPath, "publish-path", "/publish", "publish path (HTTP publishing)")
 	fs.IntVar(&c.subs, "subs", 1, "subscribers (one connection each)")
-	fs.IntVar(&c.topics, "topics", 1, "topics; subscriber i follows topic i mod topics")
+	fs.IntVar(&c.topics, "topics", 1, "topics; subscriber i follows topic i mod topics (and the next ones with -sub-topics)")
+	fs.IntVar(&c.subTopics, "sub-topics", 1, "topics each subscriber follows, 1..-topics: subscriber i follows i, i+1, ..., i+K-1 (mod -topics) on one stream (?topic=a&topic=b)")
 	fs.StringVar(&c.topicPrefix, "topic-prefix", "", "topic name prefix (default: bench-<run id>-, unique per run)")
 	fs.IntVar(&c.events, "events", 0, "events to publish in total, spread round-robin over the topics (0: until -duration)")
 	fs.Float64Var(&c.rate, "rate", 0, "publish rate in events/s over all publishers (0: as fast as the publishers go)")
 	fs.IntVar(&c.publishers, "publishers", 1, "concurrent publishers; each owns topics p, p+P, ... so per-topic order holds (capped at -topics)")
+	fs.IntVar(&c.batch, "batch", 1, "events per publish request: with -publish http one application/x-ndjson body (1: a single-event form), with redis one pipeline of FCALLs")
+	fs.BoolVar(&c.idempotent, "idempotent", false, "give every event a unique idempotency key <run id hex>-<topic index>-<seq> (HTTP: Idempotency-Key header, or idempotency_key in a batch; Redis: 4th FCALL argument)")
 	fs.DurationVar(&c.duration, "duration", 0, "bound on the publishing phase (0: until -events)")
 	fs.IntVar(&c.payload, "payload", 64, "event data size in bytes (at least the ~40-byte header holding sequence and send time)")
 	fs.StringVar(&c.eventType, "event-type", "", "event type of published events (empty: the default message type)")
@@ -157,6 +179,10 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 		return c, errors.New("-subs, -events, -rate, -payload must be >= 0; -topics, -publishers >= 1")
 	case c.connectConcurrency < 1 || c.sourceIPs < 1 || c.sourceIPs > 254:
 		return c, errors.New("-connect-concurrency >= 1, -source-ips in 1..254")
+	case c.subTopics < 1 || c.subTopics > c.topics:
+		return c, fmt.Errorf("-sub-topics %d: want 1..-topics (%d)", c.subTopics, c.topics)
+	case c.batch < 1:
+		return c, fmt.Errorf("-batch %d: want >= 1 (events per publish request)", c.batch)
 	case c.publishVia != "http" && c.publishVia != "redis":
 		return c, fmt.Errorf("-publish %q: want http or redis", c.publishVia)
 	case c.timeout <= 0 || c.connectTimeout <= 0:

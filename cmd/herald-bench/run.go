@@ -22,7 +22,10 @@ type result struct {
 	Publish    string   `json:"publish"`
 	Subs       int      `json:"subs"`
 	Topics     int      `json:"topics"`
+	SubTopics  int      `json:"sub_topics"` // topics each subscriber follows
 	Payload    int      `json:"payload"`
+	Batch      int      `json:"batch"`
+	Idempotent bool     `json:"idempotent"`
 	RateWanted float64  `json:"rate"`
 	NoFile     uint64   `json:"nofile"`
 
@@ -129,20 +132,24 @@ func (r *runner) event(s *subscriber, data []byte) {
 		s.other++
 		return
 	}
-	if p.run != r.runID || p.topic != s.topic {
+	var ts *topicState
+	if p.run == r.runID {
+		ts = s.topicState(p.topic, r.cfg.topics)
+	}
+	if ts == nil {
 		s.foreign++
 		return
 	}
 	s.received++
-	if s.seen.set(p.seq) {
-		s.dup++
+	if ts.seen.set(p.seq) {
+		ts.dup++
 		return
 	}
-	s.unique++
-	if p.seq < s.maxSeq {
-		s.reorder++
+	ts.unique++
+	if p.seq < ts.maxSeq {
+		ts.reorder++
 	} else {
-		s.maxSeq = p.seq
+		ts.maxSeq = p.seq
 	}
 	s.last = now
 	r.lat.record(s.idx, now-time.Duration(p.sent))
@@ -160,7 +167,7 @@ func run(ctx context.Context, cfg config, progress io.Writer) (*result, error) {
 		prefix = fmt.Sprintf("bench-%08x-", r.runID)
 	}
 	res := &result{Scenario: cfg.scenario, Target: cfg.target, URLs: cfg.urls, Publish: cfg.publishVia,
-		Subs: cfg.subs, Topics: cfg.topics, Payload: cfg.payload, RateWanted: cfg.rate}
+		Subs: cfg.subs, Topics: cfg.topics, SubTopics: cfg.subTopics, Payload: cfg.payload, Batch: cfg.batch, Idempotent: cfg.idempotent, RateWanted: cfg.rate}
 	nofile, err := raiseNofile()
 	if err != nil {
 		fmt.Fprintf(progress, "herald-bench: cannot raise the file limit: %v\n", err)
@@ -174,7 +181,11 @@ func run(ctx context.Context, cfg config, progress io.Writer) (*result, error) {
 	streamURLs := make([]*url.URL, 0, len(cfg.urls)*cfg.topics)
 	for _, base := range cfg.urls {
 		for t := range cfg.topics {
-			u, err := streamURL(base, cfg.eventsPath, topicName(prefix, t))
+			names := make([]string, max(cfg.subTopics, 1))
+			for k := range names {
+				names[k] = topicName(prefix, (t+k)%cfg.topics)
+			}
+			u, err := streamURL(base, cfg.eventsPath, names...)
 			if err != nil {
 				return nil, err
 			}
@@ -248,7 +259,7 @@ func run(ctx context.Context, cfg config, progress io.Writer) (*result, error) {
 	for i := range subs {
 		t := i % cfg.topics
 		u := streamURLs[(i%len(cfg.urls))*cfg.topics+t]
-		s := &subscriber{idx: i, topic: t, url: u.String()}
+		s := &subscriber{idx: i, first: t, topics: make([]topicState, max(cfg.subTopics, 1)), url: u.String()}
 		subs[i] = s
 		select {
 		case sem <- struct{}{}:
@@ -361,7 +372,9 @@ func run(ctx context.Context, cfg config, progress io.Writer) (*result, error) {
 	var expected uint64
 	for _, s := range subs {
 		if s.connected {
-			expected += okPerTopic[s.topic]
+			for k := range s.topics {
+				expected += okPerTopic[(s.first+k)%cfg.topics]
+			}
 		}
 	}
 	res.Expected = expected
@@ -413,15 +426,19 @@ func run(ctx context.Context, cfg config, progress io.Writer) (*result, error) {
 			res.StreamErrors++
 			r.noteErr("stream", s.streamErr)
 		}
-		want := okPerTopic[s.topic]
-		if s.unique < want {
-			res.Lost += want - s.unique
+		complete := true
+		for k, ts := range s.topics {
+			want := okPerTopic[(s.first+k)%cfg.topics]
+			if ts.unique < want {
+				res.Lost += want - ts.unique
+			}
+			res.Duplicated += ts.dup
+			res.Reordered += ts.reorder
+			complete = complete && ts.unique >= want && ts.dup == 0 && ts.reorder == 0
 		}
-		res.Duplicated += s.dup
-		res.Reordered += s.reorder
 		res.Foreign += s.foreign
 		res.OtherEvents += s.other
-		if s.unique >= want && s.dup == 0 && s.reorder == 0 {
+		if complete {
 			res.CompleteSubs++
 		} else {
 			res.IncompleteSubs++
@@ -441,8 +458,9 @@ func run(ctx context.Context, cfg config, progress io.Writer) (*result, error) {
 }
 
 // publishLoop is publisher p of nPub: it owns topics p, p+nPub, ... and
-// publishes to them round-robin, paced by -rate, until it has sent quota
-// events (0: no limit), the deadline passes or ctx ends.
+// publishes to them round-robin, -batch events per request, paced by -rate
+// (in events), until it has sent quota events (0: no limit), the deadline
+// passes or ctx ends.
 func (r *runner) publishLoop(ctx context.Context, pub publisher, p, nPub int, prefix string, okPerTopic []uint64,
 	quota int, deadline time.Time, published, pubErrors *atomic.Uint64) {
 	var mine []int
@@ -456,14 +474,25 @@ func (r *runner) publishLoop(ctx context.Context, pub publisher, p, nPub int, pr
 	if r.cfg.rate > 0 {
 		interval = time.Duration(float64(time.Second) * float64(nPub) / r.cfg.rate)
 	}
+	batch := max(r.cfg.batch, 1)
+	bufs := make([][]byte, batch)
+	for i := range bufs {
+		bufs[i] = make([]byte, 0, r.cfg.payload+64)
+	}
+	evs := make([]pubEvent, batch)
+	topicOf := make([]int, batch)
+	errs := make([]error, batch)
 	start := time.Now()
-	buf := make([]byte, 0, r.cfg.payload+64)
-	for k := 0; ; k++ {
+	for k := 0; ; { // k: events sent so far
 		if ctx.Err() != nil || (!deadline.IsZero() && !time.Now().Before(deadline)) {
 			return
 		}
-		if r.cfg.events > 0 && k >= quota {
-			return
+		n := batch
+		if r.cfg.events > 0 {
+			if k >= quota {
+				return
+			}
+			n = min(n, quota-k)
 		}
 		if interval > 0 {
 			if wait := time.Until(start.Add(time.Duration(k) * interval)); wait > 0 {
@@ -473,22 +502,44 @@ func (r *runner) publishLoop(ctx context.Context, pub publisher, p, nPub int, pr
 				}
 			}
 		}
-		i := k % len(mine)
-		seq[i]++
 		sent := time.Since(r.t0)
-		buf = appendPayload(buf[:0], r.runID, mine[i], seq[i], int64(sent), r.cfg.payload)
-		err := pub.publish(ctx, names[i], r.cfg.eventType, buf)
-		r.publishRTT.record(p, time.Since(r.t0)-sent)
-		if err != nil {
-			pubErrors.Add(1)
-			if ctx.Err() == nil {
-				r.noteErr("publish", err)
+		for j := range n {
+			i := (k + j) % len(mine)
+			seq[i]++
+			bufs[j] = appendPayload(bufs[j][:0], r.runID, mine[i], seq[i], int64(sent), r.cfg.payload)
+			evs[j] = pubEvent{topic: names[i], data: bufs[j]}
+			if r.cfg.idempotent {
+				evs[j].key = idempotencyKey(r.runID, mine[i], seq[i])
 			}
-			continue
+			topicOf[j] = mine[i]
 		}
-		okPerTopic[mine[i]]++
-		published.Add(1)
+		k += n
+		pub.publish(ctx, r.cfg.eventType, evs[:n], errs[:n])
+		r.publishRTT.record(p, time.Since(r.t0)-sent)
+		for j, err := range errs[:n] {
+			if err != nil {
+				pubErrors.Add(1)
+				if ctx.Err() == nil {
+					r.noteErr("publish", err)
+				}
+				continue
+			}
+			okPerTopic[topicOf[j]]++
+			published.Add(1)
+		}
 	}
+}
+
+// idempotencyKey is the key of a topic's event seq in this run:
+// <run id hex>-<topic index>-<seq>.
+func idempotencyKey(run uint32, topic int, seq uint64) string {
+	var b [40]byte
+	k := strconv.AppendUint(b[:0], uint64(run), 16)
+	k = append(k, '-')
+	k = strconv.AppendInt(k, int64(topic), 10)
+	k = append(k, '-')
+	k = strconv.AppendUint(k, seq, 10)
+	return string(k)
 }
 
 func (r *runner) errorList() []string {
@@ -531,10 +582,13 @@ func (res *result) printTable(w io.Writer) {
 	if label != "" {
 		fmt.Fprintf(w, "== %s\n", label)
 	}
-	fmt.Fprintf(w, "%-16s %d on %s (%d topics, payload %d B, nofile %d)\n", "subscribers", res.Subs, strings.Join(res.URLs, ","), res.Topics, res.Payload, res.NoFile)
+	fmt.Fprintf(w, "%-16s %d on %s (%d topics, %d per subscriber, payload %d B, nofile %d)\n", "subscribers",
+		res.Subs, strings.Join(res.URLs, ","), res.Topics, max(res.SubTopics, 1), res.Payload, res.NoFile)
 	fmt.Fprintf(w, "%-16s %d ok, %d failed; %s\n", "connected", res.Connected, res.ConnectErrors, dist(res.Connect))
 	fmt.Fprintf(w, "%-16s %d before publishing, %d at the end, %d ended by server/network\n", "held", res.Held, res.OpenAtEnd, res.StreamErrors)
-	fmt.Fprintf(w, "%-16s %d ok, %d failed via %s, %.0f/s; rtt %s\n", "published", res.Published, res.PublishErrors, res.Publish, res.PublishPerSec, dist(res.PublishRTT))
+	fmt.Fprintf(w, "%-16s %d ok, %d failed via %s (batch %d%s), %.0f/s; rtt per request %s\n", "published",
+		res.Published, res.PublishErrors, res.Publish, max(res.Batch, 1), map[bool]string{true: ", idempotency keys"}[res.Idempotent],
+		res.PublishPerSec, dist(res.PublishRTT))
 	fmt.Fprintf(w, "%-16s %d of %d expected, %.0f deliveries/s\n", "delivered", res.Delivered, res.Expected, res.DeliveriesPerS)
 	fmt.Fprintf(w, "%-16s %s\n", "latency", dist(res.Latency))
 	if res.Published > 0 {

@@ -18,10 +18,13 @@ import (
 // subscriber is one SSE connection. Its counters are written only by its
 // own goroutine and read by the runner after that goroutine has ended.
 type subscriber struct {
-	idx   int
-	topic int // index of the topic it follows
-	url   string
-	conn  net.Conn
+	idx int
+	// The topics it follows: first, first+1, ... (mod -topics), one
+	// state each.
+	first  int
+	topics []topicState
+	url    string
+	conn   net.Conn
 
 	connectTime time.Duration
 	connected   bool
@@ -31,14 +34,34 @@ type subscriber struct {
 	unhook      func() bool   // stops closing conn when the run's context ends
 	last        time.Duration // receive time of the last counted event, since the run's start
 
-	seen     bitset
-	maxSeq   uint64
 	received uint64 // events with a parsable payload
-	unique   uint64
-	dup      uint64
-	reorder  uint64
-	foreign  uint64 // events of another topic or from another run
+	foreign  uint64 // events of a topic it does not follow or from another run
 	other    uint64 // events without a bench payload (e.g. herald.reset)
+}
+
+// topicState is a subscriber's completeness on one topic it follows.
+type topicState struct {
+	seen    bitset
+	maxSeq  uint64
+	unique  uint64
+	dup     uint64
+	reorder uint64
+}
+
+// topicState returns the state of topic (an index), nil when s does not
+// follow it; n is the number of topics.
+func (s *subscriber) topicState(topic, n int) *topicState {
+	if topic < 0 || topic >= n {
+		return nil
+	}
+	off := topic - s.first
+	if off < 0 {
+		off += n
+	}
+	if off >= len(s.topics) {
+		return nil
+	}
+	return &s.topics[off]
 }
 
 // bitset records which sequence numbers a subscriber has seen.
@@ -59,8 +82,8 @@ func (b *bitset) set(i uint64) bool {
 	return old
 }
 
-// streamURL builds base + path + ?topic=name.
-func streamURL(base, path, topic string) (*url.URL, error) {
+// streamURL builds base + path + ?topic=name&topic=name2...
+func streamURL(base, path string, topics ...string) (*url.URL, error) {
 	u, err := url.Parse(strings.TrimRight(base, "/") + path)
 	if err != nil {
 		return nil, err
@@ -69,7 +92,10 @@ func streamURL(base, path, topic string) (*url.URL, error) {
 		return nil, fmt.Errorf("%s: only http:// URLs are supported", base)
 	}
 	q := u.Query()
-	q.Set("topic", topic)
+	q.Del("topic")
+	for _, t := range topics {
+		q.Add("topic", t)
+	}
 	u.RawQuery = q.Encode()
 	return u, nil
 }

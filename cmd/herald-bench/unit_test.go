@@ -3,6 +3,8 @@ package main
 import (
 	"bufio"
 	"bytes"
+	"encoding/json"
+	"io"
 	"math/rand/v2"
 	"os"
 	"strings"
@@ -123,28 +125,66 @@ func TestReadEvents(t *testing.T) {
 }
 
 func TestReadEventsNoAllocs(t *testing.T) {
+	// 99 events over topics 0, 1, 2 (33 each); the subscriber follows 2
+	// and 0 (-topics 3, -sub-topics 2, first topic 2): 1 is foreign.
 	var buf bytes.Buffer
-	for i := range 100 {
+	for i := range 99 {
 		buf.WriteString("id: x\ndata: ")
-		buf.Write(appendPayload(nil, 1, 0, uint64(i+1), 5, 64))
+		buf.Write(appendPayload(nil, 1, i%3, uint64(i/3+1), 5, 64))
 		buf.WriteString("\n\n")
 	}
 	data := buf.Bytes()
-	r := &runner{runID: 1, t0: time.Now()}
-	s := &subscriber{seen: make(bitset, 16)}
+	r := &runner{runID: 1, t0: time.Now(), cfg: config{topics: 3}}
+	s := &subscriber{first: 2, topics: []topicState{{seen: make(bitset, 16)}, {seen: make(bitset, 16)}}}
 	br := bufio.NewReaderSize(bytes.NewReader(data), 4096)
 	_ = readEvents(br, s, r) // warm up: the first-line buffer
 	n := testing.AllocsPerRun(20, func() {
-		clear(s.seen)
-		*s = subscriber{seen: s.seen}
+		for k := range s.topics {
+			clear(s.topics[k].seen)
+			s.topics[k] = topicState{seen: s.topics[k].seen}
+		}
+		*s = subscriber{first: s.first, topics: s.topics}
 		br.Reset(bytes.NewReader(data))
 		_ = readEvents(br, s, r)
 	})
 	if n > 2 { // the copy buffer for the first data line, per call, not per event
-		t.Errorf("readEvents allocated %v times for 100 events", n)
+		t.Errorf("readEvents allocated %v times for 99 events", n)
 	}
-	if s.unique != 100 || s.dup != 0 {
-		t.Errorf("unique %d dup %d, want 100 0", s.unique, s.dup)
+	for k, ts := range s.topics {
+		if ts.unique != 33 || ts.dup != 0 || ts.reorder != 0 || ts.maxSeq != 33 {
+			t.Errorf("followed topic %d: unique %d dup %d reorder %d max %d, want 33 0 0 33", k, ts.unique, ts.dup, ts.reorder, ts.maxSeq)
+		}
+	}
+	if s.foreign != 33 || s.received != 66 {
+		t.Errorf("foreign %d received %d, want 33 66", s.foreign, s.received)
+	}
+}
+
+func TestSubscriberTopicState(t *testing.T) {
+	// -topics 5, -sub-topics 3, subscriber 3: topics 3, 4, 0.
+	s := &subscriber{first: 3, topics: make([]topicState, 3)}
+	for topic, want := range map[int]int{3: 0, 4: 1, 0: 2, 1: -1, 2: -1, 5: -1, -1: -1, 8: -1} {
+		got := s.topicState(topic, 5)
+		switch {
+		case want < 0 && got != nil:
+			t.Errorf("topic %d: followed, want not", topic)
+		case want >= 0 && got != &s.topics[want]:
+			t.Errorf("topic %d: state %p, want topics[%d]", topic, got, want)
+		}
+	}
+	// -sub-topics = -topics: every topic, each its own state.
+	all := &subscriber{first: 2, topics: make([]topicState, 4)}
+	seen := map[*topicState]bool{}
+	for topic := range 4 {
+		if ts := all.topicState(topic, 4); ts == nil || seen[ts] {
+			t.Errorf("topic %d: %p", topic, ts)
+		} else {
+			seen[ts] = true
+		}
+	}
+	u, err := streamURL("http://h:1/", "/events", "a b", "c")
+	if err != nil || u.String() != "http://h:1/events?topic=a+b&topic=c" {
+		t.Errorf("streamURL: %v %v", u, err)
 	}
 }
 
@@ -181,5 +221,94 @@ func TestCPUReaders(t *testing.T) {
 	}
 	if _, err := procCPU(-1); err == nil {
 		t.Error("procCPU(-1) did not fail")
+	}
+}
+
+func TestAppendNDJSONEvent(t *testing.T) {
+	ev := pubEvent{topic: `t"1\`, data: []byte("hb1 a\x01\n\"é"), key: "k-1"}
+	b := appendNDJSONEvent(nil, ev, "ty")
+	b = appendNDJSONEvent(b, pubEvent{topic: "t2", data: []byte("x")}, "")
+	lines := strings.Split(string(b), "\n")
+	if len(lines) != 3 || lines[2] != "" {
+		t.Fatalf("want two lines ending in LF: %q", b)
+	}
+	var got struct {
+		Topic, Event, Data string
+		Key                *string `json:"idempotency_key"`
+	}
+	if err := json.Unmarshal([]byte(lines[0]), &got); err != nil {
+		t.Fatalf("%q: %v", lines[0], err)
+	}
+	if got.Topic != ev.topic || got.Event != "ty" || got.Data != string(ev.data) || got.Key == nil || *got.Key != "k-1" {
+		t.Errorf("decoded %+v from %q", got, lines[0])
+	}
+	if want := `{"topic":"t2","data":"x"}`; lines[1] != want {
+		t.Errorf("no event type, no key: %s, want %s", lines[1], want)
+	}
+}
+
+func TestParseBatchAnswer(t *testing.T) {
+	var ans batchAnswer
+	errs := make([]error, 3)
+	body := `{"results":[{"id":"1-0"},{"status":503,"error":"broker down"},{"id":"1-1"}]}`
+	if err := parseBatchAnswer(207, []byte(body), &ans, errs); err != nil {
+		t.Fatal(err)
+	}
+	if errs[0] != nil || errs[2] != nil || errs[1] == nil || errs[1].Error() != "publish: status 503: broker down" {
+		t.Errorf("207: %v", errs)
+	}
+	// The next answer reuses the results: nothing of the 503 may remain.
+	if err := parseBatchAnswer(200, []byte(`{"results":[{"id":"a"},{"id":"b"},{"id":"c"}]}`), &ans, errs); err != nil || errs[1] != nil {
+		t.Errorf("200 after 207: %v %v", err, errs)
+	}
+	for _, c := range []struct {
+		status int
+		body   string
+		want   string
+	}{
+		{400, "missing topic\n", "publish: status 400: missing topic"},                                 // refserver: no batches
+		{200, `{"results":[{"id":"a"}]}`, "publish: status 200: 1 results for 3 events"},               // too few results
+		{200, `{"id":"a"}`, "publish: status 200: 0 results for 3 events"},                             // a single-event answer
+		{503, `{"error":"broker unavailable"}`, `publish: status 503: {"error":"broker unavailable"}`}, // no results at all
+	} {
+		err := parseBatchAnswer(c.status, []byte(c.body), &ans, errs)
+		if err == nil || !strings.HasPrefix(err.Error(), c.want) {
+			t.Errorf("status %d %q: %v, want %q", c.status, c.body, err, c.want)
+		}
+	}
+	// A common failure with one result per event: each event's own.
+	if err := parseBatchAnswer(503, []byte(`{"results":[{"status":503,"error":"x"},{"status":503,"error":"x"},{"status":503,"error":"x"}]}`), &ans, errs); err != nil || errs[0] == nil || errs[2] == nil {
+		t.Errorf("503 with results: %v %v", err, errs)
+	}
+}
+
+func TestParseFlagsNew(t *testing.T) {
+	for _, args := range [][]string{{"-batch", "0"}, {"-batch", "-2"}} {
+		_, err := parseFlags(append([]string{"-url", "http://x"}, args...), io.Discard)
+		if err == nil || !strings.Contains(err.Error(), "-batch") {
+			t.Errorf("%q: %v, want an error naming -batch", args, err)
+		}
+	}
+	for _, args := range [][]string{{"-sub-topics", "0"}, {"-topics", "3", "-sub-topics", "4"}} {
+		_, err := parseFlags(append([]string{"-url", "http://x"}, args...), io.Discard)
+		if err == nil || !strings.Contains(err.Error(), "-sub-topics") {
+			t.Errorf("%q: %v, want an error naming -sub-topics", args, err)
+		}
+	}
+	c, err := parseFlags([]string{"-url", "http://x"}, io.Discard)
+	if err != nil || c.batch != 1 || c.subTopics != 1 || c.idempotent {
+		t.Errorf("defaults: batch %d sub-topics %d idempotent %v, %v", c.batch, c.subTopics, c.idempotent, err)
+	}
+	if c, err := parseFlags([]string{"-url", "http://x", "-topics", "8", "-sub-topics", "8"}, io.Discard); err != nil || c.subTopics != 8 {
+		t.Errorf("-sub-topics 8 of 8: %v", err)
+	}
+}
+
+func TestIdempotencyKey(t *testing.T) {
+	if got := idempotencyKey(0xdeadbeef, 7, 123); got != "deadbeef-7-123" {
+		t.Errorf("got %q", got)
+	}
+	if k := idempotencyKey(0xffffffff, 1<<30, 1<<63); len(k) > 128 || strings.ContainsAny(k, " \t") {
+		t.Errorf("key %q: want at most 128 printable characters without spaces", k)
 	}
 }
