@@ -5,6 +5,7 @@ import (
 	"context"
 	"log/slog"
 	"net"
+	"os"
 	"os/exec"
 	"strconv"
 	"strings"
@@ -120,6 +121,9 @@ func startRedis(t *testing.T) string {
 	t.Helper()
 	bin, err := exec.LookPath("redis-server")
 	if err != nil {
+		if os.Getenv("CI") == "true" {
+			t.Fatal("no redis-server on PATH (CI=true: .ci/run installs it)")
+		}
 		t.Skip("no redis-server on PATH")
 	}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
