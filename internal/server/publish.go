@@ -37,6 +37,9 @@ type publishHandler struct {
 	maxEvent     int64
 	maxBatch     int
 	timeout      time.Duration // of the broker call (--publish-timeout)
+	// noWait: the broker never blocks (the in-process one): no timeout
+	// context (and its timer) per request.
+	noWait bool
 	allowRemote  bool          // publish from non-loopback peers without auth
 	crossOrigin  *http.CrossOriginProtection
 	remoteNotice string
@@ -155,8 +158,12 @@ func (h *publishHandler) publishOne(r *http.Request, grant *auth.Grant, it batch
 	if herr != nil {
 		return "", herr
 	}
-	ctx, cancel := context.WithTimeout(r.Context(), h.timeout)
-	defer cancel()
+	ctx := r.Context()
+	if !h.noWait {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, h.timeout)
+		defer cancel()
+	}
 	id, err := h.broker.Publish(ctx, p.Topic, p.Message)
 	if err != nil {
 		return "", h.brokerError(r, err)

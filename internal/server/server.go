@@ -148,6 +148,7 @@ func (s *Server) routes() http.Handler {
 		maxEvent:    s.cfg.MaxEventBytes,
 		maxBatch:    s.cfg.MaxBatch,
 		timeout:     s.cfg.PublishTimeout,
+		noWait:      s.kind == "memory",
 		allowRemote: s.cfg.PublishAllow,
 		remoteNotice: "publishing is allowed from loopback addresses only because no authentication is configured; " +
 			"start herald with --publish-allow (HERALD_PUBLISH_ALLOW=true) to accept publishers from any address",
