@@ -30,17 +30,17 @@ const retryAfterSeconds = "2"
 // JSON array of such objects, or NDJSON: one per line) answered with one
 // result per event.
 type publishHandler struct {
-	broker       broker.Broker
-	metrics      *Metrics
-	log          *slog.Logger
-	maxBody      int64
-	maxEvent     int64
-	maxBatch     int
-	timeout      time.Duration // of the broker call (--publish-timeout)
+	broker   broker.Broker
+	metrics  *Metrics
+	log      *slog.Logger
+	maxBody  int64
+	maxEvent int64
+	maxBatch int
+	timeout  time.Duration // of the broker call (--publish-timeout)
 	// noWait: the broker never blocks (the in-process one): no timeout
 	// context (and its timer) per request.
-	noWait bool
-	allowRemote  bool          // publish from non-loopback peers without auth
+	noWait       bool
+	allowRemote  bool // publish from non-loopback peers without auth
 	crossOrigin  *http.CrossOriginProtection
 	remoteNotice string
 	// auth, if it protects publishing, must accept the request's bearer
