@@ -19,6 +19,8 @@
 //	P:{T}:s   stream: one entry per event, fields t (type) and d (data)
 //	P:{T}:e   epoch: a token that changes when the stream was lost
 //	P:{T}     pub/sub channel: "<id>\n<type>\n<data>" per event
+//	P:{T}:k:K idempotency record of key K: "<id> <sha1 of type LF data>",
+//	          expiring after Config.IdempotencyWindow
 //
 // One topic's keys share the hash tag {T}, hence one Redis Cluster slot.
 // The function library is named "herald" ("herald_P" for another prefix)
@@ -26,10 +28,12 @@
 //
 // # Publishing from another service
 //
-//	FCALL herald_publish 1 <topic> <event-type> <data>
+//	FCALL herald_publish 1 <topic> <event-type> <data> [<idempotency-key>]
 //
-// returns the event ID. The key argument is the topic name; the library is
-// generated with the prefix and the history settings baked in, so the
+// returns the event ID: for a key seen within the window, the first
+// publish's ID; for a key seen with other content, the error reply
+// "ERR herald: idempotency key conflict: ...". The key argument is the
+// topic name; the library is generated with the prefix and the history settings baked in, so the
 // caller needs nothing else. An empty event type means the default
 // "message". A topic containing '{' or '}' works on a standalone Redis but
 // not in Redis Cluster (its name then hashes elsewhere than its keys).
@@ -368,11 +372,14 @@ func (b *Broker) setUp(v bool, err error) {
 
 func (b *Broker) channel(topic string) string { return b.prefix + ":{" + topic + "}" }
 
-// Publish implements broker.Broker: one FCALL <prefix>_publish. Errors that
-// mean Redis could not be reached or did not answer in time (including
-// ctx's deadline) wrap broker.ErrUnavailable; such a publish may still have
-// been applied (Redis ran it but its reply was lost), so a publisher that
-// retries may publish an event twice, under two IDs. The client the broker
+// Publish implements broker.Broker: one FCALL <prefix>_publish, in a
+// pipeline with other publishes when some are waiting (see pipeline.go). With
+// msg.Key, a retry within Config.IdempotencyWindow returns the first ID and
+// appends nothing. Errors that mean Redis could not be reached or did not
+// answer in time (including ctx's deadline) wrap broker.ErrUnavailable;
+// such a publish may still have been applied (Redis ran it but its reply
+// was lost), so a publisher that retries without a key may publish an
+// event twice, under two IDs. The client the broker
 // creates from Config.URL never sends it again by itself; see Config.Client
 // for a client of the caller's.
 func (b *Broker) Publish(ctx context.Context, topic string, msg broker.Message) (string, error) {
