@@ -246,3 +246,18 @@ func TestPublishBatchBrokerDown(t *testing.T) {
 		t.Errorf("herald_publish_errors_total{code=503} = %v, want 2", got)
 	}
 }
+
+// TestKeysEvictedMetric: keys the in-memory broker forgets early are
+// counted for operators.
+func TestKeysEvictedMetric(t *testing.T) {
+	s := newMemServer(t, func(c *Config) { c.IdempotencyKeys = 2 })
+	h := s.Handler()
+	for i := range 5 {
+		if rec, a := post(t, h, "application/x-www-form-urlencoded", "topic=ev&data=x", "Idempotency-Key", fmt.Sprint("k", i)); rec.Code != 200 {
+			t.Fatalf("%d %+v", rec.Code, a)
+		}
+	}
+	if got := counterValue(t, s.Metrics(), "herald_idempotency_keys_evicted_total", ""); got != 3 {
+		t.Errorf("herald_idempotency_keys_evicted_total = %v, want 3", got)
+	}
+}

@@ -21,8 +21,11 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/herald-sse/herald/internal/auth"
 	"github.com/herald-sse/herald/pkg/broker"
+	"github.com/herald-sse/herald/pkg/broker/membroker"
 	"github.com/herald-sse/herald/pkg/sse"
 )
 
@@ -98,6 +101,12 @@ func New(ctx context.Context, cfg Config, opts Options) (*Server, error) {
 	}
 	if s.kind == "" {
 		s.kind = "custom"
+	}
+	if mb, ok := s.broker.(*membroker.Broker); ok {
+		s.metrics.Registry.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "herald_idempotency_keys_evicted_total",
+			Help: "Idempotency keys the in-memory broker forgot before their window ended (--idempotency-keys reached): a retry with one publishes again.",
+		}, func() float64 { return float64(mb.KeysEvicted()) }))
 	}
 	s.events = &sse.TopicHandler{
 		Broker:         s.broker,
