@@ -18,6 +18,8 @@ type command struct {
 var commands = []command{
 	{"config", "print the effective configuration with the source of each setting, and validate it", configCommand},
 	{"token", "mint an HS256 token with the configured --jwt-secret", tokenCommand},
+	{"publish", "publish an event (or an NDJSON batch) over HTTP or into Redis, retried safely with an idempotency key", publishCommand},
+	{"subscribe", "follow topics and print their events (readable or JSON lines), resuming with --last-event-id", subscribeCommand},
 	{"healthcheck", "check a running server's /healthz (or --path /readyz); for images without curl", func(args []string, getenv func(string) string, _, stderr io.Writer) int {
 		return healthcheck(args, getenv, stderr)
 	}},
