@@ -261,3 +261,20 @@ func TestKeysEvictedMetric(t *testing.T) {
 		t.Errorf("herald_idempotency_keys_evicted_total = %v, want 3", got)
 	}
 }
+
+// TestBrokerMetrics: herald_broker_last_event_timestamp_seconds follows
+// the last live event (0 before any).
+func TestBrokerMetrics(t *testing.T) {
+	s := newMemServer(t, nil)
+	if got := counterValue(t, s.Metrics(), "herald_broker_last_event_timestamp_seconds", ""); got != 0 {
+		t.Fatalf("before any event: %v, want 0", got)
+	}
+	before := float64(time.Now().UnixNano()) / 1e9
+	if rec, a := post(t, s.Handler(), "application/x-www-form-urlencoded", "topic=m&data=x"); rec.Code != 200 {
+		t.Fatalf("%d %+v", rec.Code, a)
+	}
+	after := float64(time.Now().UnixNano()) / 1e9
+	if got := counterValue(t, s.Metrics(), "herald_broker_last_event_timestamp_seconds", ""); got < before || got > after {
+		t.Errorf("after a publish at [%f, %f]: %f", before, after, got)
+	}
+}

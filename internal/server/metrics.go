@@ -98,7 +98,7 @@ func NewMetrics() *Metrics {
 	for _, r := range []string{"client", "slow", "drain", "broker", "error"} {
 		m.streamsClosed.WithLabelValues(r)
 	}
-	for _, code := range []string{"400", "403", "405", "413", "415", "500", "503"} {
+	for _, code := range []string{"400", "403", "405", "413", "415", "422", "500", "503"} {
 		m.publishErrors.WithLabelValues(code)
 	}
 	for _, r := range []string{broker.ReasonTruncated, broker.ReasonEpoch, broker.ReasonUnknown} {
@@ -179,3 +179,27 @@ func (m *Metrics) SetBrokerUp(up bool) {
 
 // SetMaxConnections records the configured stream limit (0 = none).
 func (m *Metrics) SetMaxConnections(n int) { m.maxConnections.Set(float64(n)) }
+
+// registerBroker adds the metrics a broker can tell: when it last handed
+// this replica a live event (both brokers), and the events refills
+// recovered (Redis).
+func (m *Metrics) registerBroker(b broker.Broker) {
+	if lb, ok := b.(interface{ LastLiveEvent() time.Time }); ok {
+		m.Registry.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "herald_broker_last_event_timestamp_seconds",
+			Help: "When the broker last handed this replica a live event (Unix time; 0: never). time() minus it is how long the replica has heard nothing.",
+		}, func() float64 {
+			t := lb.LastLiveEvent()
+			if t.IsZero() {
+				return 0
+			}
+			return float64(t.UnixNano()) / 1e9
+		}))
+	}
+	if rb, ok := b.(*redisbroker.Broker); ok {
+		m.Registry.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "herald_broker_refilled_events_total",
+			Help: "Events live subscribers were given from the Redis streams after a gap in the pub/sub feed (a replaced connection, a lapsed subscription).",
+		}, func() float64 { return float64(rb.Refilled()) }))
+	}
+}

@@ -13,6 +13,7 @@ import (
 	"github.com/herald-sse/herald/internal/testredis"
 	"github.com/herald-sse/herald/pkg/broker"
 	"github.com/herald-sse/herald/pkg/broker/brokertest"
+	"github.com/herald-sse/herald/pkg/broker/redisbroker"
 )
 
 // TestEndToEndRedis runs the server on the Redis broker: publish and
@@ -32,9 +33,18 @@ func TestEndToEndRedis(t *testing.T) {
 		return counterValue(t, ls.Metrics(), "herald_broker_up", "") == 1
 	})
 	st := ls.subscribe(t, "topic=news", "")
+	before := float64(time.Now().UnixNano()) / 1e9
 	id := ls.publish(t, "news", "update", "via redis")
 	if ev := st.next(t); ev.ID != id || ev.Type != "update" || ev.Data != "via redis" {
 		t.Fatalf("got %+v, want id %q", ev, id)
+	}
+	if got := counterValue(t, ls.Metrics(), "herald_broker_last_event_timestamp_seconds", ""); got < before {
+		t.Errorf("herald_broker_last_event_timestamp_seconds %f, before the live event %f", got, before)
+	}
+	if _, ok := ls.broker.(*redisbroker.Broker); !ok {
+		t.Fatal("not the Redis broker")
+	} else if got, want := counterValue(t, ls.Metrics(), "herald_broker_refilled_events_total", ""), float64(ls.broker.(*redisbroker.Broker).Refilled()); got != want {
+		t.Errorf("herald_broker_refilled_events_total %v, broker %v", got, want)
 	}
 
 	r.Stop(t)

@@ -102,6 +102,7 @@ func New(ctx context.Context, cfg Config, opts Options) (*Server, error) {
 	if s.kind == "" {
 		s.kind = "custom"
 	}
+	s.metrics.registerBroker(s.broker)
 	if mb, ok := s.broker.(*membroker.Broker); ok {
 		s.metrics.Registry.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{
 			Name: "herald_idempotency_keys_evicted_total",

@@ -53,6 +53,7 @@ import (
 	"fmt"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/google/uuid"
@@ -108,7 +109,8 @@ type Broker struct {
 	ttl         time.Duration
 	queueLimit  int
 	now         func() time.Time
-	keys        *keys // nil: idempotency keys off
+	keys        *keys        // nil: idempotency keys off
+	lastLive    atomic.Int64 // UnixNano of the last publish
 
 	// Lock order: Broker.mu before topic.mu before broker.Queue's lock.
 	mu       sync.RWMutex      // guards the fields below
@@ -367,6 +369,7 @@ func (b *Broker) Publish(ctx context.Context, topicName string, msg broker.Messa
 	}
 	t.seq++
 	e := &broker.Event{Kind: broker.KindEvent, Topic: t.name, ID: t.id(t.seq), Type: msg.Type, Data: msg.Data, Time: now}
+	b.lastLive.Store(now.UnixNano())
 	if keyed {
 		b.keys.put(now, t.name, msg.Key, keyRecord{id: e.ID, sum: sum})
 	}
@@ -566,6 +569,15 @@ func (b *Broker) PublishBatch(ctx context.Context, batch []broker.Publication) [
 		res[i].ID, res[i].Err = b.Publish(ctx, p.Topic, p.Message)
 	}
 	return res
+}
+
+// LastLiveEvent returns when the last event was published (zero if none
+// was).
+func (b *Broker) LastLiveEvent() time.Time {
+	if n := b.lastLive.Load(); n != 0 {
+		return time.Unix(0, n)
+	}
+	return time.Time{}
 }
 
 // KeysEvicted returns the number of idempotency keys forgotten before their

@@ -217,7 +217,8 @@ type Broker struct {
 	onReconn   func(string)
 
 	loaded   atomic.Bool  // the library was loaded by this broker at least once
-	refilled atomic.Int64 // events live subscribers got from the stream after a gap (tests)
+	refilled atomic.Int64 // events live subscribers got from the stream after a gap
+	lastLive atomic.Int64 // UnixNano of the last live event on the pub/sub connection
 	up       atomic.Bool
 	isClosed atomic.Bool
 	reconns  atomic.Int64
@@ -348,6 +349,20 @@ func (b *Broker) Connected() bool { return b.up.Load() }
 // started working: after the previous one failed or stopped answering
 // (see Config.OnReconnect). A long outage counts once, when Redis is back.
 func (b *Broker) Reconnects() int64 { return b.reconns.Load() }
+
+// Refilled returns the number of events live subscribers were given from
+// the streams after a gap in the pub/sub feed (a replaced connection, a
+// lapsed subscription): what the refills recovered.
+func (b *Broker) Refilled() int64 { return b.refilled.Load() }
+
+// LastLiveEvent returns when the pub/sub connection last delivered an event
+// of a subscribed topic (zero if it never did).
+func (b *Broker) LastLiveEvent() time.Time {
+	if n := b.lastLive.Load(); n != 0 {
+		return time.Unix(0, n)
+	}
+	return time.Time{}
+}
 
 // conn returns the current pub/sub connection.
 func (b *Broker) conn() *psConn {
@@ -834,6 +849,7 @@ func (b *Broker) onMessage(channel, payload string) {
 		b.log.Warn("redisbroker: ignoring malformed message", "channel", channel)
 		return
 	}
+	b.lastLive.Store(time.Now().UnixNano())
 	var slow []*subscription
 	schedule := false
 	t.mu.Lock()
