@@ -8,6 +8,7 @@
 #             image ID unchanged when the binary is).
 #   HAProxy   $HERALD_HAPROXY_IMAGE  default haproxy:2.6
 #   nginx     $HERALD_NGINX_IMAGE    default nginx:1.22
+#   Prometheus $HERALD_PROMETHEUS_IMAGE default prom/prometheus:v2.42.0
 #             if the image is present, nothing is done; else a pull is tried;
 #             else a FROM scratch image is assembled from the host's Debian
 #             package (installed with apt-get when missing), tagged
@@ -15,8 +16,8 @@
 #             testcontainers find it and never pull.
 #   Redis     $HERALD_REDIS_IMAGE    default redis:7-alpine (scripts/redis-image.sh)
 #
-# Usage: scripts/images.sh [--force] [herald|haproxy|nginx|redis ...]
-#   (no names: all four; --force rebuilds the load balancer and Redis images
+# Usage: scripts/images.sh [--force] [herald|haproxy|nginx|redis|prometheus ...]
+#   (no names: all five; --force rebuilds the load balancer and Redis images
 #   even when present)
 # Needs: docker, go; root for apt-get when a package is missing.
 set -eu
@@ -26,20 +27,21 @@ GO="${GO:-go}"
 HERALD_IMAGE="${HERALD_IMAGE:-herald:local}"
 HAPROXY_IMAGE="${HERALD_HAPROXY_IMAGE:-haproxy:2.6}"
 NGINX_IMAGE="${HERALD_NGINX_IMAGE:-nginx:1.22}"
+PROMETHEUS_IMAGE="${HERALD_PROMETHEUS_IMAGE:-prom/prometheus:v2.42.0}"
 
 FORCE=0
 targets=""
 for a in "$@"; do
 	case "$a" in
 	--force) FORCE=1 ;;
-	herald | haproxy | nginx | redis) targets="$targets $a" ;;
+	herald | haproxy | nginx | redis | prometheus) targets="$targets $a" ;;
 	*)
-		echo "usage: $0 [--force] [herald|haproxy|nginx|redis ...]" >&2
+		echo "usage: $0 [--force] [herald|haproxy|nginx|redis|prometheus ...]" >&2
 		exit 2
 		;;
 	esac
 done
-[ -n "$targets" ] || targets="herald haproxy nginx redis"
+[ -n "$targets" ] || targets="herald haproxy nginx redis prometheus"
 
 tmp="$(mktemp -d)"
 trap 'rm -rf "$tmp"' EXIT
@@ -86,9 +88,9 @@ build_herald() {
 	echo "images: $HERALD_IMAGE built ($(docker image inspect -f '{{.Id}}' "$HERALD_IMAGE" | cut -c8-19))"
 }
 
-# build_lb NAME IMAGE PACKAGE BINARY CONFIG-SRC CONFIG-DEST
+# build_lb NAME IMAGE PACKAGE BINARY CONFIG-SRC CONFIG-DEST [BINARY-DEST]
 build_lb() {
-	name="$1" image="$2" pkg="$3" bin="$4" conf="$5" confdest="$6"
+	name="$1" image="$2" pkg="$3" bin="$4" conf="$5" confdest="$6" bindest="${7:-$4}"
 	local_tag="herald-$name:local"
 	if [ "$FORCE" = 0 ] && present "$image"; then
 		echo "images: $image is present"
@@ -101,9 +103,9 @@ build_lb() {
 	apt_need "$pkg" "$bin"
 	ctx="$tmp/$name"
 	root="$ctx/rootfs"
-	mkdir -p "$root/tmp" "$root$(dirname "$confdest")"
+	mkdir -p "$root/tmp" "$root$(dirname "$confdest")" "$ctx/data"
 	chmod 1777 "$root/tmp"
-	rootfs_for "$bin" "$root" "$bin"
+	rootfs_for "$bin" "$root" "$bindest"
 	cp "$conf" "$root$confdest"
 	cp "$here/deployments/$name/Dockerfile" "$ctx/Dockerfile"
 	quiet docker build -q -t "$local_tag" "$ctx"
@@ -118,6 +120,8 @@ for t in $targets; do
 		"$here/deployments/haproxy/haproxy.cfg" /usr/local/etc/haproxy/haproxy.cfg ;;
 	nginx) build_lb nginx "$NGINX_IMAGE" nginx /usr/sbin/nginx \
 		"$here/deployments/nginx/nginx.conf" /etc/nginx/nginx.conf ;;
+	prometheus) build_lb prometheus "$PROMETHEUS_IMAGE" prometheus /usr/bin/prometheus \
+		"$here/deployments/prometheus/prometheus.yml" /etc/prometheus/prometheus.yml /bin/prometheus ;;
 	redis)
 		if [ "$FORCE" = 1 ]; then sh "$here/scripts/redis-image.sh" --force; else sh "$here/scripts/redis-image.sh"; fi ;;
 	esac

@@ -48,6 +48,7 @@ var (
 	redisImage   = envOr("HERALD_REDIS_IMAGE", "redis:7-alpine")
 	haproxyImage = envOr("HERALD_HAPROXY_IMAGE", "haproxy:2.6")
 	nginxImage   = envOr("HERALD_NGINX_IMAGE", "nginx:1.22")
+	promImage    = envOr("HERALD_PROMETHEUS_IMAGE", "prom/prometheus:v2.42.0")
 )
 
 // unavailable skips the test with a message, or fails it under CI=true.

@@ -3,6 +3,7 @@ package e2e
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
 	"net/http"
 	"net/url"
@@ -32,19 +33,20 @@ func composeCommand(t *testing.T) []string {
 // balancers), publishes through each balancer and receives through the
 // other, and stops a replica gracefully.
 func TestCompose(t *testing.T) {
-	needDocker(t, heraldImage, redisImage, haproxyImage, nginxImage)
+	needDocker(t, heraldImage, redisImage, haproxyImage, nginxImage, promImage)
 	compose := composeCommand(t)
 	project := fmt.Sprintf("heralde2e%d", os.Getpid())
-	hapPort, statsPort, ngxPort := freePort(t), freePort(t), freePort(t)
+	hapPort, statsPort, ngxPort, promPort := freePort(t), freePort(t), freePort(t), freePort(t)
 	env := append(os.Environ(),
 		"HERALD_PORT="+strconv.Itoa(hapPort),
 		"HERALD_STATS_PORT="+strconv.Itoa(statsPort),
 		"HERALD_NGINX_PORT="+strconv.Itoa(ngxPort),
+		"HERALD_PROMETHEUS_PORT="+strconv.Itoa(promPort),
 	)
 	run := func(within time.Duration, args ...string) (string, error) {
 		ctx, cancel := context.WithTimeout(context.Background(), within)
 		defer cancel()
-		full := append(append(append([]string{}, compose[1:]...), "-p", project, "-f", deployDir+"/compose.yaml", "--profile", "nginx"), args...)
+		full := append(append(append([]string{}, compose[1:]...), "-p", project, "-f", deployDir+"/compose.yaml", "--profile", "nginx", "--profile", "monitoring"), args...)
 		cmd := exec.CommandContext(ctx, compose[0], full...)
 		cmd.Env = env
 		var out bytes.Buffer
@@ -76,6 +78,27 @@ func TestCompose(t *testing.T) {
 		return err == nil && code == 200
 	})
 	t.Logf("compose (%s) up in %v", strings.Join(compose, " "), time.Since(start).Round(time.Millisecond))
+	prom := fmt.Sprintf("http://127.0.0.1:%d", promPort)
+	// Prometheus scrapes the three replicas.
+	poll(t, 60*time.Second, "Prometheus scraping herald1..3", func() bool {
+		var res struct {
+			Data struct {
+				ActiveTargets []struct {
+					Health string `json:"health"`
+				} `json:"activeTargets"`
+			} `json:"data"`
+		}
+		if !promGet(prom+"/api/v1/targets", &res) {
+			return false
+		}
+		up := 0
+		for _, tg := range res.Data.ActiveTargets {
+			if tg.Health == "up" {
+				up++
+			}
+		}
+		return up == 3
+	})
 
 	// The demo page through the balancer.
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
@@ -128,4 +151,54 @@ func TestCompose(t *testing.T) {
 			}
 		}
 	}
+	checkBrokerDownAlert(t, run, prom, project)
+}
+
+// promGet GETs a Prometheus API URL into v; false on any failure.
+func promGet(u string, v any) bool {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	code, body, err := httpGet(ctx, u)
+	return err == nil && code == 200 && json.Unmarshal([]byte(body), v) == nil
+}
+
+// checkBrokerDownAlert cuts herald2 off from Redis (its network to Redis
+// only: Prometheus still scrapes it) and waits for the HeraldBrokerDown
+// alert of deployments/prometheus/herald-rules.yml to fire for it (the
+// rule waits 1m).
+func checkBrokerDownAlert(t *testing.T, run func(time.Duration, ...string) (string, error), prom, project string) {
+	t.Helper()
+	id, err := run(30*time.Second, "ps", "-q", "herald2")
+	if err != nil || strings.TrimSpace(id) == "" {
+		t.Fatalf("compose ps herald2: %v %q", err, id)
+	}
+	cmd := exec.Command("docker", "network", "disconnect", project+"_back", strings.TrimSpace(id))
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("docker network disconnect: %v\n%s", err, out)
+	}
+	cut := time.Now()
+	var state string
+	poll(t, 4*time.Minute, "HeraldBrokerDown firing for herald2", func() bool {
+		var res struct {
+			Data struct {
+				Alerts []struct {
+					Labels map[string]string `json:"labels"`
+					State  string            `json:"state"`
+				} `json:"alerts"`
+			} `json:"data"`
+		}
+		if !promGet(prom+"/api/v1/alerts", &res) {
+			return false
+		}
+		for _, a := range res.Data.Alerts {
+			if a.Labels["alertname"] == "HeraldBrokerDown" {
+				if a.Labels["instance"] != "herald2:8080" {
+					t.Fatalf("HeraldBrokerDown for %q, want herald2:8080 only", a.Labels["instance"])
+				}
+				state = a.State
+			}
+		}
+		return state == "firing"
+	})
+	t.Logf("HeraldBrokerDown firing for herald2 %v after it lost Redis", time.Since(cut).Round(time.Second))
 }

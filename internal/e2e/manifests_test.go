@@ -412,7 +412,7 @@ func TestManifestsCompose(t *testing.T) {
 	if !slices.Equal(replicas, []string{"herald1", "herald2", "herald3"}) {
 		t.Errorf("herald replicas = %v, want herald1..3 (the load balancer configs name them)", replicas)
 	}
-	for _, lb := range []string{"haproxy", "nginx", "redis"} {
+	for _, lb := range []string{"haproxy", "nginx", "redis", "prometheus"} {
 		img := str(get(services[lb], "image"))
 		m := composeVar.FindStringSubmatch(img)
 		if m == nil || m[3] == "" {
@@ -427,6 +427,24 @@ func TestManifestsCompose(t *testing.T) {
 				}
 			}
 		}
+	}
+	// Prometheus scrapes the three replicas and loads the rules it mounts.
+	pdocs := decodeAll(t, filepath.Join(deployDir, "prometheus", "prometheus.yml"))
+	if len(pdocs) != 1 {
+		t.Fatalf("prometheus.yml: %d documents", len(pdocs))
+	}
+	if got := fmt.Sprint(get(pdocs[0], "rule_files")); got != "[/etc/prometheus/herald-rules.yml]" {
+		t.Errorf("prometheus.yml rule_files %s", got)
+	}
+	mounted := fmt.Sprint(get(services["prometheus"], "volumes"))
+	for _, m := range []string{"./prometheus/herald-rules.yml:/etc/prometheus/herald-rules.yml", "./prometheus/prometheus.yml:/etc/prometheus/prometheus.yml"} {
+		if !strings.Contains(mounted, m) {
+			t.Errorf("compose prometheus does not mount %s", m)
+		}
+	}
+	scrapes, _ := get(pdocs[0], "scrape_configs").([]any)
+	if len(scrapes) != 1 || fmt.Sprint(get(scrapes[0], "static_configs")) != "[map[targets:[herald1:8080 herald2:8080 herald3:8080]]]" {
+		t.Errorf("prometheus.yml scrape_configs %v, want herald1..3:8080", scrapes)
 	}
 	if v := get(docs[0], "volumes", "redis-data"); v == nil && get(docs[0], "volumes") == nil {
 		t.Error("Redis has no volume: streams would not survive a restart")
