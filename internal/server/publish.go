@@ -74,7 +74,7 @@ func errorf(status int, format string, a ...any) *httpError {
 
 func (h *publishHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	grant, herr := h.admit(r)
-	var body *publishBody
+	var body publishBody
 	if herr == nil {
 		body, herr = h.decode(w, r)
 	}
@@ -84,7 +84,7 @@ func (h *publishHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	var id string
 	if herr == nil {
-		id, herr = h.publishOne(r, grant, body.items[0])
+		id, herr = h.publishOne(r, grant, body.one)
 	}
 	if herr != nil {
 		h.metrics.PublishError(herr.status)
@@ -217,7 +217,8 @@ type batchItem struct {
 // publishBody is a decoded request body: one event, or a batch.
 type publishBody struct {
 	batch bool
-	items []batchItem
+	one   batchItem   // the event, unless batch
+	items []batchItem // the events of a batch
 }
 
 // batchResult is one event's entry in a batch answer.
@@ -299,24 +300,24 @@ func (h *publishHandler) serveBatch(w http.ResponseWriter, r *http.Request, gran
 
 // decode reads the request body: a form, a multipart form or a JSON
 // object (one event); a JSON array or NDJSON (a batch).
-func (h *publishHandler) decode(w http.ResponseWriter, r *http.Request) (*publishBody, *httpError) {
+func (h *publishHandler) decode(w http.ResponseWriter, r *http.Request) (publishBody, *httpError) {
 	if r.ContentLength > h.maxBody {
-		return nil, tooLarge(h.maxBody)
+		return publishBody{}, tooLarge(h.maxBody)
 	}
 	key, herr := headerKey(r.Header)
 	if herr != nil {
-		return nil, herr
+		return publishBody{}, herr
 	}
 	r.Body = http.MaxBytesReader(w, r.Body, h.maxBody)
 	ct := r.Header.Get("Content-Type")
 	if ct == "" {
-		return nil, errorf(http.StatusUnsupportedMediaType, "missing Content-Type: %s", mediaTypes)
+		return publishBody{}, errorf(http.StatusUnsupportedMediaType, "missing Content-Type: %s", mediaTypes)
 	}
 	mediaType := ct
 	if ct != formType && ct != jsonType { // the common cases need no parsing
 		mt, _, err := mime.ParseMediaType(ct)
 		if err != nil {
-			return nil, errorf(http.StatusUnsupportedMediaType, "bad Content-Type %q: %v", ct, err)
+			return publishBody{}, errorf(http.StatusUnsupportedMediaType, "bad Content-Type %q: %v", ct, err)
 		}
 		mediaType = mt
 	}
@@ -325,19 +326,19 @@ func (h *publishHandler) decode(w http.ResponseWriter, r *http.Request) (*publis
 	case jsonType:
 		b, err := io.ReadAll(r.Body)
 		if err != nil {
-			return nil, bodyError(err, h.maxBody, "reading the body")
+			return publishBody{}, bodyError(err, h.maxBody, "reading the body")
 		}
 		if t := bytes.TrimLeft(b, " \t\r\n"); len(t) > 0 && t[0] == '[' {
 			items, herr := decodeArray(b)
 			return h.batch(key, items, herr)
 		}
 		if req, herr = decodeJSON(b); herr != nil {
-			return nil, herr
+			return publishBody{}, herr
 		}
 	case ndjsonType, jsonlType:
 		b, err := io.ReadAll(r.Body)
 		if err != nil {
-			return nil, bodyError(err, h.maxBody, "reading the body")
+			return publishBody{}, bodyError(err, h.maxBody, "reading the body")
 		}
 		items, herr := decodeLines(b)
 		return h.batch(key, items, herr)
@@ -346,49 +347,49 @@ func (h *publishHandler) decode(w http.ResponseWriter, r *http.Request) (*publis
 		// without building a url.Values.
 		b, err := io.ReadAll(r.Body)
 		if err != nil {
-			return nil, bodyError(err, h.maxBody, "reading the body")
+			return publishBody{}, bodyError(err, h.maxBody, "reading the body")
 		}
 		if req, herr = parseForm(b); herr != nil {
-			return nil, herr
+			return publishBody{}, herr
 		}
 	case "multipart/form-data":
 		// Everything fits in memory: the body is capped at maxBody.
 		if err := r.ParseMultipartForm(h.maxBody); err != nil {
-			return nil, bodyError(err, h.maxBody, "bad multipart body")
+			return publishBody{}, bodyError(err, h.maxBody, "bad multipart body")
 		}
 		defer func() { _ = r.MultipartForm.RemoveAll() }()
 		if len(r.MultipartForm.File) > 0 {
-			return nil, errorf(http.StatusBadRequest, "file parts are not accepted: send topic, event, data and idempotency_key as plain fields")
+			return publishBody{}, errorf(http.StatusBadRequest, "file parts are not accepted: send topic, event, data and idempotency_key as plain fields")
 		}
 		if req, herr = formFields(r.MultipartForm.Value); herr != nil {
-			return nil, herr
+			return publishBody{}, herr
 		}
 	default:
-		return nil, errorf(http.StatusUnsupportedMediaType, "unsupported Content-Type %q: %s", mediaType, mediaTypes)
+		return publishBody{}, errorf(http.StatusUnsupportedMediaType, "unsupported Content-Type %q: %s", mediaType, mediaTypes)
 	}
 	switch {
 	case key == "":
 	case req.Key == "":
 		req.Key = key
 	case req.Key != key:
-		return nil, errorf(http.StatusBadRequest, "the Idempotency-Key header and the idempotency_key field differ: give one")
+		return publishBody{}, errorf(http.StatusBadRequest, "the Idempotency-Key header and the idempotency_key field differ: give one")
 	}
-	return &publishBody{items: []batchItem{{req: req}}}, nil
+	return publishBody{one: batchItem{req: req}}, nil
 }
 
 // batch checks a decoded batch as a whole.
-func (h *publishHandler) batch(headerKey string, items []batchItem, herr *httpError) (*publishBody, *httpError) {
+func (h *publishHandler) batch(headerKey string, items []batchItem, herr *httpError) (publishBody, *httpError) {
 	switch {
 	case herr != nil:
-		return nil, herr
+		return publishBody{}, herr
 	case headerKey != "":
-		return nil, errorf(http.StatusBadRequest, "an Idempotency-Key header names one event: give each event of a batch its own idempotency_key field")
+		return publishBody{}, errorf(http.StatusBadRequest, "an Idempotency-Key header names one event: give each event of a batch its own idempotency_key field")
 	case len(items) == 0:
-		return nil, errorf(http.StatusBadRequest, "empty batch: send at least one event")
+		return publishBody{}, errorf(http.StatusBadRequest, "empty batch: send at least one event")
 	case len(items) > h.maxBatch:
-		return nil, errorf(http.StatusRequestEntityTooLarge, "batch of %d events, the limit is %d (--max-batch)", len(items), h.maxBatch)
+		return publishBody{}, errorf(http.StatusRequestEntityTooLarge, "batch of %d events, the limit is %d (--max-batch)", len(items), h.maxBatch)
 	}
-	return &publishBody{batch: true, items: items}, nil
+	return publishBody{batch: true, items: items}, nil
 }
 
 const mediaTypes = "send application/x-www-form-urlencoded, multipart/form-data or application/json (one event, or an array of events), or application/x-ndjson (one event per line)"
@@ -662,10 +663,27 @@ var (
 	noSniff         = []string{"nosniff"}
 )
 
+// contentLengths holds the Content-Length values of short answers (every
+// publish answer {"id":...}), shared read-only: no allocation per answer.
+var contentLengths = func() [][]string {
+	v := make([][]string, 256)
+	for i := range v {
+		v[i] = []string{strconv.Itoa(i)}
+	}
+	return v
+}()
+
+func contentLength(n int) []string {
+	if n < len(contentLengths) {
+		return contentLengths[n]
+	}
+	return []string{strconv.Itoa(n)}
+}
+
 func writeJSONBytes(w http.ResponseWriter, status int, b []byte) {
 	h := w.Header()
 	h["Content-Type"] = jsonContentType
-	h["Content-Length"] = []string{strconv.Itoa(len(b))}
+	h["Content-Length"] = contentLength(len(b))
 	h["Cache-Control"] = noStore
 	h["X-Content-Type-Options"] = noSniff
 	w.WriteHeader(status)
