@@ -111,7 +111,7 @@ build:
 
 ## bench: scenarios S1-S8 against refserver, herald (memory) and herald (Redis); QUICK=1 for a smoke run
 bench:
-	sh scripts/bench.sh
+	bash scripts/bench.sh
 
 ## image: herald's container image (static binary FROM scratch), no registry
 image:
