@@ -1,0 +1,61 @@
+package server
+
+import (
+	"io"
+	"os"
+	"regexp"
+	"strings"
+	"testing"
+)
+
+// TestReadmeConfigTable: the README's configuration table lists every
+// server flag once, with its environment variable and its default as
+// --help shows it — and nothing else.
+func TestReadmeConfigTable(t *testing.T) {
+	b, err := os.ReadFile("../../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, settings, err := ParseCommand(nil, func(string) string { return "" }, io.Discard, Command{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	row := regexp.MustCompile("^\\| `--([a-z0-9-]+)` \\| `([A-Z0-9_]+)` \\| ([^|]*) \\|")
+	documented := map[string]bool{}
+	for _, line := range strings.Split(string(b), "\n") {
+		m := row.FindStringSubmatch(line)
+		if m == nil {
+			continue
+		}
+		name, env, def := m[1], m[2], strings.TrimSpace(m[3])
+		if documented[name] {
+			t.Errorf("README documents --%s twice", name)
+		}
+		documented[name] = true
+		var s *Setting
+		for i := range settings {
+			if settings[i].Flag == name {
+				s = &settings[i]
+			}
+		}
+		if s == nil {
+			t.Errorf("README documents --%s, which the server does not have", name)
+			continue
+		}
+		if env != s.Env {
+			t.Errorf("--%s: README says %s, the server reads %s", name, env, s.Env)
+		}
+		want := s.Default
+		if want == "" {
+			want = "empty"
+		}
+		if d := strings.Trim(def, "`"); d != want {
+			t.Errorf("--%s: README default %s, the server's %q", name, def, want)
+		}
+	}
+	for _, s := range settings {
+		if !documented[s.Flag] {
+			t.Errorf("--%s (%s) is missing from the README's configuration table", s.Flag, s.Env)
+		}
+	}
+}
