@@ -59,3 +59,42 @@ func TestReadmeConfigTable(t *testing.T) {
 		}
 	}
 }
+
+// TestReadmeMetricsTable: every herald_* metric the server exports is in
+// the README's metrics table, and the table names no metric herald does
+// not export (the Redis broker's own are registered only with Redis).
+func TestReadmeMetricsTable(t *testing.T) {
+	b, err := os.ReadFile("../../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	row := regexp.MustCompile("^\\| `(herald_[a-z_]+)(\\{[a-z,]+\\})?` \\|")
+	documented := map[string]bool{}
+	for _, line := range strings.Split(string(b), "\n") {
+		if m := row.FindStringSubmatch(line); m != nil {
+			documented[m[1]] = true
+		}
+	}
+	s := newMemServer(t, nil)
+	mfs, err := s.Metrics().Registry.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	exported := map[string]bool{"herald_broker_refilled_events_total": true} // Redis only
+	for _, mf := range mfs {
+		if name := mf.GetName(); strings.HasPrefix(name, "herald_") {
+			exported[name] = true
+			if !documented[name] {
+				t.Errorf("%s is exported but not in the README's metrics table", name)
+			}
+		}
+	}
+	for name := range documented {
+		if !exported[name] {
+			t.Errorf("the README documents %s, which herald does not export", name)
+		}
+	}
+	if len(documented) < 10 {
+		t.Errorf("only %d metrics found in the README", len(documented))
+	}
+}
