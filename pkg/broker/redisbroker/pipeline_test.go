@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -163,24 +164,33 @@ func testSharePipeline(t *testing.T, limit int) {
 		}
 		ids[res.i] = res.id
 	}
-	// The leaders were concurrent: either order. The queued ones follow,
-	// in order.
+	// The leaders and the queued pipeline were concurrent once released
+	// (with two in flight, the second leader may reach Redis after the
+	// pipeline): the leaders anywhere, the queued ones in order.
 	got := logIDs(t, r.Client(t), prefix, topic)
 	want := []string{ids[2], ids[3], ids[5], ids[6], ids[7]}
-	if len(got) != limit+5 || fmt.Sprint(got[limit:]) != fmt.Sprint(want) {
-		t.Errorf("log %v, want %d leaders then %v (publishes 2, 3, 5, 6, 7 in order)", got, limit, want)
+	var queued []string
+	for _, id := range got {
+		if slices.Contains(want, id) {
+			queued = append(queued, id)
+		}
+	}
+	if len(got) != limit+5 || fmt.Sprint(queued) != fmt.Sprint(want) {
+		t.Errorf("log %v, want %d leaders and %v (publishes 2, 3, 5, 6, 7 in order)", got, limit, want)
 	}
 	wantTrips := strings.Repeat("1 ", limit) + "5"
-	if trips := h.roundTrips(); fmt.Sprint(trips) != "["+wantTrips+"]" {
-		t.Errorf("round trips carried %v publishes, want [%s]: the five queued ones in one pipeline", trips, wantTrips)
+	trips := h.roundTrips()
+	slices.Sort(trips)
+	if fmt.Sprint(trips) != "["+wantTrips+"]" {
+		t.Errorf("round trips carried %v publishes, want [%s] in some order: the five queued ones in one pipeline", trips, wantTrips)
 	}
 
 	// A lone publish afterwards goes at once, alone.
 	if _, err := b.Publish(ctx, topic, broker.Message{Data: "lone"}); err != nil {
 		t.Fatal(err)
 	}
-	if trips := h.roundTrips(); fmt.Sprint(trips) != "["+wantTrips+" 1]" {
-		t.Errorf("round trips %v, want [%s 1]", trips, wantTrips)
+	if trips := h.roundTrips(); len(trips) != limit+2 || trips[limit+1] != 1 {
+		t.Errorf("round trips %v, want the %d above then 1", trips, limit+1)
 	}
 }
 
