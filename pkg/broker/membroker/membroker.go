@@ -561,16 +561,6 @@ func (s *subscription) unregister() {
 	}
 }
 
-// PublishBatch implements broker.BatchPublisher: one Publish after the
-// other (in memory there is no round trip to save).
-func (b *Broker) PublishBatch(ctx context.Context, batch []broker.Publication) []broker.PublishResult {
-	res := make([]broker.PublishResult, len(batch))
-	for i, p := range batch {
-		res[i].ID, res[i].Err = b.Publish(ctx, p.Topic, p.Message)
-	}
-	return res
-}
-
 // LastLiveEvent returns when the last event was published (zero if none
 // was).
 func (b *Broker) LastLiveEvent() time.Time {
