@@ -280,7 +280,7 @@ func TestEndToEndPublishSubscribe(t *testing.T) {
 	// Metrics saw it.
 	waitFor(t, 5*time.Second, "delivery metrics", func() bool {
 		return counterValue(t, ls.Metrics(), "herald_events_delivered_total", "") >= 4 &&
-			counterValue(t, ls.Metrics(), "herald_replayed_events_total", "") >= 2
+			counterValue(t, ls.Metrics(), "herald_replayed_events_total", "resume") >= 2
 	})
 	if got := counterValue(t, ls.Metrics(), "herald_events_published_total", ""); got != 4 {
 		t.Errorf("herald_events_published_total = %v, want 4", got)
