@@ -5,8 +5,6 @@ import (
 	"context"
 	"encoding/json"
 	"io"
-	"log/slog"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -148,9 +146,8 @@ func TestAdminBadRequests(t *testing.T) {
 	}
 }
 
-// fleetServer starts a server on b (shared with other fleet servers) with a
-// fast node interval.
-func fleetServer(t *testing.T, b broker.Broker, id string, mutate func(*Config)) *liveServer {
+// fleetServer starts a server named id with a fast node interval.
+func fleetServer(t *testing.T, id string, mutate func(*Config)) *liveServer {
 	t.Helper()
 	cfg := DefaultConfig()
 	cfg.Addr = "127.0.0.1:0"
@@ -162,32 +159,7 @@ func fleetServer(t *testing.T, b broker.Broker, id string, mutate func(*Config))
 	if mutate != nil {
 		mutate(&cfg)
 	}
-	ln, err := net.Listen("tcp", cfg.Addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	opts := Options{Logger: slog.New(slog.NewTextHandler(testWriter{t}, nil))}
-	if b != nil {
-		opts.Broker, opts.BrokerKind = b, "memory"
-	}
-	s, err := New(t.Context(), cfg, opts)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	ls := &liveServer{Server: s, URL: "http://" + ln.Addr().String(), stop: cancel, done: make(chan error, 1),
-		client: &http.Client{Transport: &http.Transport{}}}
-	go func() { ls.done <- s.Run(ctx, ln) }()
-	t.Cleanup(func() {
-		cancel()
-		select {
-		case <-ls.done:
-		case <-time.After(20 * time.Second):
-			t.Error("server did not stop")
-		}
-		ls.client.CloseIdleConnections()
-	})
-	return ls
+	return runServer(t, cfg, Options{})
 }
 
 func (ls *liveServer) getJSON(t *testing.T, path string, v any) {
@@ -235,9 +207,9 @@ type topicReply struct {
 func TestFleetRedis(t *testing.T) {
 	rds := testredis.Start(t)
 	mutate := func(c *Config) { c.RedisURL = rds.URL() }
-	a := fleetServer(t, nil, "node-a", mutate)
-	b := fleetServer(t, nil, "node-b", mutate)
-	c := fleetServer(t, nil, "node-c", mutate)
+	a := fleetServer(t, "node-a", mutate)
+	b := fleetServer(t, "node-b", mutate)
+	c := fleetServer(t, "node-c", mutate)
 	want := "node-a,node-b,node-c"
 	waitFor(t, 10*time.Second, "three nodes in the view", func() bool {
 		return strings.Join(a.nodeIDs(t), ",") == want && strings.Join(c.nodeIDs(t), ",") == want
@@ -311,7 +283,7 @@ func TestFleetRedis(t *testing.T) {
 
 // TestFleetMemory: with the in-process broker the fleet is the process.
 func TestFleetMemory(t *testing.T) {
-	a := fleetServer(t, nil, "", nil)
+	a := fleetServer(t, "", nil)
 	ids := a.nodeIDs(t)
 	host, _ := os.Hostname()
 	if len(ids) != 1 || ids[0] != host+":"+strings.TrimPrefix(a.URL, "http://127.0.0.1:") {
@@ -344,8 +316,8 @@ func TestFleetMemory(t *testing.T) {
 // withdraw) vanishes once its record expires.
 func TestFleetDeadNodeExpires(t *testing.T) {
 	r := testredis.Start(t)
-	a := fleetServer(t, nil, "node-a", func(c *Config) { c.RedisURL = r.URL() })
-	b := fleetServer(t, nil, "node-b", func(c *Config) { c.RedisURL = r.URL() })
+	a := fleetServer(t, "node-a", func(c *Config) { c.RedisURL = r.URL() })
+	b := fleetServer(t, "node-b", func(c *Config) { c.RedisURL = r.URL() })
 	waitFor(t, 10*time.Second, "two nodes", func() bool { return len(a.nodeIDs(t)) == 2 })
 	// Kill b's announcing without its withdraw, as a crash would.
 	b.nodes.mu.Lock()
@@ -363,7 +335,7 @@ func TestFleetDeadNodeExpires(t *testing.T) {
 // and says so.
 func TestFleetBrokerDown(t *testing.T) {
 	r := testredis.Start(t)
-	a := fleetServer(t, nil, "node-a", func(c *Config) { c.RedisURL = r.URL(); c.PublishTimeout = time.Second })
+	a := fleetServer(t, "node-a", func(c *Config) { c.RedisURL = r.URL(); c.PublishTimeout = time.Second })
 	waitFor(t, 10*time.Second, "one node", func() bool { return len(a.nodeIDs(t)) == 1 })
 	r.Stop(t)
 	var n nodesReply
@@ -388,7 +360,7 @@ func TestFleetBrokerDown(t *testing.T) {
 // TestStatusStream: the status feed sends its history, then a snapshot
 // per interval, and ends on drain.
 func TestStatusStream(t *testing.T) {
-	s := fleetServer(t, nil, "node-s", nil)
+	s := fleetServer(t, "node-s", nil)
 	waitFor(t, 5*time.Second, "ready", func() bool { return len(s.nodeIDs(t)) == 1 })
 	read := func() (*bufio.Reader, func()) {
 		ctx, cancel := context.WithCancel(t.Context())

@@ -440,29 +440,28 @@ func (c *Config) authorizer(setting func(string) string) (*auth.Authorizer, erro
 		}
 		ac.PublicKeyPEM = pemData
 	}
-	if c.APIKeyFile != "" {
-		if c.APIKey != "" {
-			return nil, bad("api-key-file", errors.New("set --api-key or --api-key-file, not both"))
+	// keyFile reads the key a --<name>-file setting names into *dst.
+	keyFile := func(name, path, inline string, dst *string) error {
+		if path == "" {
+			return nil
 		}
-		key, err := os.ReadFile(c.APIKeyFile)
+		if inline != "" {
+			return bad(name+"-file", fmt.Errorf("set --%s or --%s-file, not both", name, name))
+		}
+		key, err := os.ReadFile(path)
 		if err != nil {
-			return nil, bad("api-key-file", err)
+			return bad(name+"-file", err)
 		}
-		if ac.APIKey = strings.TrimSpace(string(key)); ac.APIKey == "" {
-			return nil, bad("api-key-file", fmt.Errorf("%s is empty", c.APIKeyFile))
+		if *dst = strings.TrimSpace(string(key)); *dst == "" {
+			return bad(name+"-file", fmt.Errorf("%s is empty", path))
 		}
+		return nil
 	}
-	if c.AdminKeyFile != "" {
-		if c.AdminKey != "" {
-			return nil, bad("admin-key-file", errors.New("set --admin-key or --admin-key-file, not both"))
-		}
-		key, err := os.ReadFile(c.AdminKeyFile)
-		if err != nil {
-			return nil, bad("admin-key-file", err)
-		}
-		if ac.AdminKey = strings.TrimSpace(string(key)); ac.AdminKey == "" {
-			return nil, bad("admin-key-file", fmt.Errorf("%s is empty", c.AdminKeyFile))
-		}
+	if err := keyFile("api-key", c.APIKeyFile, c.APIKey, &ac.APIKey); err != nil {
+		return nil, err
+	}
+	if err := keyFile("admin-key", c.AdminKeyFile, c.AdminKey, &ac.AdminKey); err != nil {
+		return nil, err
 	}
 	if len(ac.Secret) == 0 && len(ac.PublicKeyPEM) == 0 && ac.APIKey == "" && ac.AdminKey == "" {
 		return nil, nil
