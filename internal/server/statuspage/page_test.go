@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/chromedp/cdproto/emulation"
 	"github.com/chromedp/chromedp"
 )
 
@@ -441,6 +442,26 @@ func TestPage(t *testing.T) {
 			t.Fatalf("browser: screenshot: %v", err)
 		}
 		if err := os.WriteFile(shot, png, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	// Dark: the colors follow prefers-color-scheme.
+	light := eval[string](t, ctx, `getComputedStyle(document.body).backgroundColor`)
+	if _, err := chromedp.Call(ctx, emulation.SetEmulatedMedia, emulation.SetEmulatedMediaParams{
+		Features: []*emulation.MediaFeature{{Name: "prefers-color-scheme", Value: "dark"}},
+	}); err != nil {
+		t.Fatalf("browser: emulate a dark color scheme: %v", err)
+	}
+	if dark := eval[string](t, ctx, `getComputedStyle(document.body).backgroundColor`); dark == light {
+		t.Errorf("the background is %s in the dark color scheme too", dark)
+	}
+	if shot := os.Getenv("HERALD_SCREENSHOT_FAKE"); shot != "" {
+		png, err := chromedp.Run(ctx, chromedp.FullScreenshot(100))
+		if err != nil {
+			t.Fatalf("browser: screenshot: %v", err)
+		}
+		if err := os.WriteFile(strings.TrimSuffix(shot, ".png")+"-dark.png", png, 0o644); err != nil {
 			t.Fatal(err)
 		}
 	}

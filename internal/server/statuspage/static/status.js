@@ -430,6 +430,15 @@
     }
   }
 
+  // nodeIn returns the node of a sample with this id, or null.
+  function nodeIn(s, id) {
+    if (!s._byId) {
+      s._byId = {};
+      s.nodes.forEach(function (n) { s._byId[n.id] = n; });
+    }
+    return Object.prototype.hasOwnProperty.call(s._byId, id) ? s._byId[id] : null;
+  }
+
   // A new segment starts where a replica is missing from a sample or
   // samples are further apart than a few intervals.
   function gapMs() { return Math.max(3 * st.intervalMs, 3000); }
@@ -461,8 +470,7 @@
       c.lines.forEach(function (ln) {
         var d = "", prevT = -Infinity, open = false;
         samples.forEach(function (s) {
-          var n = null;
-          for (var k = 0; k < s.nodes.length; k++) { if (s.nodes[k].id === id) { n = s.nodes[k]; break; } }
+          var n = nodeIn(s, id);
           var v = n ? ln.v(n) : null;
           if (v === null) { open = false; return; }
           var px = x(s._t).toFixed(1), py = y(v).toFixed(1);
@@ -506,8 +514,7 @@
         run = null;
       }
       for (var i = 0; i < samples.length; i++) {
-        var s = samples[i], n = null;
-        for (var k = 0; k < s.nodes.length; k++) { if (s.nodes[k].id === id) { n = s.nodes[k]; break; } }
+        var s = samples[i], n = nodeIn(s, id);
         if (!n) { flush(); continue; }
         var up = !!(n.broker && n.broker.up);
         var next = i + 1 < samples.length ? samples[i + 1]._t : s._t + st.intervalMs;
