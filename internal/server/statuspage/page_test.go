@@ -51,8 +51,10 @@ type fakeNode struct {
 }
 
 type fakeSnapshot struct {
-	Time  string     `json:"time"`
-	Nodes []fakeNode `json:"nodes"`
+	Time     string     `json:"time"`
+	Nodes    []fakeNode `json:"nodes"`
+	Complete bool       `json:"complete"`
+	Error    string     `json:"error,omitempty"`
 }
 
 const fakeKey = "test-key"
@@ -70,6 +72,7 @@ type fakeCluster struct {
 	history  []fakeSnapshot
 	started  time.Time
 	badAuths int
+	viewErr  string // the snapshots' error (and complete false) when set
 }
 
 func newFakeCluster() *fakeCluster {
@@ -94,7 +97,7 @@ func newFakeCluster() *fakeCluster {
 }
 
 func (f *fakeCluster) snapshotLocked(at time.Time) fakeSnapshot {
-	snap := fakeSnapshot{Time: at.UTC().Format(time.RFC3339Nano)}
+	snap := fakeSnapshot{Time: at.UTC().Format(time.RFC3339Nano), Complete: f.viewErr == "", Error: f.viewErr}
 	for _, n := range f.nodes {
 		c := *n
 		c.Updated = at.Add(-100 * time.Millisecond).UTC().Format(time.RFC3339Nano)
@@ -415,6 +418,12 @@ func TestPage(t *testing.T) {
 	if n := eval[int](t, ctx, `heraldStatus.nodeIds.length`); n != 2 {
 		t.Errorf("heraldStatus.nodeIds has %d ids, want 2", n)
 	}
+
+	// An incomplete view is said so.
+	f.update(func(map[string]*fakeNode) { f.viewErr = "redis: i/o timeout" })
+	waitJS(t, ctx, `!document.getElementById("view-note").hidden && document.getElementById("view-note").textContent.includes("i/o timeout")`, 10*time.Second)
+	f.update(func(map[string]*fakeNode) { f.viewErr = "" })
+	waitJS(t, ctx, `document.getElementById("view-note").hidden`, 10*time.Second)
 
 	// The stream ends after endAfter snapshots: the page reconnects and
 	// goes on.

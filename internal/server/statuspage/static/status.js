@@ -68,7 +68,8 @@
   function needKey(status, message) {
     setState("unauthorized");
     var form = $("key-form");
-    var text = status === 403 ? "This key is not allowed to read the cluster view" : "This page needs the admin key";
+    var text = status !== 403 ? "This page needs the admin key" :
+      key ? "This key is not allowed to read the cluster view" : "The server refused the cluster view";
     $("key-message").textContent = text + (message ? " (" + message + ")." : ".");
     if (form.hidden) {
       form.hidden = false;
@@ -278,6 +279,9 @@
     if (!snap) { return; }
     var nodes = snap.nodes.slice().sort(function (a, b) { return a.id < b.id ? -1 : a.id > b.id ? 1 : 0; });
     nodes.forEach(function (n) { colorOf(n.id); });
+    var note = $("view-note");
+    note.hidden = snap.complete !== false && !snap.error;
+    note.textContent = note.hidden ? "" : "The cluster view is incomplete" + (snap.error ? ": " + snap.error : ".");
     renderCards(nodes, snap._t);
     renderLegend(nodes);
     renderCharts();
