@@ -8,6 +8,8 @@ import (
 	"crypto/x509"
 	"encoding/json"
 	"encoding/pem"
+	"errors"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
@@ -295,5 +297,36 @@ func TestHelp(t *testing.T) {
 	}
 	if strings.Contains(errs, "HERALD_TTL") || strings.Contains(errs, "HERALD_SUB") {
 		t.Error("the command's own flags are shown with environment twins")
+	}
+}
+
+// TestTokenAdmin: herald token --admin mints a token the admin API
+// accepts, alone or with patterns; without it the token is refused there.
+func TestTokenAdmin(t *testing.T) {
+	a, err := auth.New(auth.Config{Secret: []byte(testSecret)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	adminReq := func(tok string) error {
+		r := httptest.NewRequest("GET", "/api/nodes", nil)
+		r.Header.Set("Authorization", "Bearer "+tok)
+		_, err := a.AuthorizeAdmin(r)
+		return err
+	}
+	for _, args := range [][]string{{"--admin"}, {"--admin", "--subscribe", "x"}} {
+		code, out, errs := run(t, map[string]string{"HERALD_JWT_SECRET": testSecret}, append([]string{"token"}, args...)...)
+		if code != 0 {
+			t.Fatalf("%v: exit %d: %s", args, code, errs)
+		}
+		if err := adminReq(strings.TrimSpace(out)); err != nil {
+			t.Errorf("%v: the admin API refuses the token: %v", args, err)
+		}
+	}
+	code, out, _ := run(t, map[string]string{"HERALD_JWT_SECRET": testSecret}, "token", "--subscribe", "x")
+	if code != 0 {
+		t.Fatal(code)
+	}
+	if err := adminReq(strings.TrimSpace(out)); !errors.Is(err, auth.ErrForbidden) {
+		t.Errorf("a token without --admin: %v, want forbidden", err)
 	}
 }

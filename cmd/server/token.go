@@ -12,14 +12,15 @@ import (
 	"github.com/herald-sse/herald/internal/server"
 )
 
-const tokenUsage = `Usage: herald token [--sub id] [--subscribe patterns] [--publish patterns] [--ttl 15m] [server settings]
+const tokenUsage = `Usage: herald token [--sub id] [--subscribe patterns] [--publish patterns] [--admin] [--ttl 15m] [server settings]
 
 Mints an HS256 token signed with the server's --jwt-secret (or
 HERALD_JWT_SECRET) and prints it. The token carries the "herald" claim with
 the given patterns, exp after --ttl, and the aud and iss the server checks
 (--jwt-audience, --jwt-issuer). A pattern is a topic, a prefix ending in *
 ("news.*"), or * for every topic; repeat a flag or separate patterns with
-commas. Exit 2 without a secret or with an invalid configuration.
+commas. --admin grants the admin API (GET /api/..., the status page's
+stream). Exit 2 without a secret or with an invalid configuration.
 
 Flags:
 `
@@ -32,11 +33,13 @@ func tokenCommand(args []string, getenv func(string) string, stdout, stderr io.W
 		sub                string
 		subscribe, publish patterns
 		ttl                time.Duration
+		admin              bool
 	)
 	cmd := server.Command{Usage: tokenUsage, Flags: func(fs *flag.FlagSet) {
 		fs.StringVar(&sub, "sub", "", "the token's subject (sub): `id` of who holds it, for logs and --publish-rate")
 		fs.Var(&subscribe, "subscribe", "topic `patterns` the holder may subscribe to")
 		fs.Var(&publish, "publish", "topic `patterns` the holder may publish to")
+		fs.BoolVar(&admin, "admin", false, "grant the admin API (cluster view, status stream)")
 		fs.DurationVar(&ttl, "ttl", 15*time.Minute, "lifetime of the token (exp)")
 	}}
 	cfg, _, err := server.ParseCommand(args, getenv, stderr, cmd)
@@ -59,6 +62,7 @@ func tokenCommand(args []string, getenv func(string) string, stdout, stderr io.W
 		Subject:   sub,
 		Subscribe: subscribe,
 		Publish:   publish,
+		Admin:     admin,
 		Audience:  cfg.JWTAudience,
 		Issuer:    cfg.JWTIssuer,
 		TTL:       ttl,

@@ -93,6 +93,10 @@ type Config struct {
 	// topic when sent as "Authorization: Bearer <key>". It never grants
 	// subscribing.
 	APIKey string
+	// AdminKey, if set, is a static key that grants the admin API (the
+	// cluster view, the status stream) when sent as "Authorization: Bearer
+	// <key>". It grants neither publishing nor subscribing.
+	AdminKey string
 	// AnonymousSubscribe lets subscribers in without a token even when
 	// tokens are configured; OnConnect then accepts every request.
 	AnonymousSubscribe bool
@@ -128,6 +132,7 @@ type Grant struct {
 	Expires time.Time
 
 	all       bool // the API key: publish anywhere
+	admin     bool // the admin key, or a token whose herald claim has "admin": true
 	publish   []string
 	subscribe []string
 }
@@ -185,6 +190,7 @@ type Authorizer struct {
 	parser  *jwt.Parser
 	leeway  time.Duration
 	apiKey  []byte
+	admKey  []byte
 }
 
 // New checks cfg and returns its Authorizer.
@@ -216,6 +222,15 @@ func New(cfg Config) (*Authorizer, error) {
 			return nil, fmt.Errorf("auth: the API key is %d bytes; use at least 16 random bytes", len(cfg.APIKey))
 		}
 		a.apiKey = []byte(cfg.APIKey)
+	}
+	if cfg.AdminKey != "" {
+		if len(cfg.AdminKey) < 16 {
+			return nil, fmt.Errorf("auth: the admin key is %d bytes; use at least 16 random bytes", len(cfg.AdminKey))
+		}
+		if cfg.AdminKey == cfg.APIKey {
+			return nil, errors.New("auth: the admin key must differ from the API key")
+		}
+		a.admKey = []byte(cfg.AdminKey)
 	}
 	if a.key != nil {
 		opts := []jwt.ParserOption{
@@ -292,6 +307,8 @@ type claims struct {
 type heraldClaim struct {
 	Publish   []string `json:"publish"`
 	Subscribe []string `json:"subscribe"`
+	// Admin grants the admin API (GET /api/..., the status stream).
+	Admin bool `json:"admin,omitempty"`
 }
 
 // Parse verifies a token and returns its grant. Errors wrap
@@ -318,7 +335,7 @@ func (a *Authorizer) Parse(token string) (*Grant, error) {
 			}
 		}
 	}
-	g := &Grant{publish: c.Herald.Publish, subscribe: c.Herald.Subscribe}
+	g := &Grant{publish: c.Herald.Publish, subscribe: c.Herald.Subscribe, admin: c.Herald.Admin}
 	if c.ExpiresAt != nil {
 		g.Expires = c.ExpiresAt.Add(a.leeway)
 	}
@@ -414,6 +431,42 @@ func (a *Authorizer) PublishGrant(r *http.Request) (*Grant, error) {
 		return nil, fmt.Errorf("%w: the API key does not match", ErrInvalidToken)
 	}
 	return a.Parse(tok)
+}
+
+// AdminKey reports whether an admin key is configured.
+func (a *Authorizer) AdminKey() bool { return a != nil && a.admKey != nil }
+
+// AdminProtected reports whether the admin API needs a credential: an
+// admin key or tokens are configured. Without either, a server decides by
+// the peer's address.
+func (a *Authorizer) AdminProtected() bool { return a.AdminKey() || a.Tokens() }
+
+// AuthorizeAdmin checks that r carries the admin key or a token granting
+// admin ("herald": {"admin": true}) in "Authorization: Bearer" (cookies
+// and the query are not read). Errors wrap ErrNoCredentials,
+// ErrInvalidToken or ErrForbidden.
+func (a *Authorizer) AuthorizeAdmin(r *http.Request) (*Grant, error) {
+	tok, ok, err := bearer(r)
+	if err != nil {
+		return nil, err
+	}
+	if !ok {
+		return nil, fmt.Errorf("%w: send Authorization: Bearer followed by the admin key or a token granting admin", ErrNoCredentials)
+	}
+	if a.admKey != nil && subtle.ConstantTimeCompare([]byte(tok), a.admKey) == 1 {
+		return &Grant{Principal: "admin-key", admin: true}, nil
+	}
+	if !a.Tokens() {
+		return nil, fmt.Errorf("%w: the admin key does not match", ErrInvalidToken)
+	}
+	g, err := a.Parse(tok)
+	if err != nil {
+		return nil, err
+	}
+	if !g.admin {
+		return g, fmt.Errorf("%w: the token does not grant admin", ErrForbidden)
+	}
+	return g, nil
 }
 
 // AuthorizePublish checks that r may publish to topic and returns the

@@ -14,6 +14,7 @@ type Token struct {
 	Subject   string   // sub; the principal of rate limits and logs
 	Subscribe []string // patterns the holder may subscribe to
 	Publish   []string // patterns the holder may publish to
+	Admin     bool     // the holder may use the admin API
 	Audience  string   // aud, when the server checks one
 	Issuer    string   // iss, when the server checks one
 	// IssuedAt is iat and nbf; zero means now.
@@ -33,8 +34,8 @@ func Mint(secret []byte, t Token) (string, error) {
 	if t.TTL <= 0 {
 		return "", errors.New("auth: a token needs a positive lifetime")
 	}
-	if len(t.Subscribe) == 0 && len(t.Publish) == 0 {
-		return "", errors.New("auth: a token without subscribe or publish patterns grants nothing")
+	if len(t.Subscribe) == 0 && len(t.Publish) == 0 && !t.Admin {
+		return "", errors.New("auth: a token without subscribe or publish patterns or admin grants nothing")
 	}
 	for _, list := range [][]string{t.Subscribe, t.Publish} {
 		for _, p := range list {
@@ -55,7 +56,7 @@ func Mint(secret []byte, t Token) (string, error) {
 			NotBefore: jwt.NewNumericDate(now),
 			ExpiresAt: jwt.NewNumericDate(now.Add(t.TTL)),
 		},
-		Herald: &heraldClaim{Publish: nonNil(t.Publish), Subscribe: nonNil(t.Subscribe)},
+		Herald: &heraldClaim{Publish: nonNil(t.Publish), Subscribe: nonNil(t.Subscribe), Admin: t.Admin},
 	}
 	if t.Audience != "" {
 		c.Audience = jwt.ClaimStrings{t.Audience}

@@ -86,6 +86,7 @@ var externalSecretSamples = map[string]string{
 	"HERALD_REDIS_URL":  "redis://:password@redis:6379/0",
 	"HERALD_JWT_SECRET": strings.Repeat("x", 32),
 	"HERALD_API_KEY":    strings.Repeat("k", 16),
+	"HERALD_ADMIN_KEY":  strings.Repeat("a", 16),
 }
 
 // TestHelm renders the chart with its defaults and with every option on,
@@ -246,7 +247,7 @@ func checkChart(t *testing.T, docs []map[string]any, want map[string]bool, known
 			t.Errorf("env %s: Secret %s has no key %s", name, str(get(sec, "metadata", "name")), key)
 		}
 	}
-	for _, secret := range []string{"HERALD_REDIS_URL", "HERALD_JWT_SECRET", "HERALD_API_KEY"} {
+	for _, secret := range []string{"HERALD_REDIS_URL", "HERALD_JWT_SECRET", "HERALD_API_KEY", "HERALD_ADMIN_KEY"} {
 		for _, cm := range byKind["ConfigMap"] {
 			if _, ok := get(cm, "data").(map[string]any)[secret]; ok {
 				t.Errorf("%s is in ConfigMap %s: credentials belong in a Secret", secret, str(get(cm, "metadata", "name")))

@@ -102,6 +102,21 @@ type Config struct {
 	// APIKeyFile holds the API key (surrounding whitespace is trimmed);
 	// exclusive with APIKey.
 	APIKeyFile string
+	// AdminKey is a static key (at least 16 bytes) that grants the admin
+	// API (/api/nodes, /api/topics, the status stream) with
+	// "Authorization: Bearer <key>".
+	AdminKey string
+	// AdminKeyFile holds the admin key; exclusive with AdminKey.
+	AdminKeyFile string
+	// AdminAllow lets any peer use the admin API when neither an admin key
+	// nor tokens are configured; otherwise only loopback peers may.
+	AdminAllow bool
+	// NodeID names this replica in the cluster view; empty means
+	// "<hostname>:<listen port>".
+	NodeID string
+	// NodeInterval is how often the replica writes its record to the
+	// cluster view (records expire after 5 intervals). Default 1s.
+	NodeInterval time.Duration
 	// AnonymousSubscribe lets subscribers in without a token while tokens
 	// are configured.
 	AnonymousSubscribe bool
@@ -148,6 +163,7 @@ func DefaultConfig() Config {
 		PublishTimeout:    5 * time.Second,
 		JWTLeeway:         auth.DefaultLeeway,
 		PublishBurst:      20,
+		NodeInterval:      time.Second,
 		LogLevel:          slog.LevelInfo,
 		LogFormat:         "text",
 
@@ -232,6 +248,11 @@ func ParseCommand(args []string, getenv func(string) string, output io.Writer, c
 	fs.StringVar(&cfg.JWTIssuer, "jwt-issuer", cfg.JWTIssuer, "if set, tokens must have it as iss")
 	fs.StringVar(&cfg.APIKey, "api-key", cfg.APIKey, "static key (at least 16 bytes) that lets services publish to every topic with Authorization: Bearer <key>")
 	fs.StringVar(&cfg.APIKeyFile, "api-key-file", cfg.APIKeyFile, "file holding the API key (instead of --api-key)")
+	fs.StringVar(&cfg.AdminKey, "admin-key", cfg.AdminKey, "static key (at least 16 bytes) that grants the admin API (/api/..., the status page's data) with Authorization: Bearer <key>")
+	fs.StringVar(&cfg.AdminKeyFile, "admin-key-file", cfg.AdminKeyFile, "file holding the admin key (instead of --admin-key)")
+	fs.BoolVar(&cfg.AdminAllow, "admin-allow", cfg.AdminAllow, "allow the admin API from any address when no admin key or tokens are configured (default: loopback only)")
+	fs.StringVar(&cfg.NodeID, "node-id", cfg.NodeID, "this replica's name in the cluster view (default <hostname>:<port>)")
+	fs.Var(durationValue{&cfg.NodeInterval}, "node-interval", "how often the replica writes its record to the cluster view (it expires after 5 of them)")
 	fs.BoolVar(&cfg.AnonymousSubscribe, "anonymous-subscribe", cfg.AnonymousSubscribe, "let subscribers in without a token while authentication is on")
 	fs.Float64Var(&cfg.PublishRate, "publish-rate", cfg.PublishRate, "publish requests per second per token, API key or (without auth) peer address; 0 = no limit")
 	fs.IntVar(&cfg.PublishBurst, "publish-burst", cfg.PublishBurst, "publish requests allowed at once above --publish-rate")
@@ -328,6 +349,7 @@ func (c *Config) validate(setting func(string) string) error {
 		{"publish-burst", int64(c.PublishBurst)},
 		{"read-header-timeout", int64(c.ReadHeaderTimeout)},
 		{"idle-timeout", int64(c.IdleTimeout)},
+		{"node-interval", int64(c.NodeInterval)},
 	}
 	for _, p := range positive {
 		if p.v <= 0 {
@@ -365,8 +387,27 @@ func (c *Config) validate(setting func(string) string) error {
 		return bad("max-last-event-id-bytes", "%d cannot hold the cursor of a stream of --max-topics=%d topics (at least %d)",
 			c.MaxLastEventIDBytes, c.MaxTopics, 4+c.MaxTopics*(broker.MaxIDLen+1))
 	}
+	if c.NodeID != "" {
+		if err := validateNodeID(c.NodeID); err != nil {
+			return bad("node-id", "%v", err)
+		}
+	}
 	if _, err := c.authorizer(setting); err != nil {
 		return err
+	}
+	return nil
+}
+
+// validateNodeID accepts 1-128 printable ASCII characters without spaces:
+// the node's name in logs, Redis keys and the cluster view.
+func validateNodeID(id string) error {
+	if len(id) == 0 || len(id) > 128 {
+		return fmt.Errorf("%q must be 1-128 characters", id)
+	}
+	for i := 0; i < len(id); i++ {
+		if c := id[i]; c <= ' ' || c > '~' {
+			return fmt.Errorf("%q: only printable ASCII without spaces", id)
+		}
 	}
 	return nil
 }
@@ -383,6 +424,7 @@ func (c *Config) authorizer(setting func(string) string) (*auth.Authorizer, erro
 		Audience:           c.JWTAudience,
 		Issuer:             c.JWTIssuer,
 		APIKey:             c.APIKey,
+		AdminKey:           c.AdminKey,
 		AnonymousSubscribe: c.AnonymousSubscribe,
 	}
 	if c.JWTLeeway == 0 {
@@ -398,25 +440,40 @@ func (c *Config) authorizer(setting func(string) string) (*auth.Authorizer, erro
 		}
 		ac.PublicKeyPEM = pemData
 	}
-	if c.APIKeyFile != "" {
-		if c.APIKey != "" {
-			return nil, bad("api-key-file", errors.New("set --api-key or --api-key-file, not both"))
+	// keyFile reads the key a --<name>-file setting names into *dst.
+	keyFile := func(name, path, inline string, dst *string) error {
+		if path == "" {
+			return nil
 		}
-		key, err := os.ReadFile(c.APIKeyFile)
+		if inline != "" {
+			return bad(name+"-file", fmt.Errorf("set --%s or --%s-file, not both", name, name))
+		}
+		key, err := os.ReadFile(path)
 		if err != nil {
-			return nil, bad("api-key-file", err)
+			return bad(name+"-file", err)
 		}
-		if ac.APIKey = strings.TrimSpace(string(key)); ac.APIKey == "" {
-			return nil, bad("api-key-file", fmt.Errorf("%s is empty", c.APIKeyFile))
+		if *dst = strings.TrimSpace(string(key)); *dst == "" {
+			return bad(name+"-file", fmt.Errorf("%s is empty", path))
 		}
+		return nil
 	}
-	if len(ac.Secret) == 0 && len(ac.PublicKeyPEM) == 0 && ac.APIKey == "" {
+	if err := keyFile("api-key", c.APIKeyFile, c.APIKey, &ac.APIKey); err != nil {
+		return nil, err
+	}
+	if err := keyFile("admin-key", c.AdminKeyFile, c.AdminKey, &ac.AdminKey); err != nil {
+		return nil, err
+	}
+	if len(ac.Secret) == 0 && len(ac.PublicKeyPEM) == 0 && ac.APIKey == "" && ac.AdminKey == "" {
 		return nil, nil
 	}
 	a, err := auth.New(ac)
 	if err != nil {
 		name := "api-key"
 		switch {
+		case c.AdminKeyFile != "" && strings.Contains(err.Error(), "admin key"):
+			name = "admin-key-file"
+		case strings.Contains(err.Error(), "admin key"):
+			name = "admin-key"
 		case c.APIKeyFile != "" && strings.Contains(err.Error(), "API key"):
 			name = "api-key-file"
 		case strings.Contains(err.Error(), "API key"):

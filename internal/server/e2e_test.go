@@ -49,11 +49,30 @@ func startServer(t *testing.T, mutate func(*Config)) *liveServer {
 	if mutate != nil {
 		mutate(&cfg)
 	}
+	ls := runServer(t, cfg, Options{})
+	waitFor(t, 5*time.Second, "server ready", func() bool {
+		resp, err := ls.client.Get(ls.URL + "/readyz")
+		if err != nil {
+			return false
+		}
+		_ = resp.Body.Close()
+		return resp.StatusCode == 200
+	})
+	return ls
+}
+
+// runServer starts a server with cfg and opts (a test logger unless
+// opts.Logger) and stops it when the test ends.
+func runServer(t *testing.T, cfg Config, opts Options) *liveServer {
+	t.Helper()
 	ln, err := net.Listen("tcp", cfg.Addr)
 	if err != nil {
 		t.Fatal(err)
 	}
-	s, err := New(t.Context(), cfg, Options{Logger: slog.New(slog.NewTextHandler(testWriter{t}, nil))})
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.NewTextHandler(testWriter{t}, nil))
+	}
+	s, err := New(t.Context(), cfg, opts)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -73,14 +92,6 @@ func startServer(t *testing.T, mutate func(*Config)) *liveServer {
 			t.Error("server did not stop")
 		}
 		ls.client.CloseIdleConnections()
-	})
-	waitFor(t, 5*time.Second, "server ready", func() bool {
-		resp, err := ls.client.Get(ls.URL + "/readyz")
-		if err != nil {
-			return false
-		}
-		_ = resp.Body.Close()
-		return resp.StatusCode == 200
 	})
 	return ls
 }
@@ -280,7 +291,7 @@ func TestEndToEndPublishSubscribe(t *testing.T) {
 	// Metrics saw it.
 	waitFor(t, 5*time.Second, "delivery metrics", func() bool {
 		return counterValue(t, ls.Metrics(), "herald_events_delivered_total", "") >= 4 &&
-			counterValue(t, ls.Metrics(), "herald_replayed_events_total", "") >= 2
+			counterValue(t, ls.Metrics(), "herald_replayed_events_total", "resume") >= 2
 	})
 	if got := counterValue(t, ls.Metrics(), "herald_events_published_total", ""); got != 4 {
 		t.Errorf("herald_events_published_total = %v, want 4", got)

@@ -3,14 +3,17 @@ package server
 import (
 	"net/http"
 	"strconv"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	dto "github.com/prometheus/client_model/go"
 
 	"github.com/herald-sse/herald/pkg/broker"
 	"github.com/herald-sse/herald/pkg/broker/redisbroker"
+	"github.com/herald-sse/herald/pkg/sse"
 )
 
 // Metrics holds herald's Prometheus metrics on a registry of its own (plus
@@ -25,7 +28,7 @@ type Metrics struct {
 	published       prometheus.Counter
 	publishErrors   *prometheus.CounterVec
 	delivered       prometheus.Counter
-	replayed        prometheus.Counter
+	replayed        *prometheus.CounterVec
 	resets          *prometheus.CounterVec
 	slowDisconnects prometheus.Counter
 	latency         prometheus.Histogram
@@ -34,6 +37,7 @@ type Metrics struct {
 	// maxConnections is --max-connections, so that saturation can be
 	// alerted on (herald_connections / herald_max_connections).
 	maxConnections prometheus.Gauge
+	up             atomic.Bool // what brokerUp says
 }
 
 // LatencyBuckets are the upper bounds of herald_delivery_latency_seconds:
@@ -62,9 +66,10 @@ func NewMetrics() *Metrics {
 		delivered: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "herald_events_delivered_total", Help: "Events written to streams (one per event per stream).",
 		}),
-		replayed: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "herald_replayed_events_total", Help: "Events delivered from history when a stream resumed.",
-		}),
+		replayed: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "herald_replayed_events_total",
+			Help: "Events delivered from history when a stream started, by reason: resume (after the client's Last-Event-ID), or the reason of the herald.reset before them (truncated, epoch, unknown-cursor, ...).",
+		}, []string{"reason"}),
 		resets: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "herald_resets_total", Help: "herald.reset events sent, by reason (truncated, epoch, unknown-cursor).",
 		}, []string{"reason"}),
@@ -103,7 +108,9 @@ func NewMetrics() *Metrics {
 	}
 	for _, r := range []string{broker.ReasonTruncated, broker.ReasonEpoch, broker.ReasonUnknown} {
 		m.resets.WithLabelValues(r)
+		m.replayed.WithLabelValues(r)
 	}
+	m.replayed.WithLabelValues(sse.ReplayResume)
 	for _, r := range []string{redisbroker.ReconnectUnanswered, redisbroker.ReconnectError} {
 		m.reconnects.WithLabelValues(r)
 	}
@@ -149,10 +156,15 @@ func (m *Metrics) Reset(topic, reason string) {
 	m.resets.WithLabelValues(reason).Inc()
 }
 
-// Replayed counts events delivered from history at the start of a stream.
-func (m *Metrics) Replayed(n int) {
+// Replayed counts events delivered from history at the start of a stream
+// (sse.Metrics); the stream handler calls ReplayedBecause instead.
+func (m *Metrics) Replayed(n int) { m.ReplayedBecause(sse.ReplayResume, n) }
+
+// ReplayedBecause counts events delivered from history, by why
+// (sse.ReplayReasons).
+func (m *Metrics) ReplayedBecause(reason string, n int) {
 	if n > 0 {
-		m.replayed.Add(float64(n))
+		m.replayed.WithLabelValues(reason).Add(float64(n))
 	}
 }
 
@@ -170,6 +182,7 @@ func (m *Metrics) BrokerReconnected(reason string) { m.reconnects.WithLabelValue
 
 // SetBrokerUp records whether the broker reaches its backing store.
 func (m *Metrics) SetBrokerUp(up bool) {
+	m.up.Store(up)
 	if up {
 		m.brokerUp.Set(1)
 	} else {
@@ -202,4 +215,29 @@ func (m *Metrics) registerBroker(b broker.Broker) {
 			Help: "Events live subscribers were given from the Redis streams after a gap in the pub/sub feed (a replaced connection, a lapsed subscription).",
 		}, func() float64 { return float64(rb.Refilled()) }))
 	}
+}
+
+// brokerIsUp reports the last SetBrokerUp.
+func (m *Metrics) brokerIsUp() bool { return m.up.Load() }
+
+// sample reads the counters the cluster view's rates come from.
+func (m *Metrics) sample(now time.Time) sample {
+	s := sample{at: now, delivered: readCounter(m.delivered), published: readCounter(m.published)}
+	var d dto.Metric
+	if m.latency.Write(&d) == nil && d.Histogram != nil {
+		s.buckets = make([]uint64, 0, len(d.Histogram.Bucket)+1)
+		for _, b := range d.Histogram.Bucket {
+			s.buckets = append(s.buckets, b.GetCumulativeCount())
+		}
+		s.buckets = append(s.buckets, d.Histogram.GetSampleCount())
+	}
+	return s
+}
+
+func readCounter(c prometheus.Counter) uint64 {
+	var d dto.Metric
+	if c.Write(&d) != nil || d.Counter == nil {
+		return 0
+	}
+	return uint64(d.Counter.GetValue())
 }

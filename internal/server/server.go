@@ -62,6 +62,8 @@ type Server struct {
 	auth    *auth.Authorizer // nil without authentication
 	handler http.Handler
 	http    *http.Server
+	nodes   *nodes     // this replica in the cluster view
+	status  *statusHub // the status page's stream
 
 	started  atomic.Bool // Serve was called
 	draining atomic.Bool // Shutdown was called: /readyz answers 503
@@ -122,6 +124,9 @@ func New(ctx context.Context, cfg Config, opts Options) (*Server, error) {
 	if s.auth.SubscribeProtected() {
 		s.events.OnConnect = s.auth.OnConnect(nil)
 	}
+	s.nodes = newNodes(s)
+	s.status = newStatusHub(s.nodes, cfg.Heartbeat, cfg.WriteTimeout)
+	s.status.handler.Logger = log
 	s.abortCtx, s.abort = context.WithCancel(context.Background())
 	s.handler = s.routes()
 	s.http = &http.Server{
@@ -200,6 +205,7 @@ func (s *Server) routes() http.Handler {
 		}
 	})
 	mux.Handle("GET /metrics", s.metrics.Handler())
+	s.mountAdmin(mux)
 	mountDemo(mux)
 	return mux
 }
@@ -225,6 +231,7 @@ func (s *Server) Ready() bool { return s.started.Load() && !s.draining.Load() }
 // line, then returns nil after a Shutdown, or the listener's error.
 func (s *Server) Serve(ln net.Listener) error {
 	s.logStart(ln.Addr())
+	s.nodes.listening(ln.Addr())
 	s.started.Store(true)
 	if err := s.http.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
 		return err
@@ -286,8 +293,14 @@ func (s *Server) shutdown(ctx context.Context) error {
 	}
 	var errs []error
 	n := s.events.Connections()
+	s.nodes.shutdown(ctx) // out of the cluster view at once
+	statusDrained := make(chan error, 1)
+	go func() { statusDrained <- s.status.shutdown(ctx, s.cfg.DrainRetry) }()
 	if err := s.events.Drain(ctx, s.cfg.DrainRetry); err != nil {
 		errs = append(errs, fmt.Errorf("draining streams: %w", err))
+	}
+	if err := <-statusDrained; err != nil {
+		errs = append(errs, fmt.Errorf("draining status streams: %w", err))
 	}
 	s.log.Info("draining: streams closed", "streams", n, "left", s.events.Connections())
 	if err := s.http.Shutdown(ctx); err != nil {

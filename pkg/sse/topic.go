@@ -48,9 +48,24 @@ type Metrics interface {
 	// time of the write. ev.Time is the publish time (zero if unknown).
 	Delivered(ev *broker.Event, now time.Time)
 	// Replayed: n events from history were written to one connection.
+	// With ReplayReasons implemented, ReplayedBecause is called instead.
 	Replayed(n int)
 	// Reset: a reset event was sent for topic.
 	Reset(topic, reason string)
+}
+
+// ReplayResume is the reason ReplayReasons gets for events replayed after
+// the position the client resumed from (its Last-Event-ID was honoured).
+// After a herald.reset, the replayed events carry the reset's reason.
+const ReplayResume = "resume"
+
+// ReplayReasons is an optional extension of Metrics: a Metrics value that
+// implements it learns why events were replayed.
+type ReplayReasons interface {
+	// ReplayedBecause: n events from history were written to one
+	// connection, for reason: ReplayResume, or the reason of the reset that
+	// preceded them on their topic (broker.ReasonTruncated, ...).
+	ReplayedBecause(reason string, n int)
 }
 
 // TopicHandler serves GET ?topic=a[&topic=b...] as one event stream backed by
@@ -315,6 +330,7 @@ type topicConn struct {
 	pos      []string        // pos[i]: last position of topics[i] known to this stream
 	sent     []byte          // the id the client holds now
 	posMove  bool            // a KindPosition moved pos since the last id written
+	why      []string        // why[i]: the last reset reason of topics[i]; nil until a reset
 	held     []*broker.Event // items kept until every topic has a position
 	busy     bool            // a writer has taken items and is writing them
 	pending  []byte          // what a flusher's write left unwritten: goes out first
@@ -795,7 +811,15 @@ func (c *topicConn) prepare(b *batch) {
 			c.posMove = false
 			if m != nil {
 				if !ev.Time.IsZero() && ev.Time.Before(c.start) {
-					replayed++
+					if c.why != nil && c.why[i] != "" {
+						if rr, ok := m.(ReplayReasons); ok {
+							rr.ReplayedBecause(c.why[i], 1) // rare: after a reset only
+						} else {
+							replayed++
+						}
+					} else {
+						replayed++
+					}
 				} else {
 					m.Delivered(ev, now)
 				}
@@ -809,6 +833,10 @@ func (c *topicConn) prepare(b *batch) {
 			at := len(idbuf)
 			idbuf = appendReset(idbuf, ev.Topic, ev.Reason)
 			bufs = append(bufs, idbuf[at:len(idbuf):len(idbuf)])
+			if c.why == nil {
+				c.why = make([]string, len(c.topics))
+			}
+			c.why[i] = ev.Reason
 			if m != nil {
 				m.Reset(ev.Topic, ev.Reason)
 			}
@@ -825,7 +853,11 @@ func (c *topicConn) prepare(b *batch) {
 		}
 	}
 	if replayed > 0 {
-		m.Replayed(replayed)
+		if rr, ok := m.(ReplayReasons); ok {
+			rr.ReplayedBecause(ReplayResume, replayed)
+		} else {
+			m.Replayed(replayed)
+		}
 	}
 	b.bufs, b.idbuf = bufs, idbuf
 }

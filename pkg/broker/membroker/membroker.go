@@ -111,6 +111,7 @@ type Broker struct {
 	now         func() time.Time
 	keys        *keys        // nil: idempotency keys off
 	lastLive    atomic.Int64 // UnixNano of the last publish
+	dir         directory    // broker.Directory's records
 
 	// Lock order: Broker.mu before topic.mu before broker.Queue's lock.
 	mu       sync.RWMutex      // guards the fields below
