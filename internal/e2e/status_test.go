@@ -34,7 +34,7 @@ type pageNode struct {
 // the balancer to subscribers; the topic search finds the topics; a
 // replica that is killed leaves the page. HERALD_SCREENSHOT=docs/status.png
 // writes a screenshot (after a minute of varying traffic, so the charts
-// have something to show).
+// have something to show; HERALD_SCREENSHOT_AFTER=4m for longer).
 func TestStatusPage(t *testing.T) {
 	chromium := chromiumPath(t)
 	c := startCluster(t, haproxy)
@@ -145,9 +145,17 @@ func TestStatusPage(t *testing.T) {
 		heraldStatus.topic.subscribers === 2 && heraldStatus.topic.history.length > 0 && heraldStatus.topic.history.last_id !== ""`, 30*time.Second)
 
 	if shot != "" {
-		// A minute of traffic that varies, for a screenshot worth looking at.
-		for _, r := range []int64{5, 40, 15, 60, 25, 10} {
-			rate.Store(r)
+		// Traffic that varies (a minute, or HERALD_SCREENSHOT_AFTER), for
+		// a screenshot worth looking at.
+		traffic := time.Minute
+		if v := os.Getenv("HERALD_SCREENSHOT_AFTER"); v != "" {
+			if traffic, err = time.ParseDuration(v); err != nil {
+				t.Fatalf("HERALD_SCREENSHOT_AFTER: %v", err)
+			}
+		}
+		rates := []int64{5, 40, 15, 60, 25, 10, 30, 8}
+		for i := 0; time.Duration(i)*10*time.Second < traffic; i++ {
+			rate.Store(rates[i%len(rates)])
 			time.Sleep(10 * time.Second)
 		}
 		check("open the topic again", chromedp.Do(ctx, chromedp.Click(chromedp.CSS(`#topic-results li[data-topic="status.news"] button`))))

@@ -341,7 +341,7 @@
 
   function fillCard(c, n, now) {
     var f = c.f;
-    var sub = [n.address, n.version ? "v" + String(n.version).replace(/^v/, "") : ""].filter(Boolean).join(" · ");
+    var sub = [n.address, n.version ? (/^\d/.test(n.version) ? "v" : "") + n.version : ""].filter(Boolean).join(" · ");
     var updated = parseTime(n.updated);
     if (!isNaN(updated) && now - updated > 3 * st.intervalMs) {
       sub += " · last report " + fmtAgo(now - updated) + " ago";
