@@ -130,11 +130,13 @@ type cluster struct {
 }
 
 // heraldEnv is the replicas' configuration in these tests: short
-// heartbeats and drain phases, room for every event in history.
+// heartbeats and drain phases, room for every event in history, the admin
+// key the status page uses (it grants nothing else).
 func heraldEnv() map[string]string {
 	return map[string]string{
 		"HERALD_REDIS_URL":     "redis://redis:6379/0",
 		"HERALD_PUBLISH_ALLOW": "true",
+		"HERALD_ADMIN_KEY":     statusAdminKey,
 		"HERALD_HEARTBEAT":     "2s",
 		"HERALD_HISTORY_SIZE":  "10000",
 		"HERALD_DRAIN_DELAY":   "2s",
