@@ -15,10 +15,15 @@
 #             herald-<lb>:local and under the official name, so compose and
 #             testcontainers find it and never pull.
 #   Redis     $HERALD_REDIS_IMAGE    default redis:7-alpine (scripts/redis-image.sh)
+#   Sentinel  $HERALD_SENTINEL_IMAGE default herald-sentinel:local
+#             a FROM scratch image of the host's Debian redis-sentinel
+#             (installed with apt-get when missing) and
+#             deployments/sentinel; built when absent (no official image
+#             starts in Sentinel mode by itself).
 #
-# Usage: scripts/images.sh [--force] [herald|haproxy|nginx|redis|prometheus ...]
-#   (no names: all five; --force rebuilds the load balancer and Redis images
-#   even when present)
+# Usage: scripts/images.sh [--force] [herald|haproxy|nginx|redis|sentinel|prometheus ...]
+#   (no names: all six; --force rebuilds the load balancer, Redis and
+#   Sentinel images even when present)
 # Needs: docker, go; root for apt-get when a package is missing.
 set -eu
 
@@ -28,20 +33,21 @@ HERALD_IMAGE="${HERALD_IMAGE:-herald:local}"
 HAPROXY_IMAGE="${HERALD_HAPROXY_IMAGE:-haproxy:2.6}"
 NGINX_IMAGE="${HERALD_NGINX_IMAGE:-nginx:1.22}"
 PROMETHEUS_IMAGE="${HERALD_PROMETHEUS_IMAGE:-prom/prometheus:v2.42.0}"
+SENTINEL_IMAGE="${HERALD_SENTINEL_IMAGE:-herald-sentinel:local}"
 
 FORCE=0
 targets=""
 for a in "$@"; do
 	case "$a" in
 	--force) FORCE=1 ;;
-	herald | haproxy | nginx | redis | prometheus) targets="$targets $a" ;;
+	herald | haproxy | nginx | redis | sentinel | prometheus) targets="$targets $a" ;;
 	*)
-		echo "usage: $0 [--force] [herald|haproxy|nginx|redis|prometheus ...]" >&2
+		echo "usage: $0 [--force] [herald|haproxy|nginx|redis|sentinel|prometheus ...]" >&2
 		exit 2
 		;;
 	esac
 done
-[ -n "$targets" ] || targets="herald haproxy nginx redis prometheus"
+[ -n "$targets" ] || targets="herald haproxy nginx redis sentinel prometheus"
 
 tmp="$(mktemp -d)"
 trap 'rm -rf "$tmp"' EXIT
@@ -113,6 +119,24 @@ build_lb() {
 	echo "images: built $local_tag from Debian's $pkg ($(dpkg-query -W -f '${Version}' "$pkg")) and tagged it $image"
 }
 
+# build_sentinel: the Sentinel image from Debian's redis-sentinel. Its
+# /usr/bin/redis-sentinel is a symlink to the multi-call binary, which runs
+# as Sentinel when its name says so: copied dereferenced as /redis-sentinel.
+build_sentinel() {
+	if [ "$FORCE" = 0 ] && present "$SENTINEL_IMAGE"; then
+		echo "images: $SENTINEL_IMAGE is present"
+		return
+	fi
+	apt_need redis-sentinel /usr/bin/redis-sentinel
+	ctx="$tmp/sentinel"
+	mkdir -p "$ctx/data"
+	rootfs_for /usr/bin/redis-sentinel "$ctx/rootfs" /redis-sentinel
+	cp "$here/deployments/sentinel/sentinel.conf" "$ctx/data/sentinel.conf"
+	cp "$here/deployments/sentinel/Dockerfile" "$ctx/Dockerfile"
+	quiet docker build -q -t "$SENTINEL_IMAGE" "$ctx"
+	echo "images: built $SENTINEL_IMAGE from Debian's redis-sentinel ($(dpkg-query -W -f '${Version}' redis-sentinel))"
+}
+
 for t in $targets; do
 	case "$t" in
 	herald) build_herald ;;
@@ -124,5 +148,6 @@ for t in $targets; do
 		"$here/deployments/prometheus/prometheus.yml" /etc/prometheus/prometheus.yml /bin/prometheus ;;
 	redis)
 		if [ "$FORCE" = 1 ]; then sh "$here/scripts/redis-image.sh" --force; else sh "$here/scripts/redis-image.sh"; fi ;;
+	sentinel) build_sentinel ;;
 	esac
 done

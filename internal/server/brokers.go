@@ -2,7 +2,9 @@ package server
 
 import (
 	"context"
+	"errors"
 	"log/slog"
+	"strings"
 	"time"
 
 	"github.com/herald-sse/herald/pkg/broker"
@@ -21,18 +23,21 @@ func newBroker(ctx context.Context, cfg Config, log *slog.Logger, m *Metrics) (b
 		m.SetBrokerUp(false) // until the broker reports its connection
 		b, err := redisbroker.New(ctx, redisbroker.Config{
 			URL:         cfg.RedisURL,
+			Cluster:     cfg.RedisCluster,
 			Prefix:      cfg.RedisPrefix,
 			HistorySize: cfg.HistorySize,
 			HistoryTTL:  cfg.HistoryTTL,
 			QueueLimit:  cfg.QueueLimit,
 
 			IdempotencyWindow: keyWindow(cfg.IdempotencyWindow),
+			WaitReplicas:      cfg.RedisWaitReplicas,
+			WaitTimeout:       cfg.RedisWaitTimeout,
 			Logger:            log,
 			OnStateChange:     m.SetBrokerUp,
 			OnReconnect:       m.BrokerReconnected,
 		})
 		if err != nil {
-			return nil, "", err
+			return nil, "", topologyError(cfg, err)
 		}
 		return b, "redis", nil
 	}
@@ -55,4 +60,26 @@ func keyWindow(w time.Duration) time.Duration {
 		return -1
 	}
 	return w
+}
+
+// topologyError names the setting of a Redis topology mistake found at
+// start (the servers answered as something else than the URL says): the
+// server does not start, and the message says which setting to change.
+func topologyError(cfg Config, err error) error {
+	msg := redisWords(err.Error())
+	switch {
+	case errors.Is(err, redisbroker.ErrClusterUnsupported):
+		return &ConfigError{Setting: "--redis-cluster", Err: errors.New(msg + " (unset --redis-cluster / HERALD_REDIS_CLUSTER)")}
+	case errors.Is(err, redisbroker.ErrTopology) && cfg.RedisCluster:
+		return &ConfigError{Setting: "--redis-cluster", Err: errors.New(msg)}
+	case errors.Is(err, redisbroker.ErrTopology):
+		return &ConfigError{Setting: "--redis-url", Err: errors.New(msg)}
+	}
+	return err
+}
+
+// redisWords phrases a redisbroker error in the server's settings.
+func redisWords(msg string) string {
+	msg = strings.TrimPrefix(strings.TrimPrefix(msg, "redisbroker: "), "redis: ")
+	return strings.ReplaceAll(msg, "Cluster mode", "--redis-cluster")
 }

@@ -14,11 +14,10 @@ import (
 	"strings"
 	"time"
 
-	"github.com/redis/go-redis/v9"
-
 	"github.com/herald-sse/herald/internal/auth"
 	"github.com/herald-sse/herald/pkg/broker"
 	"github.com/herald-sse/herald/pkg/broker/membroker"
+	"github.com/herald-sse/herald/pkg/broker/redisbroker"
 )
 
 // EnvPrefix starts the environment twin of every flag: --redis-url is also
@@ -33,8 +32,18 @@ type Config struct {
 	// RedisURL selects the Redis broker (redis://host:6379/0); empty means
 	// the in-process broker.
 	RedisURL string
+	// RedisCluster says RedisURL names Redis Cluster nodes
+	// (redis://node1:6379?addr=node2:6379...). Not supported yet: the
+	// server refuses to start with it.
+	RedisCluster bool
 	// RedisPrefix starts every Redis key herald uses. Default "herald".
 	RedisPrefix string
+	// RedisWaitReplicas, if positive, acknowledges a publish only once
+	// WAIT confirmed it reached that many replicas. Default 0 (off).
+	RedisWaitReplicas int
+	// RedisWaitTimeout bounds that WAIT; past it the publish answers 503
+	// (the event may or may not have been kept). Default 1s.
+	RedisWaitTimeout time.Duration
 	// Heartbeat is the interval of heartbeat comments on a stream. Default 15s.
 	Heartbeat time.Duration
 	// HistorySize is how many events the broker keeps per topic for resume.
@@ -144,15 +153,16 @@ type Config struct {
 // DefaultConfig returns the configuration used when nothing is set.
 func DefaultConfig() Config {
 	return Config{
-		Addr:          ":8080",
-		RedisPrefix:   "herald",
-		Heartbeat:     15 * time.Second,
-		HistorySize:   1000,
-		QueueLimit:    broker.DefaultQueueLimit,
-		MaxTopics:     16,
-		MaxEventBytes: 64 << 10,
-		MaxBodyBytes:  1 << 20,
-		MaxBatch:      1000,
+		Addr:             ":8080",
+		RedisPrefix:      "herald",
+		RedisWaitTimeout: redisbroker.DefaultWaitTimeout,
+		Heartbeat:        15 * time.Second,
+		HistorySize:      1000,
+		QueueLimit:       broker.DefaultQueueLimit,
+		MaxTopics:        16,
+		MaxEventBytes:    64 << 10,
+		MaxBodyBytes:     1 << 20,
+		MaxBatch:         1000,
 
 		IdempotencyWindow: broker.DefaultIdempotencyWindow,
 		IdempotencyKeys:   membroker.DefaultIdempotencyKeys,
@@ -221,7 +231,10 @@ func ParseCommand(args []string, getenv func(string) string, output io.Writer, c
 		maxBody  = sizeValue{&cfg.MaxBodyBytes}
 	)
 	fs.StringVar(&cfg.Addr, "addr", cfg.Addr, "listen address (host:port)")
-	fs.StringVar(&cfg.RedisURL, "redis-url", cfg.RedisURL, "Redis URL (redis://host:6379/0) for the Redis broker; empty uses the in-process broker")
+	fs.StringVar(&cfg.RedisURL, "redis-url", cfg.RedisURL, "Redis URL for the Redis broker: redis://host:6379/0, Sentinel redis://s1:26379?master_name=M&addr=s2:26379, Cluster redis://n1:6379?addr=n2:6379 with --redis-cluster; empty uses the in-process broker")
+	fs.BoolVar(&cfg.RedisCluster, "redis-cluster", cfg.RedisCluster, "--redis-url names Redis Cluster nodes (not supported yet: the server refuses to start)")
+	fs.IntVar(&cfg.RedisWaitReplicas, "redis-wait-replicas", cfg.RedisWaitReplicas, "acknowledge a publish only once WAIT confirmed it reached this many replicas (0 = off)")
+	fs.Var(durationValue{&cfg.RedisWaitTimeout}, "redis-wait-timeout", "deadline of that WAIT; past it the publish answers 503 (the event may or may not have been kept)")
 	fs.StringVar(&cfg.RedisPrefix, "redis-prefix", cfg.RedisPrefix, "prefix of every Redis key")
 	fs.Var(durationValue{&cfg.Heartbeat}, "heartbeat", "interval of heartbeat comments on streams")
 	fs.IntVar(&cfg.HistorySize, "history-size", cfg.HistorySize, "events kept per topic for resume")
@@ -323,9 +336,23 @@ func (c *Config) validate(setting func(string) string) error {
 		}
 	}
 	if c.RedisURL != "" {
-		if _, err := redis.ParseURL(c.RedisURL); err != nil {
-			return bad("redis-url", "%v", err)
+		if err := redisbroker.CheckURL(c.RedisURL, c.RedisCluster); err != nil {
+			name := "redis-url"
+			if c.RedisCluster && errors.Is(err, redisbroker.ErrTopology) {
+				name = "redis-cluster"
+			}
+			return bad(name, "%s", redisWords(err.Error()))
 		}
+	} else {
+		if c.RedisCluster {
+			return bad("redis-cluster", "needs --redis-url (the cluster's nodes)")
+		}
+		if c.RedisWaitReplicas > 0 {
+			return bad("redis-wait-replicas", "needs --redis-url (the in-process broker has no replicas)")
+		}
+	}
+	if c.RedisWaitReplicas < 0 {
+		return bad("redis-wait-replicas", "must not be negative")
 	}
 	if err := validatePrefix(c.RedisPrefix); err != nil {
 		return bad("redis-prefix", "%v", err)
@@ -350,6 +377,7 @@ func (c *Config) validate(setting func(string) string) error {
 		{"read-header-timeout", int64(c.ReadHeaderTimeout)},
 		{"idle-timeout", int64(c.IdleTimeout)},
 		{"node-interval", int64(c.NodeInterval)},
+		{"redis-wait-timeout", int64(c.RedisWaitTimeout)},
 	}
 	for _, p := range positive {
 		if p.v <= 0 {

@@ -39,6 +39,15 @@ func TestParseConfig(t *testing.T) {
 		{"flag beats env", []string{"-addr=:9002"}, map[string]string{"HERALD_ADDR": ":9001"}, func(c Config) bool { return c.Addr == ":9002" }},
 		{"redis url env", nil, map[string]string{"HERALD_REDIS_URL": "redis://localhost:6379/0"}, func(c Config) bool { return c.RedisURL == "redis://localhost:6379/0" }},
 		{"redis prefix", []string{"--redis-prefix=hx"}, nil, func(c Config) bool { return c.RedisPrefix == "hx" }},
+		{"redis sentinel url", []string{"--redis-url=redis://:pw@s1:26379?master_name=m&addr=s2:26379&addr=s3:26379&password=x"}, nil, func(c Config) bool {
+			return c.RedisURL == "redis://:pw@s1:26379?master_name=m&addr=s2:26379&addr=s3:26379&password=x" && !c.RedisCluster
+		}},
+		{"redis cluster url", []string{"--redis-url=redis://n1:6379?addr=n2:6379&addr=n3:6379", "--redis-cluster"}, nil, func(c Config) bool { return c.RedisCluster }},
+		{"redis cluster env", []string{"--redis-url=redis://n1:6379"}, map[string]string{"HERALD_REDIS_CLUSTER": "true"}, func(c Config) bool { return c.RedisCluster }},
+		{"redis wait defaults", nil, nil, func(c Config) bool { return c.RedisWaitReplicas == 0 && c.RedisWaitTimeout == time.Second }},
+		{"redis wait", []string{"--redis-url=redis://r:6379", "--redis-wait-replicas=1", "--redis-wait-timeout=250ms"}, nil, func(c Config) bool {
+			return c.RedisWaitReplicas == 1 && c.RedisWaitTimeout == 250*time.Millisecond
+		}},
 		{"heartbeat", []string{"--heartbeat=250ms"}, nil, func(c Config) bool { return c.Heartbeat == 250*time.Millisecond }},
 		{"heartbeat env", nil, map[string]string{"HERALD_HEARTBEAT": "1m"}, func(c Config) bool { return c.Heartbeat == time.Minute }},
 		{"history", []string{"--history-size", "5", "--history-ttl", "1h"}, nil, func(c Config) bool { return c.HistorySize == 5 && c.HistoryTTL == time.Hour }},
@@ -105,6 +114,18 @@ func TestParseConfigErrors(t *testing.T) {
 		{"unknown log format", []string{"--log-format=xml"}, nil, "--log-format"},
 		{"bad redis url", []string{"--redis-url=http://x"}, nil, "--redis-url"},
 		{"bad redis url env", nil, map[string]string{"HERALD_REDIS_URL": "nonsense"}, "HERALD_REDIS_URL"},
+		{"several addrs without master_name or cluster", []string{"--redis-url=redis://s1:26379?addr=s2:26379"}, nil, "--redis-url"},
+		{"several addrs env", nil, map[string]string{"HERALD_REDIS_URL": "redis://s1:26379?addr=s2:26379"}, "HERALD_REDIS_URL"},
+		{"empty master_name", []string{"--redis-url=redis://s1:26379?master_name="}, nil, "--redis-url"},
+		{"sentinel replica_only", []string{"--redis-url=redis://s1:26379?master_name=m&replica_only=true"}, nil, "--redis-url"},
+		{"sentinel url unknown option", []string{"--redis-url=redis://s1:26379?master_name=m&colour=blue"}, nil, "--redis-url"},
+		{"sentinel url with cluster", []string{"--redis-url=redis://s1:26379?master_name=m", "--redis-cluster"}, nil, "--redis-cluster"},
+		{"sentinel url with cluster env", []string{"--redis-url=redis://s1:26379?master_name=m"}, map[string]string{"HERALD_REDIS_CLUSTER": "true"}, "HERALD_REDIS_CLUSTER"},
+		{"cluster without url", []string{"--redis-cluster"}, nil, "--redis-cluster"},
+		{"bad cluster url", []string{"--redis-url=redis://n1:6379?addr=n2", "--redis-cluster"}, nil, "--redis-url"},
+		{"wait replicas without redis", []string{"--redis-wait-replicas=1"}, nil, "--redis-wait-replicas"},
+		{"negative wait replicas", []string{"--redis-url=redis://r:6379", "--redis-wait-replicas=-1"}, nil, "--redis-wait-replicas"},
+		{"zero wait timeout", []string{"--redis-wait-timeout=0s"}, nil, "--redis-wait-timeout"},
 		{"bad redis prefix", []string{"--redis-prefix=a:b"}, nil, "--redis-prefix"},
 		{"empty redis prefix env", nil, map[string]string{"HERALD_REDIS_PREFIX": " "}, "HERALD_REDIS_PREFIX"},
 		{"bad addr", []string{"--addr=localhost"}, nil, "--addr"},
@@ -155,7 +176,7 @@ func TestHelpListsEveryFlag(t *testing.T) {
 		t.Fatalf("want ErrHelp, got %v", err)
 	}
 	for _, want := range []string{
-		"addr", "redis-url", "redis-prefix", "heartbeat", "history-size", "history-ttl", "queue-limit",
+		"addr", "redis-url", "redis-cluster", "redis-prefix", "redis-wait-replicas", "redis-wait-timeout", "heartbeat", "history-size", "history-ttl", "queue-limit",
 		"max-topics", "max-connections", "max-event-bytes", "max-body-bytes", "drain-timeout", "drain-delay",
 		"drain-retry", "write-timeout", "publish-timeout", "publish-allow", "cors-origins", "jwt-secret", "log-level", "log-format",
 		"jwt-public-key-file", "jwt-leeway", "jwt-audience", "jwt-issuer", "api-key", "api-key-file",

@@ -8,6 +8,12 @@
 // is missing or Docker is unreachable, Start skips the test with a message
 // naming the script — or fails it when CI=true.
 //
+// StartSentinel starts a whole Sentinel topology (a primary, replicas and
+// sentinels, one container each on a network of its own) from the same
+// Redis image and $HERALD_SENTINEL_IMAGE (default herald-sentinel:local,
+// built by scripts/images.sh sentinel from Debian's redis-sentinel), and
+// lets a test kill, restart, pause or cut off any node.
+//
 // The testcontainers reaper (ryuk) needs an image from a registry, so this
 // package sets TESTCONTAINERS_RYUK_DISABLED=true (when unset) before the
 // first container starts and removes its containers itself in t.Cleanup.

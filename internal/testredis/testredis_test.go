@@ -45,3 +45,18 @@ func TestLifecycle(t *testing.T) {
 		})
 	}
 }
+
+// TestSentinel: the topology starts with Nodes[0] as the primary, and the
+// sentinels fail over when it is killed.
+func TestSentinel(t *testing.T) {
+	tp := StartSentinel(t, 2, 3)
+	p := tp.WaitPrimary(t, nil, 10*time.Second)
+	if p != tp.Nodes[0] {
+		t.Fatalf("primary %s, want %s", p.Name, tp.Nodes[0].Name)
+	}
+	start := time.Now()
+	p.Kill(t)
+	q := tp.WaitPrimary(t, p, 60*time.Second)
+	t.Logf("%s killed: %s promoted after %v", p.Name, q.Name, time.Since(start).Round(time.Millisecond))
+	p.Start(t)
+}

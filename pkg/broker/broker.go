@@ -154,6 +154,11 @@ const (
 	// ReasonUnknown: the cursor is not one this broker can place (another
 	// format or version, or a position the log never reached).
 	ReasonUnknown = "unknown-cursor"
+	// ReasonFailover: events this subscriber received are no longer in the
+	// topic's log: a replica that had not received them yet was promoted
+	// (asynchronous replication lost the last acknowledged writes). What
+	// follows is the log as the new primary has it.
+	ReasonFailover = "failover"
 )
 
 // Event is one item of a subscription. Events are shared by every

@@ -2,6 +2,7 @@ package redisbroker
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sync"
 	"time"
@@ -135,7 +136,7 @@ func (b *Broker) lead(self *pubGroup) {
 func (b *Broker) run(batch []*pubGroup, n int) {
 	ctx, cancel := pipelineContext(batch)
 	defer cancel()
-	if n == 1 {
+	if n == 1 && b.waitReplicas == 0 {
 		c := &batch[0].calls[0]
 		v, err := b.fcall(ctx, false, b.publishFn, c.topic, publishArgs(c.msg)...)
 		c.res = b.publishResult(v, err)
@@ -155,14 +156,14 @@ func (b *Broker) run(batch []*pubGroup, n int) {
 			return
 		}
 	}
-	cmds := b.pipeline(ctx, calls)
+	cmds, wait := b.pipeline(ctx, calls)
 	var again []*pubCall
 	for i, c := range calls {
 		if isFunctionMissing(cmds[i].Err()) {
 			again = append(again, c)
 			continue
 		}
-		c.res = b.publishResult(cmds[i].Result())
+		c.res = b.waited(b.publishResult(cmds[i].Result()), wait)
 	}
 	if len(again) == 0 {
 		return
@@ -176,24 +177,56 @@ func (b *Broker) run(batch []*pubGroup, n int) {
 		}
 		return
 	}
-	cmds = b.pipeline(ctx, again)
+	cmds, wait = b.pipeline(ctx, again)
 	for i, c := range again {
-		c.res = b.publishResult(cmds[i].Result())
+		c.res = b.waited(b.publishResult(cmds[i].Result()), wait)
 	}
 }
 
-// pipeline sends one FCALL <prefix>_publish per call as one pipeline.
-func (b *Broker) pipeline(ctx context.Context, calls []*pubCall) []*redis.Cmd {
-	cmds := make([]*redis.Cmd, len(calls))
+// pipeline sends one FCALL <prefix>_publish per call as one pipeline, and
+// with Config.WaitReplicas a WAIT after them, on the same connection:
+// WAIT cannot run inside a function, and on the connection that wrote the
+// events it counts the replicas that acknowledged all of them. wait is nil
+// without WaitReplicas.
+func (b *Broker) pipeline(ctx context.Context, calls []*pubCall) (cmds []*redis.Cmd, wait *redis.IntCmd) {
+	cmds = make([]*redis.Cmd, len(calls))
 	pipe := b.rdb.Pipeline()
 	keys := make([]string, len(calls))
 	for i, c := range calls {
 		keys[i] = c.topic
 		cmds[i] = pipe.FCall(ctx, b.publishFn, keys[i:i+1], publishArgs(c.msg)...)
 	}
+	if b.waitReplicas > 0 {
+		wait = redis.NewIntCmd(ctx, "wait", b.waitReplicas, b.waitTimeout.Milliseconds())
+		_ = pipe.Process(ctx, wait)
+	}
 	// Exec's error is the first command's; every command carries its own.
 	_, _ = pipe.Exec(ctx)
-	return cmds
+	return cmds, wait
+}
+
+// ErrNotReplicated is wrapped, with broker.ErrUnavailable, by the error of
+// a publish that Redis ran but that WAIT did not confirm on
+// Config.WaitReplicas replicas within Config.WaitTimeout: the event is in
+// the primary's log, and may or may not survive a failover. A retry with
+// the same idempotency key is safe: it appends nothing if the event is
+// there, and waits for the replicas again.
+var ErrNotReplicated = errors.New("redisbroker: the event may or may not have been kept")
+
+// waited turns a publish's result into an error unless wait (nil without
+// Config.WaitReplicas) confirmed enough replicas.
+func (b *Broker) waited(res broker.PublishResult, wait *redis.IntCmd) broker.PublishResult {
+	if wait == nil || res.Err != nil {
+		return res
+	}
+	n, err := wait.Result()
+	switch {
+	case err != nil:
+		return broker.PublishResult{Err: fmt.Errorf("%w: %w: appended as %s, but WAIT failed (%v); retrying with the same idempotency key is safe", broker.ErrUnavailable, ErrNotReplicated, res.ID, err)}
+	case n < int64(b.waitReplicas):
+		return broker.PublishResult{Err: fmt.Errorf("%w: %w: appended as %s, but %d of %d replicas confirmed it within %v; retrying with the same idempotency key is safe", broker.ErrUnavailable, ErrNotReplicated, res.ID, n, b.waitReplicas, b.waitTimeout)}
+	}
+	return res
 }
 
 // publishArgs are the arguments of FCALL <prefix>_publish after the topic.

@@ -86,6 +86,10 @@ type memberState struct {
 	// live members: where they stand.
 	epoch string
 	pos   streamID
+	// missing: pos is an event the member received that the stream no
+	// longer holds although it holds entries around it (lost to a
+	// failover); the round looked it up.
+	missing bool
 }
 
 // plan is what a round decided for one member.
@@ -160,6 +164,13 @@ func planMember(v view, m memberState) plan {
 		return p.fromStart(st)
 	case epoch != st.epoch:
 		p.reset = broker.ReasonEpoch
+	case m.live && m.missing:
+		p.reset = broker.ReasonFailover
+	case st.last.less(pos) && !v.inBuf(epoch, pos) && m.live:
+		// The member received events the stream never reached: the
+		// primary that had them is gone and a replica without them was
+		// promoted.
+		p.reset = broker.ReasonFailover
 	case st.last.less(pos) && !v.inBuf(epoch, pos):
 		p.reset = broker.ReasonUnknown // a position the stream never reached
 	case st.lost() && pos.less(retained) && !v.fromBuf(epoch, pos):

@@ -57,6 +57,14 @@ func TestPlanMember(t *testing.T) {
 			want{reset: broker.ReasonTruncated, from: id(10).pred(), position: true}},
 		{"empty position that claims an entry", view{st: whole}, memberState{cursor: formatID(noEpochOf(tag), id(3))},
 			want{reset: broker.ReasonUnknown, from: id(10).pred(), position: true}},
+		// Issue 10: a live member that received events the stream lost to
+		// a failover gets a failover reset and the retained history.
+		{"failover: a live member ahead of the stream", view{st: whole, lapsed: true},
+			memberState{live: true, epoch: e1, pos: id(25)}, want{reset: broker.ReasonFailover, from: id(10).pred(), position: true}},
+		{"failover: a live member's last event missing from the stream", view{st: whole, lapsed: true},
+			memberState{live: true, epoch: e1, pos: id(15), missing: true}, want{reset: broker.ReasonFailover, from: id(10).pred(), position: true}},
+		{"failover: ahead of the stream but the event is in the buffer", view{st: whole, lapsed: true, buf: []streamID{id(25)}, bufEpoch: e1},
+			memberState{live: true, epoch: e1, pos: id(25)}, want{from: id(25)}},
 		// Item 5: the buffered run proves a trimmed cursor missed nothing.
 		{"item 5: trimmed, but the position is in the buffer", view{st: trimmed, buf: []streamID{id(4), id(5), id(6)}, bufEpoch: e1},
 			memberState{cursor: formatID(e1, id(5))}, want{from: id(5), position: true, cursor: formatID(e1, id(5)), viaBuf: true}},

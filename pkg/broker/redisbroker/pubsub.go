@@ -7,6 +7,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -52,6 +53,11 @@ const (
 	// ReconnectError: it failed (reset, EOF, a failed write, a reply
 	// out of sequence).
 	ReconnectError = "error"
+	// ReconnectDemoted: with Sentinel, the server it is connected to is
+	// no longer the primary (ROLE says replica, or the sentinels name
+	// another): a demoted primary keeps its pub/sub clients and sends no
+	// redirect, so the broker checks every roleInterval.
+	ReconnectDemoted = "demoted"
 )
 
 // NewDialer returns a dial function for go-redis's Options.Dialer that
@@ -63,11 +69,13 @@ const (
 //
 //	opt.Dialer = redisbroker.NewDialer(opt)
 func NewDialer(opt *redis.Options) func(ctx context.Context, network, addr string) (net.Conn, error) {
-	timeout := opt.DialTimeout
+	return newDialer(opt.DialTimeout, opt.TLSConfig)
+}
+
+func newDialer(timeout time.Duration, tlsConfig *tls.Config) func(ctx context.Context, network, addr string) (net.Conn, error) {
 	if timeout == 0 {
 		timeout = defaultDialTimeout
 	}
-	tlsConfig := opt.TLSConfig
 	return func(ctx context.Context, network, addr string) (net.Conn, error) {
 		d := &net.Dialer{
 			Timeout: timeout,
@@ -106,29 +114,7 @@ func clientOptions(url string) (*redis.Options, error) {
 	if err != nil {
 		return nil, err
 	}
-	// No go-redis retries (its default is 3): go-redis sends a command
-	// again when the connection breaks or times out while it reads the
-	// reply, but by then Redis may have run it, and a retried
-	// FCALL <prefix>_publish appends the event a second time, under a
-	// second ID: a duplicate for every subscriber. Publish reports the
-	// failure instead (broker.ErrUnavailable, which the HTTP publisher
-	// answers with 503), stream loads are retried with backoff by the
-	// broker itself, and the pool still discards dead idle connections
-	// before use.
-	opt.MaxRetries = -1
-	// A publish returns by its ctx's deadline, not after ReadTimeout.
-	opt.ContextTimeoutEnabled = true
-	if opt.DialTimeout == 0 {
-		opt.DialTimeout = defaultDialTimeout
-	}
-	if opt.ReadTimeout == 0 {
-		opt.ReadTimeout = defaultReadTimeout
-	}
-	if opt.DialerRetries == 0 { // not settable in a URL
-		// go-redis's default, 5 attempts, keeps the pub/sub loop in a
-		// dial for 5 dial timeouts when Redis's address does not answer.
-		opt.DialerRetries = defaultDialAttempts
-	}
+	applyDefaults(&opt.MaxRetries, &opt.ContextTimeoutEnabled, &opt.DialTimeout, &opt.ReadTimeout, &opt.DialerRetries)
 	opt.Dialer = NewDialer(opt)
 	return opt, nil
 }
@@ -141,7 +127,10 @@ func clientOptions(url string) (*redis.Options, error) {
 // is deaf.
 type psConn struct {
 	ps  *redis.PubSub
-	gen uint64 // 0 for the first connection, +1 per replacement
+	gen uint64          // 0 for the first connection, +1 per replacement
+	ctx context.Context // of every command on ps: the dialer records the node it reached (see connSet.wrap)
+
+	node atomic.Pointer[string] // address of the server ps is connected to; nil until dialed (own client only)
 
 	mu      sync.Mutex // guards the fields below; held across each write, so pending follows write order
 	pending []psCmd
@@ -169,16 +158,40 @@ func (c *psConn) write(kind string, channels []string, do func() error) error {
 	return nil
 }
 
-func (c *psConn) ping(ctx context.Context) error {
-	return c.write("ping", nil, func() error { return c.ps.Ping(ctx) })
+func (c *psConn) ping() error {
+	return c.write("ping", nil, func() error { return c.ps.Ping(c.ctx) })
 }
 
-func (c *psConn) subscribe(ctx context.Context, channel string) error {
-	return c.write("subscribe", []string{channel}, func() error { return c.ps.Subscribe(ctx, channel) })
+func (c *psConn) subscribe(channel string) error {
+	return c.write("subscribe", []string{channel}, func() error { return c.ps.Subscribe(c.ctx, channel) })
 }
 
-func (c *psConn) unsubscribe(ctx context.Context, channels []string) error {
-	return c.write("unsubscribe", channels, func() error { return c.ps.Unsubscribe(ctx, channels...) })
+func (c *psConn) unsubscribe(channels []string) error {
+	return c.write("unsubscribe", channels, func() error { return c.ps.Unsubscribe(c.ctx, channels...) })
+}
+
+// fail marks the connection broken with err: receiveLoop replaces it. It
+// reports whether the connection was working until then.
+func (c *psConn) fail(err error) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.broken != nil {
+		return false
+	}
+	c.broken = err
+	return true
+}
+
+// psConnKey is the context key under which a pub/sub connection's commands
+// carry it to the dialer.
+type psConnKey struct{}
+
+// newPSConn returns a new pub/sub connection (it dials on first use).
+func (b *Broker) newPSConn(gen uint64) *psConn {
+	c := &psConn{gen: gen}
+	c.ctx = context.WithValue(b.ctx, psConnKey{}, c)
+	c.ps = b.rdb.Subscribe(c.ctx)
+	return c
 }
 
 // state reports whether a command is waiting for its reply and since when
@@ -242,6 +255,12 @@ func (s *connSet) wrap(dial func(ctx context.Context, network, addr string) (net
 		c, err := dial(ctx, network, addr)
 		if err != nil {
 			return nil, err
+		}
+		if ps, ok := ctx.Value(psConnKey{}).(*psConn); ok {
+			// The pub/sub connection's: remember which server it reached
+			// (with Sentinel, the primary of the moment, as the sentinels
+			// name it).
+			ps.node.Store(&addr)
 		}
 		tc := &trackedConn{Conn: c, set: s, born: time.Now()}
 		s.mu.Lock()

@@ -85,6 +85,7 @@ import (
 const (
 	DefaultPrefix      = "herald"
 	DefaultHistorySize = 1000
+	DefaultWaitTimeout = time.Second
 )
 
 const (
@@ -100,7 +101,17 @@ const (
 // Config configures a Broker. Only URL or Client is required.
 type Config struct {
 	// URL of the Redis server, in the form redis.ParseURL accepts:
-	// redis://[[user]:password@]host[:port][/db], rediss:// for TLS.
+	// redis://[[user]:password@]host[:port][/db], rediss:// for TLS; or,
+	// with a master_name parameter, of Redis Sentinel, in the form
+	// redis.ParseFailoverURL accepts:
+	// redis://[[user]:password@]sentinel1:26379?master_name=M&addr=sentinel2:26379...
+	// (the host and every addr are sentinels; the URL's user and password
+	// are the sentinels', the primary's are the username= and password=
+	// parameters); or, with Cluster, of Redis Cluster (see Cluster).
+	// New asks the servers what they are: a Sentinel or a Cluster node
+	// behind a standalone URL, a master name the sentinels do not know, or
+	// a standalone server with Cluster, fail New with an error wrapping
+	// ErrTopology.
 	// Ignored when Client is set. The Broker closes the client it creates.
 	// That client never retries a command (MaxRetries -1, whatever the
 	// URL's max_retries): see Client. It honours ctx deadlines
@@ -108,6 +119,25 @@ type Config struct {
 	// TCP_USER_TIMEOUT), and unless the URL says otherwise uses a dial
 	// timeout of 2 s, read and write timeouts of 3 s and 2 dial attempts.
 	URL string
+	// Cluster says that URL names Redis Cluster nodes, in the form
+	// redis.ParseClusterURL accepts: redis://node1:6379?addr=node2:6379...
+	// Not supported yet: New checks the nodes (a standalone server fails
+	// it with ErrTopology) and fails with ErrClusterUnsupported.
+	Cluster bool
+	// WaitReplicas, if positive, makes every publish durable on that many
+	// replicas before it is acknowledged: WAIT WaitReplicas WaitTimeout is
+	// pipelined after the FCALL on the same connection, and a publish
+	// whose WAIT counts fewer replicas fails with an error wrapping
+	// broker.ErrUnavailable and ErrNotReplicated (the event was appended
+	// on the primary and may or may not survive a failover; a retry with
+	// the same idempotency key is safe). Default 0: acknowledged once the
+	// primary ran it (asynchronous replication: a failover may lose the
+	// last acknowledged events; see ReasonFailover).
+	WaitReplicas int
+	// WaitTimeout bounds each WAIT (with WaitReplicas). Default
+	// DefaultWaitTimeout; it is added to the publish's time, so keep it
+	// well below the publisher's deadline.
+	WaitTimeout time.Duration
 	// Client, if set, is used instead of URL; Close does not close it.
 	// Standalone and Sentinel clients are supported; with a Cluster client
 	// every replica's pub/sub connection lands on one node.
@@ -184,6 +214,8 @@ type Config struct {
 	// wrapDial, if set (tests), wraps the dialer of the client built from
 	// URL: a fault proxy's switch keeps the broker's socket options.
 	wrapDial func(dialFunc) dialFunc
+	// recentIDs, if set (tests), is Broker.recentCap whatever the topology.
+	recentIDs int
 }
 
 type dialFunc = func(ctx context.Context, network, addr string) (net.Conn, error)
@@ -202,19 +234,24 @@ type dialFunc = func(ctx context.Context, network, addr string) (net.Conn, error
 // path died without a RST (a crashed host, a failover behind a stable
 // address) is so replaced within about 2 s once Redis is reachable.
 type Broker struct {
-	rdb        redis.UniversalClient
-	ownClient  bool
-	dialed     *connSet // connections of the own client; nil with Config.Client
-	prefix     string
-	libName    string
-	publishFn  string
-	readFn     string
-	touchFn    string
-	code       string
-	queueLimit int
-	log        *slog.Logger
-	onState    func(bool)
-	onReconn   func(string)
+	rdb          redis.UniversalClient
+	ownClient    bool
+	topo         topology               // of Config.URL; standalone with Config.Client
+	failover     *redis.FailoverOptions // of the own Sentinel client; nil otherwise
+	recentCap    int                    // live event IDs remembered per topic to check after a failover (topic.recent); 0 off
+	waitReplicas int                    // Config.WaitReplicas
+	waitTimeout  time.Duration          // Config.WaitTimeout, defaulted
+	dialed       *connSet               // connections of the own client; nil with Config.Client
+	prefix       string
+	libName      string
+	publishFn    string
+	readFn       string
+	touchFn      string
+	code         string
+	queueLimit   int
+	log          *slog.Logger
+	onState      func(bool)
+	onReconn     func(string)
 
 	loaded   atomic.Bool  // the library was loaded by this broker at least once
 	refilled atomic.Int64 // events live subscribers got from the stream after a gap
@@ -269,6 +306,20 @@ func New(ctx context.Context, cfg Config) (*Broker, error) {
 		subFails:    make(map[string]int),
 	}
 	b.pipe.limit = pipelinesInFlight
+	if cfg.WaitReplicas < 0 || cfg.WaitTimeout < 0 {
+		return nil, errors.New("redisbroker: negative WaitReplicas or WaitTimeout")
+	}
+	b.waitReplicas, b.waitTimeout = cfg.WaitReplicas, cfg.WaitTimeout
+	if b.waitTimeout == 0 {
+		b.waitTimeout = DefaultWaitTimeout
+	}
+	// A WAIT blocks its connection up to waitTimeout: the own client's
+	// read timeout must outlast it.
+	readTimeout := func(d *time.Duration) {
+		if b.waitReplicas > 0 && *d < b.waitTimeout+time.Second {
+			*d = b.waitTimeout + time.Second
+		}
+	}
 	if b.prefix == "" {
 		b.prefix = DefaultPrefix
 	}
@@ -303,16 +354,51 @@ func New(ctx context.Context, cfg Config) (*Broker, error) {
 		if cfg.URL == "" {
 			return nil, errors.New("redisbroker: Config needs URL or Client")
 		}
-		opt, err := clientOptions(cfg.URL)
+		topo, err := parseTopology(cfg.URL, cfg.Cluster)
 		if err != nil {
+			if errors.Is(err, ErrTopology) {
+				return nil, err
+			}
 			return nil, fmt.Errorf("redisbroker: %w", err)
 		}
-		if cfg.wrapDial != nil {
-			opt.Dialer = cfg.wrapDial(opt.Dialer)
+		b.topo = topo
+		switch topo {
+		case cluster:
+			return nil, checkCluster(ctx, cfg.URL)
+		case sentinel:
+			opt, err := failoverOptions(cfg.URL)
+			if err != nil {
+				return nil, fmt.Errorf("redisbroker: %w", err)
+			}
+			if err := checkSentinels(ctx, opt); err != nil {
+				return nil, err
+			}
+			readTimeout(&opt.ReadTimeout)
+			if cfg.wrapDial != nil {
+				opt.Dialer = cfg.wrapDial(opt.Dialer)
+			}
+			b.failover = opt
+			b.recentCap = recentFailover
+			b.dialed = &connSet{}
+			opt.Dialer = b.dialed.wrap(opt.Dialer)
+			b.rdb = redis.NewFailoverClient(opt)
+		default:
+			opt, err := clientOptions(cfg.URL)
+			if err != nil {
+				return nil, fmt.Errorf("redisbroker: %w", err)
+			}
+			readTimeout(&opt.ReadTimeout)
+			if cfg.wrapDial != nil {
+				opt.Dialer = cfg.wrapDial(opt.Dialer)
+			}
+			b.dialed = &connSet{}
+			opt.Dialer = b.dialed.wrap(opt.Dialer)
+			b.rdb = redis.NewClient(opt)
+			if err := checkStandalone(ctx, b.rdb, opt.Addr); err != nil {
+				b.rdb.Close()
+				return nil, err
+			}
 		}
-		b.dialed = &connSet{}
-		opt.Dialer = b.dialed.wrap(opt.Dialer)
-		b.rdb = redis.NewClient(opt)
 		b.ownClient = true
 	} else if c, ok := b.rdb.(*redis.Client); ok && !c.Options().ContextTimeoutEnabled {
 		b.log.Warn("redisbroker: the Redis client ignores ctx deadlines (ContextTimeoutEnabled is off): a publish may outlive its deadline by the client's read timeout")
@@ -330,11 +416,18 @@ func New(ctx context.Context, cfg Config) (*Broker, error) {
 		b.log.Warn("redisbroker: Redis is unreachable; starting anyway", "err", err)
 	}
 
+	if cfg.recentIDs > 0 {
+		b.recentCap = cfg.recentIDs
+	}
 	b.ctx, b.cancel = context.WithCancel(context.Background())
-	b.psc = &psConn{ps: b.rdb.Subscribe(b.ctx)} // no channel yet: connects on first use
+	b.psc = b.newPSConn(0) // no channel yet: connects on first use
 	b.wg.Add(2 + workers)
 	go b.receiveLoop()
 	go b.reconcileLoop()
+	if b.failover != nil {
+		b.wg.Add(1)
+		go b.roleLoop()
+	}
 	for range workers {
 		go b.worker()
 	}
@@ -535,13 +628,13 @@ func (b *Broker) reconcileLoop() {
 			for _, ch := range del {
 				delete(issued, ch)
 			}
-			if err := c.unsubscribe(b.ctx, del); err != nil && b.ctx.Err() == nil {
+			if err := c.unsubscribe(del); err != nil && b.ctx.Err() == nil {
 				b.log.Debug("redisbroker: unsubscribe", "channels", len(del), "err", err)
 			}
 		}
 		for _, ch := range add {
 			issued[ch] = true
-			if err := c.subscribe(b.ctx, ch); err != nil {
+			if err := c.subscribe(ch); err != nil {
 				if b.ctx.Err() == nil {
 					b.log.Debug("redisbroker: subscribe", "channel", ch, "err", err)
 				}
@@ -568,9 +661,9 @@ func (b *Broker) receiveLoop() {
 	defer b.wg.Done()
 	c := b.conn()
 	backoff := time.Duration(0)
-	reason := ""      // why the last working connection was given up; reported when its successor answers
-	fresh := true     // c has not answered yet
-	_ = c.ping(b.ctx) // connects now, so Connected turns true quickly
+	reason := ""  // why the last working connection was given up; reported when its successor answers
+	fresh := true // c has not answered yet
+	_ = c.ping()  // connects now, so Connected turns true quickly
 	for {
 		if b.ctx.Err() != nil {
 			return
@@ -582,14 +675,18 @@ func (b *Broker) receiveLoop() {
 		}
 		switch {
 		case broken != nil:
-			c, fresh, reason = b.replace(c, fresh, reason, ReconnectError, broken, &backoff)
+			why := ReconnectError
+			if errors.Is(broken, errDemoted) {
+				why = ReconnectDemoted
+			}
+			c, fresh, reason = b.replace(c, fresh, reason, why, broken, &backoff)
 			continue
 		case timeout <= 0:
 			err := fmt.Errorf("redisbroker: pub/sub connection: no answer for %v", answerTimeout)
 			c, fresh, reason = b.replace(c, fresh, reason, ReconnectUnanswered, err, &backoff)
 			continue
 		}
-		msg, err := c.ps.ReceiveTimeout(b.ctx, max(timeout, 10*time.Millisecond))
+		msg, err := c.ps.ReceiveTimeout(c.ctx, max(timeout, 10*time.Millisecond))
 		if b.ctx.Err() != nil {
 			return
 		}
@@ -598,7 +695,7 @@ func (b *Broker) receiveLoop() {
 			switch {
 			case errors.As(err, &ne) && ne.Timeout():
 				if !waiting {
-					_ = c.ping(b.ctx)
+					_ = c.ping()
 				}
 			case isServerError(err):
 				// An error reply, not a disconnect: it answers the oldest
@@ -680,7 +777,7 @@ func (b *Broker) replace(c *psConn, fresh bool, reason, why string, err error, b
 			b.log.Debug("redisbroker: closed the client's connections dialed before the pub/sub connection went deaf", "connections", n)
 		}
 	}
-	next := &psConn{ps: b.rdb.Subscribe(b.ctx), gen: c.gen + 1}
+	next := b.newPSConn(c.gen + 1)
 	b.psMu.Lock()
 	if b.ctx.Err() != nil {
 		// Close is running and closes b.psc: never install another.
@@ -695,7 +792,7 @@ func (b *Broker) replace(c *psConn, fresh bool, reason, why string, err error, b
 	// write timeout on a dead connection: not on this goroutine.
 	b.wg.Go(func() { _ = c.ps.Close() })
 	b.signalReconcile()
-	_ = next.ping(b.ctx)
+	_ = next.ping()
 	return next, true, reason
 }
 
@@ -881,10 +978,13 @@ func (b *Broker) onMessage(channel, payload string) {
 			t.buf = append(t.buf, it)
 		}
 	}
+	if !t.stale && len(t.live) > 0 {
+		t.noteDelivered(b.recentCap, it.epoch, it.id)
+	}
 	if !t.stale {
 		for _, m := range t.live {
 			if m.pos.less(it.id) {
-				m.pos = it.id
+				m.pos, m.atEvent = it.id, true
 				if !m.s.Push(it.ev) {
 					slow = append(slow, m.s)
 				}

@@ -38,6 +38,12 @@ type topic struct {
 	cover      streamID
 	coverEpoch string
 	removed    bool // no members left: dropped from Broker.topics
+	// recent: IDs of the last events of recentEpoch delivered to live
+	// members (at most Broker.recentCap, oldest first; Sentinel only). A
+	// refill checks them against the stream: one the stream lacks
+	// although it holds entries around it was lost to a failover.
+	recent      []streamID
+	recentEpoch string
 
 	// Guarded by Broker.wmu.
 	queued, running, dirty bool
@@ -60,6 +66,7 @@ type member struct {
 	startMs   uint64
 	epoch     string   // live: epoch of pos
 	pos       streamID // live: last position delivered
+	atEvent   bool     // live: pos is the ID of an event delivered (not a bare position)
 }
 
 // item is a decoded event with its parsed ID.
@@ -110,8 +117,17 @@ func (b *Broker) runRound(t *topic, slow *[]*subscription) (again bool, err erro
 	for _, m := range t.loading {
 		snaps = append(snaps, snap{m, memberState{cursor: m.cursor, timeBased: m.timeBased, startMs: m.startMs}})
 	}
+	var delivered []int // snaps of live members whose position is an event they received
+	var liveSnaps []int
+	var recent []streamID
+	recentEpoch := t.recentEpoch
 	if t.stale {
+		recent = slices.Clone(t.recent)
 		for _, m := range t.live {
+			if m.atEvent {
+				delivered = append(delivered, len(snaps))
+			}
+			liveSnaps = append(liveSnaps, len(snaps))
 			snaps = append(snaps, snap{m, memberState{live: true, epoch: m.epoch, pos: m.pos}})
 		}
 	}
@@ -143,6 +159,47 @@ func (b *Broker) runRound(t *topic, slow *[]*subscription) (again bool, err erro
 	}
 	st := stateOf(r)
 	v.st = st
+	// Events delivered to live members that the stream no longer has,
+	// although it holds entries around them, were lost to a failover
+	// (Sentinel: recent is on): every live member at or past the first
+	// of them received it.
+	if wasStale && len(recent) > 0 && recentEpoch == st.epoch {
+		lost, err := b.firstLost(t.name, st, recent)
+		if err != nil {
+			return false, err
+		}
+		if lost != nil {
+			b.log.Warn("redisbroker: events delivered live are gone from the topic's stream (lost to a failover); resetting its subscribers", "topic", t.name, "first", lost.String())
+			for _, i := range liveSnaps {
+				if ms := &snaps[i].ms; ms.epoch == st.epoch && !ms.pos.less(*lost) {
+					ms.missing = true
+				}
+			}
+		}
+	}
+	// A live member whose last event is not in the stream although the
+	// stream holds entries around it lost it to a failover. Refills only:
+	// one exact read per distinct position.
+	found := map[streamID]bool{}
+	for _, i := range delivered {
+		ms := &snaps[i].ms
+		if ms.epoch != st.epoch || st.length == 0 || ms.pos.less(st.first) || st.last.less(ms.pos) || v.inBuf(ms.epoch, ms.pos) {
+			continue // another epoch, trimmed, ahead of the stream, or seen live since the resubscription: planMember decides
+		}
+		ok, seen := found[ms.pos]
+		if !seen {
+			r, err := b.read(b.ctx, t.name, ms.pos.pred(), 1)
+			if err != nil {
+				return false, err
+			}
+			if r.epoch != st.epoch {
+				return true, nil
+			}
+			ok = len(r.entries) > 0 && r.entries[0].id == ms.pos
+			found[ms.pos] = ok
+		}
+		ms.missing = ms.missing || !ok
+	}
 	plans := make([]plan, len(snaps))
 	for i, sn := range snaps {
 		plans[i] = planMember(v, sn.ms)
@@ -280,10 +337,15 @@ func (b *Broker) runRound(t *topic, slow *[]*subscription) (again bool, err erro
 		}
 		pos := p.from
 		n := len(out)
+		got := false
 		mergeAfter(items, t.buf, p.from, func(it item) {
 			out = append(out, it.ev)
 			pos = it.id
+			got = true
 		})
+		// pos stays an event's ID if it was one and the member goes on
+		// from it (a live member without reset).
+		m.atEvent = got || m.atEvent && p.live && p.reset == "" && !p.position && p.from == m.pos
 		if p.live {
 			b.refilled.Add(int64(len(out) - n))
 		}
@@ -294,6 +356,13 @@ func (b *Broker) runRound(t *topic, slow *[]*subscription) (again bool, err erro
 			}
 		} else if len(out) > 0 {
 			m.s.Preload(out...)
+		}
+		if p.live && b.recentCap > 0 {
+			for _, e := range out[n:] {
+				if _, sid, ok := parseID(e.ID); ok {
+					t.noteDelivered(b.recentCap, st.epoch, sid)
+				}
+			}
 		}
 		if !m.started {
 			m.started = true
@@ -310,11 +379,81 @@ func (b *Broker) runRound(t *topic, slow *[]*subscription) (again bool, err erro
 			t.live = append(t.live, m)
 		}
 	}
+	if wasStale {
+		// Checked against this stream: what follows is checked at the
+		// next refill.
+		t.recent = t.recent[:0]
+	}
 	t.epoch = st.epoch
 	t.stale = false
 	t.lapsed = false
 	t.restartBuf()
 	return len(t.loading) > 0, nil
+}
+
+// noteDelivered records the ID of an event delivered to live members in
+// recent, keeping the last max of one epoch. Call with t.mu held.
+func (t *topic) noteDelivered(max int, epoch string, id streamID) {
+	if max == 0 {
+		return
+	}
+	if t.recentEpoch != epoch {
+		t.recent, t.recentEpoch = t.recent[:0], epoch
+	}
+	if n := len(t.recent); n > 0 && !t.recent[n-1].less(id) {
+		return // already there (a refill delivers what some members had)
+	}
+	if len(t.recent) == max {
+		// Drop the older half: one copy per max/2 events.
+		t.recent = t.recent[:copy(t.recent, t.recent[max/2:])]
+	}
+	t.recent = append(t.recent, id)
+}
+
+// recentFailover is Broker.recentCap with Sentinel: the live events per
+// topic a refill checks against the stream after a failover (at least
+// half of it is kept). Losses followed by more events than half this before
+// the refill (the demoted primary
+// relaying the new one's events to a pub/sub connection not replaced yet)
+// go undetected.
+const recentFailover = 256
+
+// firstLost returns the first of recent (sorted, of the stream's epoch)
+// that the stream lacks although it holds entries after it, or nil. It
+// reads the stream from the first of recent that is still retained, at
+// most two pages; past that it finds nothing (no verdict).
+func (b *Broker) firstLost(topic string, st streamState, recent []streamID) (*streamID, error) {
+	i := sort.Search(len(recent), func(i int) bool { return !recent[i].less(st.first) })
+	recent = recent[i:]
+	if st.length == 0 || len(recent) == 0 {
+		return nil, nil
+	}
+	after := recent[0].pred()
+	k := 0 // recent[:k] are in the stream
+	for range 2 {
+		r, err := b.read(b.ctx, topic, after, pageSize)
+		if err != nil {
+			return nil, err
+		}
+		if r.epoch != st.epoch {
+			return nil, nil
+		}
+		if len(r.entries) == 0 {
+			return &recent[k], nil // the stream ends before it
+		}
+		for _, e := range r.entries {
+			if recent[k].less(e.id) {
+				return &recent[k], nil // the stream went past it
+			}
+			if recent[k] == e.id {
+				if k++; k == len(recent) {
+					return nil, nil
+				}
+			}
+		}
+		after = r.entries[len(r.entries)-1].id
+	}
+	return nil, nil // not read that far: no verdict
 }
 
 // restartBuf empties the buffer: what arrives next starts a new run. A

@@ -1,0 +1,369 @@
+package testredis
+
+import (
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"net"
+	"net/netip"
+	"os"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/moby/moby/api/types/network"
+	"github.com/moby/moby/client"
+	"github.com/redis/go-redis/v9"
+	"github.com/testcontainers/testcontainers-go"
+	tcnetwork "github.com/testcontainers/testcontainers-go/network"
+	"github.com/testcontainers/testcontainers-go/wait"
+)
+
+// DefaultSentinelImage is the Sentinel image used when
+// HERALD_SENTINEL_IMAGE is unset. No official image starts in Sentinel
+// mode by itself: scripts/images.sh builds this one from Debian's
+// redis-sentinel package.
+const DefaultSentinelImage = "herald-sentinel:local"
+
+// SentinelScript is the command that builds the Sentinel image.
+const SentinelScript = "scripts/images.sh sentinel"
+
+// SentinelImage returns $HERALD_SENTINEL_IMAGE or DefaultSentinelImage.
+func SentinelImage() string {
+	if s := os.Getenv("HERALD_SENTINEL_IMAGE"); s != "" {
+		return s
+	}
+	return DefaultSentinelImage
+}
+
+// MasterName is the name the sentinels of StartSentinel monitor.
+const MasterName = "heraldmaster"
+
+// Sentinel timings of StartSentinel: a primary silent for downAfter is
+// subjectively down; with the quorum it is failed over.
+const (
+	downAfter       = 1500 * time.Millisecond
+	failoverTimeout = 6 * time.Second
+)
+
+// Topology is a Redis primary with replicas and a set of sentinels, each in
+// its own container on one Docker network with fixed addresses, which the
+// host reaches directly (no port mapping: the sentinels hand out the
+// network's addresses). Methods fail the test on error; they are safe for
+// concurrent use.
+type Topology struct {
+	Nodes     []*Node // Redis servers; Nodes[0] is the first primary
+	Sentinels []*Node
+
+	api client.APIClient
+	net *testcontainers.DockerNetwork
+}
+
+// Node is one container of a Topology.
+type Node struct {
+	Name string
+	Addr string // ip:port on the topology's network
+
+	tp  *Topology
+	ctr testcontainers.Container
+	ip  netip.Addr
+
+	mu     sync.Mutex // serialises lifecycle changes
+	paused bool
+}
+
+// URL returns the Sentinel URL of the topology, in go-redis's form:
+// redis://s1:26379?master_name=M&addr=s2:26379...
+func (tp *Topology) URL() string {
+	u := "redis://" + tp.Sentinels[0].Addr + "?master_name=" + MasterName
+	for _, s := range tp.Sentinels[1:] {
+		u += "&addr=" + s.Addr
+	}
+	return u
+}
+
+// Client returns a go-redis client of one node, closed at cleanup.
+func (n *Node) Client(t testing.TB) *redis.Client {
+	t.Helper()
+	c := redis.NewClient(&redis.Options{Addr: n.Addr, MaxRetries: -1, DialTimeout: time.Second, ReadTimeout: 2 * time.Second})
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
+// StartSentinel starts a primary, replicas replicas of it and sentinels
+// sentinels (quorum: a majority) on a new Docker network, waits until every
+// sentinel knows every replica and every other sentinel, and registers the
+// removal of everything with t.Cleanup. Extra redis-server arguments (opts)
+// apply to every Redis server. It skips the test (fails it when CI=true)
+// without Docker or either image.
+func StartSentinel(t testing.TB, replicas, sentinels int, opts ...Option) *Topology {
+	t.Helper()
+	var cfg config
+	for _, o := range opts {
+		o(&cfg)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	dc, err := testcontainers.NewDockerClientWithOpts(ctx)
+	if err != nil {
+		unavailable(t, "Docker is not reachable (%v); these tests need a Docker Engine", err)
+	}
+	t.Cleanup(func() { dc.Close() })
+	for _, img := range []struct{ name, script string }{{Image(), Script}, {SentinelImage(), SentinelScript}} {
+		if _, err := dc.ImageInspect(ctx, img.name); err != nil {
+			unavailable(t, "image %s is not present locally (%v); run %s to build it without a registry", img.name, err, img.script)
+		}
+	}
+	tp := &Topology{api: dc.Client}
+	// A subnet of our own, so that a node keeps its address across
+	// restarts and network cuts (the sentinels know nodes by address).
+	var prefix netip.Prefix
+	for attempt := 0; ; attempt++ {
+		prefix = netip.PrefixFrom(netip.AddrFrom4([4]byte{10, byte(200 + rand.IntN(50)), byte(rand.IntN(256)), 0}), 24)
+		tp.net, err = tcnetwork.New(ctx, tcnetwork.WithIPAM(&network.IPAM{
+			Config: []network.IPAMConfig{{Subnet: prefix}},
+		}))
+		if err == nil {
+			break
+		}
+		if attempt == 10 {
+			t.Fatalf("testredis: create a network: %v", err)
+		}
+	}
+	testcontainers.CleanupNetwork(t, tp.net)
+	base := prefix.Addr().As4()
+	addr := func(i int) netip.Addr { return netip.AddrFrom4([4]byte{base[0], base[1], base[2], byte(10 + i)}) }
+
+	start := func(name string, ip netip.Addr, img string, port int, cmd []string, ready string) *Node {
+		n := &Node{Name: name, Addr: net.JoinHostPort(ip.String(), fmt.Sprint(port)), tp: tp, ip: ip}
+		req := testcontainers.ContainerRequest{
+			Image:      img,
+			Cmd:        cmd,
+			Networks:   []string{tp.net.Name},
+			WaitingFor: wait.ForLog(ready).WithStartupTimeout(30 * time.Second),
+			EndpointSettingsModifier: func(m map[string]*network.EndpointSettings) {
+				m[tp.net.Name] = &network.EndpointSettings{IPAMConfig: &network.EndpointIPAMConfig{IPv4Address: ip}}
+			},
+		}
+		ctr, err := testcontainers.GenericContainer(ctx, testcontainers.GenericContainerRequest{ContainerRequest: req, Started: true})
+		testcontainers.CleanupContainer(t, ctr, testcontainers.StopTimeout(time.Second))
+		if err != nil {
+			t.Fatalf("testredis: start %s (%s): %v", name, img, err)
+		}
+		n.ctr = ctr
+		t.Cleanup(func() { n.unpauseForCleanup() })
+		return n
+	}
+	primary := addr(0)
+	for i := range 1 + replicas {
+		args := append([]string(nil), cfg.args...)
+		if i > 0 {
+			args = append(args, "--replicaof", primary.String(), "6379")
+		}
+		tp.Nodes = append(tp.Nodes, start(fmt.Sprintf("redis%d", i), addr(i), Image(), 6379, args, "Ready to accept connections"))
+	}
+	quorum := sentinels/2 + 1
+	for i := range sentinels {
+		args := []string{
+			"--sentinel", "monitor", MasterName, primary.String(), "6379", fmt.Sprint(quorum),
+			"--sentinel", "down-after-milliseconds", MasterName, fmt.Sprint(downAfter.Milliseconds()),
+			"--sentinel", "failover-timeout", MasterName, fmt.Sprint(failoverTimeout.Milliseconds()),
+			"--sentinel", "parallel-syncs", MasterName, "2",
+		}
+		tp.Sentinels = append(tp.Sentinels, start(fmt.Sprintf("sentinel%d", i), addr(20+i), SentinelImage(), 26379, args, "+monitor master"))
+	}
+	// Every sentinel must know the replicas (from the primary's INFO) and
+	// the other sentinels (from the hello channel) before a failover can
+	// succeed.
+	deadline := time.Now().Add(60 * time.Second)
+	for _, s := range tp.Sentinels {
+		sc := redis.NewSentinelClient(&redis.Options{Addr: s.Addr, MaxRetries: -1, DialTimeout: time.Second})
+		for {
+			rs, err1 := sc.Replicas(ctx, MasterName).Result()
+			ss, err2 := sc.Sentinels(ctx, MasterName).Result()
+			if err1 == nil && err2 == nil && len(rs) == replicas && len(ss) == sentinels-1 {
+				break
+			}
+			if time.Now().After(deadline) {
+				sc.Close()
+				t.Fatalf("testredis: %s does not know the topology within 60s: replicas %v (%v), sentinels %v (%v)", s.Name, len(rs), err1, len(ss), err2)
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+		sc.Close()
+	}
+	// And every replica must be in sync.
+	for _, n := range tp.Nodes[1:] {
+		tp.waitReplicaSynced(t, n, deadline)
+	}
+	return tp
+}
+
+func (tp *Topology) waitReplicaSynced(t testing.TB, n *Node, deadline time.Time) {
+	t.Helper()
+	c := redis.NewClient(&redis.Options{Addr: n.Addr, MaxRetries: -1, DialTimeout: time.Second})
+	defer c.Close()
+	for {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		info, err := c.Info(ctx, "replication").Result()
+		cancel()
+		if err == nil && strings.Contains(info, "master_link_status:up") {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("testredis: replica %s not in sync: %v", n.Name, err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// Primary returns the node the sentinels currently name as the primary
+// (the first sentinel that answers decides), or nil if none answers or it
+// names an unknown address.
+func (tp *Topology) Primary(ctx context.Context) *Node {
+	for _, s := range tp.Sentinels {
+		sc := redis.NewSentinelClient(&redis.Options{Addr: s.Addr, MaxRetries: -1, DialTimeout: 500 * time.Millisecond, ReadTimeout: time.Second})
+		a, err := sc.GetMasterAddrByName(ctx, MasterName).Result()
+		sc.Close()
+		if err != nil {
+			continue
+		}
+		return tp.node(net.JoinHostPort(a[0], a[1]))
+	}
+	return nil
+}
+
+func (tp *Topology) node(addr string) *Node {
+	for _, n := range tp.Nodes {
+		if n.Addr == addr {
+			return n
+		}
+	}
+	return nil
+}
+
+// WaitPrimary waits until the sentinels name a primary other than old (nil:
+// any) and that node answers ROLE as a master, and returns it.
+func (tp *Topology) WaitPrimary(t testing.TB, old *Node, timeout time.Duration) *Node {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		p := tp.Primary(ctx)
+		ok := false
+		if p != nil && p != old {
+			c := redis.NewClient(&redis.Options{Addr: p.Addr, MaxRetries: -1, DialTimeout: 500 * time.Millisecond})
+			role, err := c.Do(ctx, "ROLE").Slice()
+			c.Close()
+			ok = err == nil && len(role) > 0 && role[0] == "master"
+		}
+		cancel()
+		if ok {
+			return p
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("testredis: no new primary within %v (sentinels name %v)", timeout, p)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+func (n *Node) ctx() (context.Context, context.CancelFunc) {
+	return context.WithTimeout(context.Background(), 60*time.Second)
+}
+
+// Kill kills the node's process with SIGKILL: no shutdown, no RST from a
+// process that closes its sockets (the container's network goes with it).
+func (n *Node) Kill(t testing.TB) {
+	t.Helper()
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	ctx, cancel := n.ctx()
+	defer cancel()
+	if _, err := n.tp.api.ContainerKill(ctx, n.ctr.GetContainerID(), client.ContainerKillOptions{Signal: "SIGKILL"}); err != nil {
+		t.Fatalf("testredis: kill %s: %v", n.Name, err)
+	}
+}
+
+// Start starts a killed node again (same address, no data: it rejoins
+// as a replica once a sentinel reconfigures it) and waits until it answers.
+func (n *Node) Start(t testing.TB) {
+	t.Helper()
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	ctx, cancel := n.ctx()
+	defer cancel()
+	if _, err := n.tp.api.ContainerStart(ctx, n.ctr.GetContainerID(), client.ContainerStartOptions{}); err != nil {
+		t.Fatalf("testredis: start %s: %v", n.Name, err)
+	}
+	(&Redis{Addr: n.Addr}).waitPing(t)
+}
+
+// Disconnect cuts the node off the network: packets to it are dropped, no
+// RST is sent (the process keeps running and its connections stay open on
+// its side).
+func (n *Node) Disconnect(t testing.TB) {
+	t.Helper()
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	ctx, cancel := n.ctx()
+	defer cancel()
+	if _, err := n.tp.api.NetworkDisconnect(ctx, n.tp.net.ID, client.NetworkDisconnectOptions{Container: n.ctr.GetContainerID(), Force: true}); err != nil {
+		t.Fatalf("testredis: disconnect %s: %v", n.Name, err)
+	}
+}
+
+// Connect puts a disconnected node back on the network, at its address.
+func (n *Node) Connect(t testing.TB) {
+	t.Helper()
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	ctx, cancel := n.ctx()
+	defer cancel()
+	if _, err := n.tp.api.NetworkConnect(ctx, n.tp.net.ID, client.NetworkConnectOptions{
+		Container:      n.ctr.GetContainerID(),
+		EndpointConfig: &network.EndpointSettings{IPAMConfig: &network.EndpointIPAMConfig{IPv4Address: n.ip}},
+	}); err != nil {
+		t.Fatalf("testredis: connect %s: %v", n.Name, err)
+	}
+}
+
+// Pause freezes the node (docker pause): its connections stay open, nothing
+// is answered, until Unpause.
+func (n *Node) Pause(t testing.TB) {
+	t.Helper()
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	ctx, cancel := n.ctx()
+	defer cancel()
+	if _, err := n.tp.api.ContainerPause(ctx, n.ctr.GetContainerID(), client.ContainerPauseOptions{}); err != nil {
+		t.Fatalf("testredis: pause %s: %v", n.Name, err)
+	}
+	n.paused = true
+}
+
+// Unpause resumes a paused node.
+func (n *Node) Unpause(t testing.TB) {
+	t.Helper()
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	ctx, cancel := n.ctx()
+	defer cancel()
+	if _, err := n.tp.api.ContainerUnpause(ctx, n.ctr.GetContainerID(), client.ContainerUnpauseOptions{}); err != nil {
+		t.Fatalf("testredis: unpause %s: %v", n.Name, err)
+	}
+	n.paused = false
+}
+
+// unpauseForCleanup: a paused container cannot be stopped gracefully.
+func (n *Node) unpauseForCleanup() {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.paused {
+		ctx, cancel := n.ctx()
+		defer cancel()
+		_, _ = n.tp.api.ContainerUnpause(ctx, n.ctr.GetContainerID(), client.ContainerUnpauseOptions{})
+		n.paused = false
+	}
+}
