@@ -496,3 +496,18 @@ func TestReplayReasons(t *testing.T) {
 		t.Errorf("truncated replays = %v", got)
 	}
 }
+
+// TestStatusPageServed: the page and its assets are served at /status,
+// to anyone (the data behind them needs admin access).
+func TestStatusPageServed(t *testing.T) {
+	s := newMemServer(t, func(c *Config) { c.AdminKey = testAdminKey })
+	for _, path := range []string{"/status", "/status/", "/status/status.js", "/status/status.css"} {
+		req := httptest.NewRequest("GET", path, nil)
+		req.RemoteAddr = "192.0.2.1:1"
+		rec := httptest.NewRecorder()
+		s.Handler().ServeHTTP(rec, req)
+		if rec.Code != 200 || rec.Body.Len() == 0 || rec.Header().Get("Content-Security-Policy") == "" {
+			t.Errorf("%s: %d, %d bytes, CSP %q", path, rec.Code, rec.Body.Len(), rec.Header().Get("Content-Security-Policy"))
+		}
+	}
+}

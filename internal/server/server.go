@@ -24,6 +24,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/herald-sse/herald/internal/auth"
+	"github.com/herald-sse/herald/internal/server/statuspage"
 	"github.com/herald-sse/herald/pkg/broker"
 	"github.com/herald-sse/herald/pkg/broker/membroker"
 	"github.com/herald-sse/herald/pkg/sse"
@@ -206,6 +207,9 @@ func (s *Server) routes() http.Handler {
 	})
 	mux.Handle("GET /metrics", s.metrics.Handler())
 	s.mountAdmin(mux)
+	page := statuspage.Handler()
+	mux.Handle("GET /status", page)
+	mux.Handle("GET /status/", page)
 	mountDemo(mux)
 	return mux
 }

@@ -2,6 +2,7 @@ package broker
 
 import (
 	"sync"
+	"sync/atomic"
 )
 
 // Queue is the bounded, ordered hand-off between a broker's fan-out and one
@@ -23,6 +24,8 @@ type Queue struct {
 	err     error  // terminal error; set once
 	dropped bool   // items are no longer accepted
 	notify  func() // see SetNotify; nil: Push signals Ready
+
+	wakeFn atomic.Pointer[func()] // see SetWake; nil: signal Ready
 }
 
 // Notifier is implemented by subscriptions built on Queue. A consumer that
@@ -40,7 +43,22 @@ type Notifier interface {
 	Signal()
 }
 
-var _ Notifier = (*Queue)(nil)
+// Waker is implemented by subscriptions built on Queue. A consumer that
+// keeps no goroutine waiting on Ready (pkg/sse's parked streams) uses it
+// to be called instead: after SetWake(fn), everything that would signal
+// Ready (Preload, Refill, Fail, overflow, Signal, and Push without
+// SetNotify) calls fn instead. fn runs on the signalling goroutine,
+// possibly under a broker's or the queue's lock: it must not block and
+// must not call into the subscription or the broker; it typically starts
+// the consumer's goroutine, which then calls Take.
+type Waker interface {
+	SetWake(fn func())
+}
+
+var (
+	_ Notifier = (*Queue)(nil)
+	_ Waker    = (*Queue)(nil)
+)
 
 // DefaultQueueLimit is the pending-item limit used when NewQueue gets 0.
 const DefaultQueueLimit = 1024
@@ -64,7 +82,20 @@ func (q *Queue) SetNotify(fn func()) {
 // Signal implements Notifier.
 func (q *Queue) Signal() { q.wake() }
 
+// SetWake implements Waker.
+func (q *Queue) SetWake(fn func()) {
+	if fn == nil {
+		q.wakeFn.Store(nil)
+		return
+	}
+	q.wakeFn.Store(&fn)
+}
+
 func (q *Queue) wake() {
+	if fn := q.wakeFn.Load(); fn != nil {
+		(*fn)()
+		return
+	}
 	select {
 	case q.ready <- struct{}{}:
 	default:

@@ -130,6 +130,8 @@ type lifecycle struct {
 	mu       sync.Mutex // guards draining and retry
 	draining bool
 	retry    time.Duration
+
+	park [heartbeatSlots]parkSlot // parked streams (park.go), by heartbeat slot
 }
 
 func (l *lifecycle) init(heartbeat time.Duration) {
@@ -139,6 +141,7 @@ func (l *lifecycle) init(heartbeat time.Duration) {
 		}
 		if heartbeat > 0 {
 			l.hb = newHeartbeats(heartbeat)
+			l.hb.onTick = l.heartbeatParked
 		}
 		l.drainCh = make(chan struct{})
 		l.idle = make(chan struct{}, 1)
@@ -219,6 +222,7 @@ func (l *lifecycle) drain(ctx context.Context, retry time.Duration) error {
 		close(l.drainCh)
 	}
 	l.mu.Unlock()
+	l.kickParked() // parked streams do not watch drainCh
 	for l.active.Load() > 0 {
 		select {
 		case <-l.idle:

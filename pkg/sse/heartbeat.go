@@ -19,6 +19,10 @@ type heartbeats struct {
 	slots    [heartbeatSlots]atomic.Pointer[chan struct{}]
 	assign   atomic.Uint32
 
+	// onTick, if set, is called with each slot that fires (outside mu):
+	// the parked streams of the slot (park.go).
+	onTick func(slot int)
+
 	mu    sync.Mutex // guards users, timer and next
 	users int
 	timer *time.Timer
@@ -72,12 +76,16 @@ func (h *heartbeats) step() time.Duration {
 
 func (h *heartbeats) tick() {
 	h.mu.Lock()
-	defer h.mu.Unlock()
 	ch := make(chan struct{})
-	old := h.slots[h.next].Swap(&ch)
+	slot := h.next
+	old := h.slots[slot].Swap(&ch)
 	close(*old)
 	h.next = (h.next + 1) % heartbeatSlots
 	if h.users > 0 {
 		h.timer.Reset(h.step())
+	}
+	h.mu.Unlock()
+	if h.onTick != nil {
+		h.onTick(slot)
 	}
 }

@@ -305,6 +305,7 @@ func (m *httpModel) open(rt *rapid.T) {
 		Heartbeat:         -1,
 		NoHijack:          rapid.Bool().Draw(rt, "no hijack"),
 		NoPublisherWrites: rapid.Bool().Draw(rt, "no publisher writes"),
+		NoPark:            rapid.Bool().Draw(rt, "no park"),
 		Logger:            discardLogger(),
 	}
 	path := "/s/" + strconv.Itoa(s.n)

@@ -111,6 +111,12 @@ type TopicHandler struct {
 	// that queues a live event for an idle stream writes it itself with
 	// one non-blocking writev (no goroutine wakes per event and stream).
 	NoPublisherWrites bool
+	// NoPark keeps a goroutine per stream while it is idle. By default a
+	// stream on which publishers write (see NoPublisherWrites) is parked
+	// after its response head: it holds no goroutine until there is work
+	// (a replay, a write that would block, a heartbeat the flusher could
+	// not finish, the end), which is most of what an idle stream costs.
+	NoPark bool
 
 	// NoHijack keeps HTTP/1.x streams on the ResponseWriter instead of
 	// taking the connection over. Taking it over (the default) frees
@@ -264,6 +270,9 @@ func (h *TopicHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		remote:  r.RemoteAddr,
 		expiry:  expiry.timer(),
 	}
+	if c.expiry != nil {
+		c.expireAt = expiry.at
+	}
 	if c.timeout == 0 {
 		c.timeout = DefaultWriteTimeout
 	}
@@ -323,6 +332,7 @@ type topicConn struct {
 	expiry  *time.Timer // set by ExpireAt in the hook; nil without
 	flusher *flusher    // writes live events for publishers (see notify)
 	dirty   atomic.Bool // queued on flusher
+	parkedConn
 
 	mu       sync.Mutex      // guards the fields below
 	out      sink            // set before the stream starts
@@ -444,17 +454,23 @@ func (s *connSink) flush(bufs [][]byte, timeout time.Duration) error {
 // the response head itself (no chunked encoding: the body ends when the
 // connection closes) and then the stream, and releases everything at the
 // end.
+//
+// A stream that can be parked (see park.go) is, after its head: this
+// goroutine then ends.
 func (c *topicConn) serveHijacked(hdr http.Header) {
 	conn := c.out.(*connSink).conn
-	defer conn.Close()
 	stop := netwatch.Default.Watch(conn, c.cancel)
-	defer stop()
 	reason := "client"
 	if c.out.flush([][]byte{responseHead(hdr)}, c.timeout) == nil {
 		c.enableNotify()
+		if c.park(stop) {
+			return
+		}
 		reason = c.run()
 	}
 	c.finish(reason)
+	stop()
+	_ = conn.Close()
 }
 
 // enableNotify lets publishers write live events to the connection
@@ -502,6 +518,9 @@ func (c *topicConn) flush() {
 	err, slow := c.intake(b)
 	if len(b.items) > 0 && !slow {
 		c.prepare(b)
+	}
+	if c.hbDue.Swap(false) && len(b.bufs) == 0 && err == nil && !slow {
+		b.bufs = append(b.bufs, heartbeatFrame) // a parked stream's heartbeat
 	}
 	c.mu.Unlock()
 	var rest []byte
@@ -589,13 +608,7 @@ func (c *topicConn) run() string {
 				return writeReason(err)
 			}
 		case <-lc.drainCh:
-			c.mu.Lock()
-			c.closed = true // no flusher starts a write from now on
-			c.mu.Unlock()
-			if hint := appendRetryHint(nil, lc.drainRetry()); len(hint) > 0 {
-				_ = c.write(hint)
-			}
-			return "drain"
+			return c.drained()
 		case <-c.expired():
 			return ReasonExpired
 		case <-c.ctx.Done():

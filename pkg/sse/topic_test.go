@@ -89,7 +89,7 @@ type topicEnv struct {
 func newTopicEnv(t *testing.T, cfg membroker.Config) *topicEnv {
 	b := membroker.New(cfg)
 	m := &recMetrics{closed: map[string]int{}, resets: map[string]int{}}
-	h := &TopicHandler{Broker: b, Heartbeat: -1, Metrics: m, Logger: discardLogger(), NoHijack: noHijack, NoPublisherWrites: noPublisherWrites}
+	h := &TopicHandler{Broker: b, Heartbeat: -1, Metrics: m, Logger: discardLogger(), NoHijack: noHijack, NoPublisherWrites: noPublisherWrites, NoPark: noPark}
 	srv := httptest.NewServer(h)
 	t.Cleanup(func() { b.Close() })
 	t.Cleanup(srv.Close)
@@ -152,23 +152,24 @@ const wait = 10 * time.Second
 
 // noHijack and noPublisherWrites select the TopicHandler's connection mode
 // for newTopicEnv.
-var noHijack, noPublisherWrites bool
+var noHijack, noPublisherWrites, noPark bool
 
 // bothModes runs a stream test in every connection mode: hijacked with
 // publisher-side writes (the default), hijacked with every write from the
 // stream's goroutine, and on the ResponseWriter path.
 func bothModes(t *testing.T, f func(t *testing.T)) {
 	for _, mode := range []struct {
-		name                        string
-		noHijack, noPublisherWrites bool
+		name                                string
+		noHijack, noPublisherWrites, noPark bool
 	}{
-		{"hijack", false, false},
-		{"hijack-goroutine", false, true},
-		{"responsewriter", true, false},
+		{"hijack", false, false, false},
+		{"hijack-unparked", false, false, true},
+		{"hijack-goroutine", false, true, false},
+		{"responsewriter", true, false, false},
 	} {
 		t.Run(mode.name, func(t *testing.T) {
-			noHijack, noPublisherWrites = mode.noHijack, mode.noPublisherWrites
-			defer func() { noHijack, noPublisherWrites = false, false }()
+			noHijack, noPublisherWrites, noPark = mode.noHijack, mode.noPublisherWrites, mode.noPark
+			defer func() { noHijack, noPublisherWrites, noPark = false, false, false }()
 			f(t)
 		})
 	}
