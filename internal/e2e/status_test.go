@@ -9,6 +9,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -31,8 +32,9 @@ type pageNode struct {
 // TestStatusPage: a headless Chromium opens /status through HAProxy with
 // the admin key in the fragment; the page shows the three replicas; its
 // deliveries and publishes charts move when events are published through
-// the balancer to subscribers; the topic search finds the topics; a
-// replica that is killed leaves the page. HERALD_SCREENSHOT=docs/status.png
+// the balancer to subscribers; the topic search finds the topics; the
+// replica serving the page's stream is killed: the page reconnects through
+// the balancer and the replica leaves it. HERALD_SCREENSHOT=docs/status.png
 // writes a screenshot (after a minute of varying traffic, so the charts
 // have something to show; HERALD_SCREENSHOT_AFTER=4m for longer).
 func TestStatusPage(t *testing.T) {
@@ -74,6 +76,24 @@ func TestStatusPage(t *testing.T) {
 	if loc, err := chromedp.Run(ctx, chromedp.Evaluate[string](`location.href`)); err != nil || strings.Contains(loc, "key=") {
 		t.Errorf("the admin key stays in the address bar: %q %v", loc, err)
 	}
+	// The replica serving the page's stream: before any subscriber, the only
+	// one with a session open in HAProxy.
+	var streaming *replica
+	poll(t, 20*time.Second, "one replica serving the page's stream", func() bool {
+		cctx, ccancel := context.WithTimeout(context.Background(), time.Second)
+		defer ccancel()
+		streaming = nil
+		sessions := c.sessions(cctx)
+		total := 0
+		for _, r := range c.Replicas {
+			total += sessions[r.Name]
+			if sessions[r.Name] == 1 {
+				streaming = r
+			}
+		}
+		return total == 1 && streaming != nil
+	})
+	t.Logf("the page's stream is on %s", streaming.Name)
 	before, err := chromedp.Run(ctx, chromedp.Evaluate[map[string]float64](`({deliveries: heraldStatus.charts.deliveries.max, publishes: heraldStatus.charts.publishes.max, snapshots: heraldStatus.snapshots})`))
 	check("read the charts", err)
 
@@ -171,8 +191,12 @@ func TestStatusPage(t *testing.T) {
 		t.Logf("screenshot written to %s", shot)
 	}
 
-	// Kill a replica: it leaves the page once its record expires.
-	victim := c.Replicas[1]
+	// Kill the replica serving the page's stream: the page reconnects
+	// through the balancer, and the replica leaves it once its record
+	// expires.
+	victim := streaming
+	reconnects, err := chromedp.Run(ctx, chromedp.Evaluate[int](`heraldStatus.reconnects`))
+	check("read the reconnect count", err)
 	id := nodeIDOf(t, ctx, victim)
 	t.Logf("%s is %s on the page: SIGKILL", victim.Name, id)
 	c.Kill(victim)
@@ -182,13 +206,30 @@ func TestStatusPage(t *testing.T) {
 	// The page goes on (perhaps over another replica's stream).
 	snaps, err := chromedp.Run(ctx, chromedp.Evaluate[int](`heraldStatus.snapshots`))
 	check("read the snapshot count", err)
-	wait(fmt.Sprintf(`heraldStatus.state === "open" && heraldStatus.snapshots > %d && heraldStatus.nodeIds.length === 2`, snaps+2), 30*time.Second)
+	wait(fmt.Sprintf(`heraldStatus.state === "open" && heraldStatus.snapshots > %d && heraldStatus.nodeIds.length === 2 && heraldStatus.reconnects > %d`, snaps+2, reconnects), 30*time.Second)
 
 	stopPublishing()
 	stopAll(t, scancel, subs)
 	if published.Load() == 0 {
 		t.Error("nothing was published")
 	}
+}
+
+// sessions returns HAProxy's current sessions (scur) per herald server.
+func (c *cluster) sessions(ctx context.Context) map[string]int {
+	out := map[string]int{}
+	code, body, err := httpGet(ctx, c.lbStats+";csv")
+	if err != nil || code != 200 {
+		return out
+	}
+	for _, line := range strings.Split(body, "\n") {
+		f := strings.Split(line, ",")
+		if len(f) > 4 && f[0] == "herald" && strings.HasPrefix(f[1], "herald") {
+			n, _ := strconv.Atoi(f[4])
+			out[f[1]] = n
+		}
+	}
+	return out
 }
 
 // nodeIDOf finds the replica's id on the page: the node whose address is
