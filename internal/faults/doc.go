@@ -36,6 +36,16 @@
 // acknowledged publish is in the log exactly once and a publish racing Close
 // fails with broker.ErrClosed.
 //
+// TestSentinelFailover and TestSentinelWaitReplicas (sentinel_test.go,
+// issue 10) run three brokers on a Sentinel URL against 1 primary, 2
+// replicas and 3 sentinels (testredis.StartSentinel), with live
+// subscribers and publishers, kill the primary (SIGKILL) or cut it off the
+// network, and check every subscriber against the log the new primary
+// has: contiguous, once, in order, or a failover reset; they log the time
+// until publishing works again and until live delivery resumes. With
+// WaitReplicas 1, no acknowledged event may be lost over repeated
+// failovers (HERALD_SENTINEL_FAILOVERS, default 4).
+//
 // Knobs (environment): HERALD_FAULT_SEEDS (comma-separated seeds),
 // HERALD_FAULT_SCHEDULES (seeds 1..N), HERALD_FAULT_DURATION (keep cycling
 // through the seeds for this long), HERALD_FAULT_KINDS (draw only these

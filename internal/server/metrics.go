@@ -71,7 +71,7 @@ func NewMetrics() *Metrics {
 			Help: "Events delivered from history when a stream started, by reason: resume (after the client's Last-Event-ID), or the reason of the herald.reset before them (truncated, epoch, unknown-cursor, ...).",
 		}, []string{"reason"}),
 		resets: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "herald_resets_total", Help: "herald.reset events sent, by reason (truncated, epoch, unknown-cursor).",
+			Name: "herald_resets_total", Help: "herald.reset events sent, by reason (truncated, epoch, unknown-cursor, failover).",
 		}, []string{"reason"}),
 		slowDisconnects: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "herald_slow_consumer_disconnects_total", Help: "Streams disconnected because they fell more than --queue-limit events behind.",
@@ -85,7 +85,7 @@ func NewMetrics() *Metrics {
 		}),
 		reconnects: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "herald_broker_pubsub_reconnects_total",
-			Help: "Redis pub/sub connections replaced, counted when the new one answers, by why the old one was given up (unanswered: it stopped answering, e.g. a dead host without RST; error: it failed).",
+			Help: "Redis pub/sub connections replaced, counted when the new one answers, by why the old one was given up (unanswered: it stopped answering, e.g. a dead host without RST; error: it failed; demoted: with Sentinel, its server is no longer the primary).",
 		}, []string{"reason"}),
 	}
 	m.Registry.MustRegister(
@@ -106,12 +106,12 @@ func NewMetrics() *Metrics {
 	for _, code := range []string{"400", "403", "405", "413", "415", "422", "500", "503"} {
 		m.publishErrors.WithLabelValues(code)
 	}
-	for _, r := range []string{broker.ReasonTruncated, broker.ReasonEpoch, broker.ReasonUnknown} {
+	for _, r := range []string{broker.ReasonTruncated, broker.ReasonEpoch, broker.ReasonUnknown, broker.ReasonFailover} {
 		m.resets.WithLabelValues(r)
 		m.replayed.WithLabelValues(r)
 	}
 	m.replayed.WithLabelValues(sse.ReplayResume)
-	for _, r := range []string{redisbroker.ReconnectUnanswered, redisbroker.ReconnectError} {
+	for _, r := range []string{redisbroker.ReconnectUnanswered, redisbroker.ReconnectError, redisbroker.ReconnectDemoted} {
 		m.reconnects.WithLabelValues(r)
 	}
 	return m

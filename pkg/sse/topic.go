@@ -25,7 +25,7 @@ import (
 // ResetEventType is the event type of the reset event: the stream could not
 // resume a topic exactly where the client's cursor said (history trimmed or
 // lost, another epoch, an unknown cursor). Its data is JSON
-// {"topic": "...", "reason": "truncated" | "epoch" | "unknown-cursor"}; the
+// {"topic": "...", "reason": "truncated" | "epoch" | "unknown-cursor" | "failover"}; the
 // stream then continues with what the history still holds, in order.
 const ResetEventType = "herald.reset"
 

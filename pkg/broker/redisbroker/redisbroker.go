@@ -63,6 +63,21 @@
 // KindPosition, then events) once Redis answers again. See Subscribe for
 // where a live-from-now subscription starts when the head cannot be read.
 // Connected and Config.OnStateChange report the pub/sub connection's state.
+//
+// # Redis Sentinel
+//
+// With a Sentinel URL (see Config.URL) the broker's client asks the
+// sentinels for the primary on every dial, and the broker checks every
+// second that its pub/sub connection is on the primary (a demoted primary
+// keeps its pub/sub clients and sends no redirect); when it is not, the
+// connection is replaced (ReconnectDemoted) and every topic refilled.
+// Publishes during a failover fail fast with broker.ErrUnavailable.
+// Replication is asynchronous: a failover can lose the last acknowledged
+// events. A live subscriber that received events its topic's stream no
+// longer has gets a KindReset with broker.ReasonFailover at the refill,
+// then the retained history; Config.WaitReplicas makes acknowledged
+// events survive a failover instead. Redis Cluster is not supported yet
+// (Config.Cluster).
 package redisbroker
 
 import (
