@@ -168,6 +168,15 @@ func TestBrowser(t *testing.T) {
 // waitJS polls a JavaScript condition in the page until it is true.
 func waitJS(t *testing.T, ctx context.Context, cond string, within time.Duration) {
 	t.Helper()
+	waitJSState(t, ctx, cond, within, 100*time.Millisecond,
+		`window.herald.state + ", " + window.herald.received.length + " received, " + window.herald.reconnects + " reconnects"`)
+}
+
+// waitJSState polls a JavaScript condition in the page every poll until it
+// is true; when it is not within the time, it fails showing what the
+// JavaScript expression state says of the page.
+func waitJSState(t *testing.T, ctx context.Context, cond string, within, poll time.Duration, state string) {
+	t.Helper()
 	deadline := time.Now().Add(within)
 	for {
 		ok, err := chromedp.Run(ctx, chromedp.Evaluate[bool](cond))
@@ -178,9 +187,9 @@ func waitJS(t *testing.T, ctx context.Context, cond string, within time.Duration
 			return
 		}
 		if time.Now().After(deadline) {
-			state, _ := chromedp.Run(ctx, chromedp.Evaluate[string](`window.herald.state + ", " + window.herald.received.length + " received, " + window.herald.reconnects + " reconnects"`))
-			t.Fatalf("browser: %s still false after %v (page: %s)", cond, within, state)
+			page, _ := chromedp.Run(ctx, chromedp.Evaluate[string](state))
+			t.Fatalf("browser: %s still false after %v (page: %s)", cond, within, page)
 		}
-		time.Sleep(100 * time.Millisecond)
+		time.Sleep(poll)
 	}
 }

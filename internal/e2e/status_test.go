@@ -272,20 +272,6 @@ func nodeIDOf(t *testing.T, ctx context.Context, r *replica) string {
 // is true, and shows the page's state when it is not.
 func waitStatusJS(t *testing.T, ctx context.Context, cond string, within time.Duration) {
 	t.Helper()
-	deadline := time.Now().Add(within)
-	for {
-		ok, err := chromedp.Run(ctx, chromedp.Evaluate[bool](cond))
-		if err != nil {
-			t.Fatalf("browser: evaluate %s: %v", cond, err)
-		}
-		if ok {
-			return
-		}
-		if time.Now().After(deadline) {
-			state, _ := chromedp.Run(ctx, chromedp.Evaluate[string](`JSON.stringify({state: heraldStatus.state, snapshots: heraldStatus.snapshots,
-				reconnects: heraldStatus.reconnects, nodes: heraldStatus.nodeIds, charts: heraldStatus.charts, topic: heraldStatus.topic, error: heraldStatus.lastError})`))
-			t.Fatalf("browser: %s still false after %v (page: %s)", cond, within, state)
-		}
-		time.Sleep(200 * time.Millisecond)
-	}
+	waitJSState(t, ctx, cond, within, 200*time.Millisecond, `JSON.stringify({state: heraldStatus.state, snapshots: heraldStatus.snapshots,
+		reconnects: heraldStatus.reconnects, nodes: heraldStatus.nodeIds, charts: heraldStatus.charts, topic: heraldStatus.topic, error: heraldStatus.lastError})`)
 }

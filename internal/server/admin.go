@@ -3,7 +3,6 @@ package server
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"net/http"
 	"strconv"
 	"sync"
@@ -131,9 +130,9 @@ func (s *Server) apiTopic(w http.ResponseWriter, r *http.Request) {
 		info, err := insp.TopicInfo(ctx, topic)
 		if err != nil {
 			ans.Complete = false
-			ans.Error = errors.Join(errors.New(ans.Error), err).Error()
-			if v.err == "" {
-				ans.Error = "history: " + err.Error()
+			ans.Error = "history: " + err.Error()
+			if v.err != "" {
+				ans.Error = v.err + "; " + ans.Error
 			}
 		} else {
 			ans.History = &topicHistory{Length: info.Length, FirstID: info.FirstID, LastID: info.LastID, Epoch: info.Epoch}

@@ -39,7 +39,9 @@ const maxRecordTopics = 1000
 // empty means the module version or VCS revision the binary was built from.
 var Version string
 
-func version() string {
+// version is Version, or what the binary was built from: the same for
+// the whole process, so it is read once.
+var version = sync.OnceValue(func() string {
 	if Version != "" {
 		return Version
 	}
@@ -49,18 +51,15 @@ func version() string {
 	}
 	v := bi.Main.Version
 	for _, s := range bi.Settings {
-		if s.Key == "vcs.revision" && len(s.Value) >= 12 {
-			rev := s.Value[:12]
-			if v == "" || v == "(devel)" {
-				v = rev
-			}
+		if s.Key == "vcs.revision" && len(s.Value) >= 12 && (v == "" || v == "(devel)") {
+			v = s.Value[:12]
 		}
 	}
 	if v == "" {
 		v = "(devel)"
 	}
 	return v
-}
+})
 
 // nodeRecord is a replica's record in the cluster view, as /api/nodes
 // shows it. Rates and latencies are over the last interval.
@@ -378,40 +377,35 @@ type view struct {
 }
 
 // fleet reads every live record. When the broker cannot be read, the view
-// is this replica alone, marked incomplete.
+// is this replica alone, marked incomplete. Records are kept as written,
+// decoded once; only this replica's own is encoded here.
 func (n *nodes) fleet(ctx context.Context) view {
 	self := n.record()
+	selfRaw, _ := json.Marshal(self)
 	if n.dir == nil {
-		return viewOf([]nodeRecord{self}, true, "")
+		return view{nodes: []json.RawMessage{selfRaw}, records: []nodeRecord{self}, complete: true}
 	}
 	raw, err := n.dir.Nodes(ctx)
 	if err != nil {
-		return viewOf([]nodeRecord{self}, false, "the broker cannot be read: "+err.Error())
+		return view{nodes: []json.RawMessage{selfRaw}, records: []nodeRecord{self}, err: "the broker cannot be read: " + err.Error()}
 	}
-	recs := make([]nodeRecord, 0, len(raw)+1)
-	seen := false
+	type entry struct {
+		raw json.RawMessage
+		rec nodeRecord
+	}
+	entries := make([]entry, 0, len(raw)+1)
+	entries = append(entries, entry{selfRaw, self}) // this replica's freshest
 	for _, b := range raw {
 		var r nodeRecord
-		if json.Unmarshal(b, &r) != nil || r.ID == "" {
-			continue // not a herald record: ignore it
+		if json.Unmarshal(b, &r) != nil || r.ID == "" || r.ID == self.ID {
+			continue // not a herald record, or this replica's older one
 		}
-		if r.ID == self.ID {
-			r, seen = self, true // this replica's freshest
-		}
-		recs = append(recs, r)
+		entries = append(entries, entry{b, r})
 	}
-	if !seen {
-		recs = append(recs, self)
-	}
-	return viewOf(recs, true, "")
-}
-
-func viewOf(recs []nodeRecord, complete bool, err string) view {
-	slices.SortFunc(recs, func(a, b nodeRecord) int { return cmp.Compare(a.ID, b.ID) })
-	v := view{records: recs, complete: complete, err: err}
-	for _, r := range recs {
-		b, _ := json.Marshal(r)
-		v.nodes = append(v.nodes, b)
+	slices.SortFunc(entries, func(a, b entry) int { return cmp.Compare(a.rec.ID, b.rec.ID) })
+	v := view{complete: true, nodes: make([]json.RawMessage, len(entries)), records: make([]nodeRecord, len(entries))}
+	for i, e := range entries {
+		v.nodes[i], v.records[i] = e.raw, e.rec
 	}
 	return v
 }

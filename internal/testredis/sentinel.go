@@ -6,7 +6,6 @@ import (
 	"math/rand/v2"
 	"net"
 	"net/netip"
-	"os"
 	"strings"
 	"sync"
 	"testing"
@@ -30,12 +29,7 @@ const DefaultSentinelImage = "herald-sentinel:local"
 const SentinelScript = "scripts/images.sh sentinel"
 
 // SentinelImage returns $HERALD_SENTINEL_IMAGE or DefaultSentinelImage.
-func SentinelImage() string {
-	if s := os.Getenv("HERALD_SENTINEL_IMAGE"); s != "" {
-		return s
-	}
-	return DefaultSentinelImage
-}
+func SentinelImage() string { return envOr("HERALD_SENTINEL_IMAGE", DefaultSentinelImage) }
 
 // MasterName is the name the sentinels of StartSentinel monitor.
 const MasterName = "heraldmaster"

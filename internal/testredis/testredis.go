@@ -49,11 +49,14 @@ const Script = "scripts/redis-image.sh"
 
 // Image returns the Redis image tests use: $HERALD_REDIS_IMAGE or
 // DefaultImage.
-func Image() string {
-	if s := os.Getenv("HERALD_REDIS_IMAGE"); s != "" {
+func Image() string { return envOr("HERALD_REDIS_IMAGE", DefaultImage) }
+
+// envOr returns $name, or def when it is unset or empty.
+func envOr(name, def string) string {
+	if s := os.Getenv(name); s != "" {
 		return s
 	}
-	return DefaultImage
+	return def
 }
 
 func init() {
