@@ -68,8 +68,6 @@ func keyWindow(w time.Duration) time.Duration {
 func topologyError(cfg Config, err error) error {
 	msg := redisWords(err.Error())
 	switch {
-	case errors.Is(err, redisbroker.ErrClusterUnsupported):
-		return &ConfigError{Setting: "--redis-cluster", Err: errors.New(msg + " (unset --redis-cluster / HERALD_REDIS_CLUSTER)")}
 	case errors.Is(err, redisbroker.ErrTopology) && cfg.RedisCluster:
 		return &ConfigError{Setting: "--redis-cluster", Err: errors.New(msg)}
 	case errors.Is(err, redisbroker.ErrTopology):

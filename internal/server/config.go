@@ -232,7 +232,7 @@ func ParseCommand(args []string, getenv func(string) string, output io.Writer, c
 	)
 	fs.StringVar(&cfg.Addr, "addr", cfg.Addr, "listen address (host:port)")
 	fs.StringVar(&cfg.RedisURL, "redis-url", cfg.RedisURL, "Redis URL for the Redis broker: redis://host:6379/0, Sentinel redis://s1:26379?master_name=M&addr=s2:26379, Cluster redis://n1:6379?addr=n2:6379 with --redis-cluster; empty uses the in-process broker")
-	fs.BoolVar(&cfg.RedisCluster, "redis-cluster", cfg.RedisCluster, "--redis-url names Redis Cluster nodes (not supported yet: the server refuses to start)")
+	fs.BoolVar(&cfg.RedisCluster, "redis-cluster", cfg.RedisCluster, "--redis-url names Redis Cluster nodes (redis://node1:6379?addr=node2:6379...)")
 	fs.IntVar(&cfg.RedisWaitReplicas, "redis-wait-replicas", cfg.RedisWaitReplicas, "acknowledge a publish only once WAIT confirmed it reached this many replicas (0 = off)")
 	fs.Var(durationValue{&cfg.RedisWaitTimeout}, "redis-wait-timeout", "deadline of that WAIT; past it the publish answers 503 (the event may or may not have been kept)")
 	fs.StringVar(&cfg.RedisPrefix, "redis-prefix", cfg.RedisPrefix, "prefix of every Redis key")

@@ -25,7 +25,6 @@ func TestRedisTopologyAtStart(t *testing.T) {
 	}{
 		{"standalone URL at a cluster node", node.URL(), false, "--redis-url", "--redis-cluster"},
 		{"--redis-cluster at a standalone server", plain.URL(), true, "--redis-cluster", "not a Redis Cluster node"},
-		{"--redis-cluster at a cluster node", "redis://" + node.Addr, true, "--redis-cluster", "not supported yet"},
 		{"sentinel URL at a standalone server", "redis://" + plain.Addr + "?master_name=m", false, "--redis-url", "not a Redis Sentinel"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

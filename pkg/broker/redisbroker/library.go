@@ -6,6 +6,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/redis/go-redis/v9"
 )
 
 // readBytes bounds one page of <fn>_read: with 1 MiB events, a 1000-entry
@@ -20,7 +22,7 @@ const touchTTL = 24 * time.Hour
 
 // libraryVersion changes whenever the Lua code changes meaning. It is part
 // of the library's source, so FUNCTION LIST shows which herald loaded it.
-const libraryVersion = "4"
+const libraryVersion = "5"
 
 // The Redis Function library, generated per key prefix with the prefix and
 // the history settings baked in: a service in another language publishes
@@ -30,12 +32,27 @@ const libraryVersion = "4"
 //
 //	FCALL <fn>_publish 1 <topic> <event-type> <data> [<key>]  -> event ID
 //	FCALL <fn>_read 1 <topic> <after> <count>         -> state + entries
+//	FCALL <fn>_touch 1 <topic>                         -> epoch
 //
-// The only key argument is the topic NAME; the function derives its keys
-// from it: <prefix>:{<topic>}:s (stream), <prefix>:{<topic>}:e (epoch) and
-// publishes on channel <prefix>:{<topic>}. In Redis Cluster the declared
-// key <topic> hashes to the same slot as the hash-tagged keys as long as the
-// topic contains no '{' or '}' (see the package documentation).
+// or, in the declared-keys form, with the topic's own keys instead of its
+// name (the topic is read from the first one):
+//
+//	FCALL <fn>_publish 2 <p>:{<topic>}:s <p>:{<topic>}:e <event-type> <data>
+//	FCALL <fn>_publish 3 <p>:{<topic>}:s <p>:{<topic>}:e <p>:{<topic>}:k:<key> <event-type> <data> <key>
+//	FCALL <fn>_read 2 <p>:{<topic>}:s <p>:{<topic>}:e <after> <count>
+//	FCALL <fn>_touch 2 <p>:{<topic>}:s <p>:{<topic>}:e
+//
+// The function derives the keys from the topic: <prefix>:{<topic>}:s
+// (stream), <prefix>:{<topic>}:e (epoch), <prefix>:{<topic>}:k:<key>
+// (idempotency record), and publishes on channel <prefix>:{<topic>}. The
+// broker always uses the declared-keys form. In Redis Cluster it is the
+// only one the library accepts: while a slot migrates, Redis sends a
+// command to the node that holds its declared keys, and a topic NAME is
+// never a key — the short form would be redirected to the importing node
+// and start a second stream there. In Cluster the library publishes with
+// SPUBLISH (sharded pub/sub: the message stays on the shard that owns the
+// slot) and the broker subscribes with SSUBSCRIBE; elsewhere with PUBLISH
+// and SUBSCRIBE.
 //
 // Epoch: a per-topic token created by the first publish to a topic whose
 // epoch key or stream is missing: the server time in microseconds, base 36,
@@ -70,11 +87,43 @@ local TTL_MS = %[5]d
 local READ_BYTES = %[8]d
 local TOUCH_TTL_MS = %[10]d
 local KEY_MS = %[11]d
+local PUBLISH = %[12]q
+local CLUSTER = %[13]t
 
 local function check_topic(topic)
   if type(topic) ~= 'string' or #topic < 1 or #topic > 256 or string.find(topic, '[^!-~]') then
     return 'invalid topic: 1-256 printable ASCII characters without spaces'
   end
+end
+
+-- topic_of returns the topic of a call and its keys' common part
+-- ("<prefix>:{<topic>}"), from the short form (KEYS = {topic}) or the
+-- declared-keys form (KEYS = {base:s, base:e [, base:k:<key>]}; nkeys is
+-- the number of keys the function takes there).
+local function topic_of(keys, nkeys, fn)
+  if #keys == 1 then
+    if CLUSTER then
+      return nil, nil, 'in Redis Cluster declare the topic keys: FCALL ' .. fn .. ' 2 ' ..
+        PREFIX .. ':{<topic>}:s ' .. PREFIX .. ':{<topic>}:e ... (see the herald README)'
+    end
+    local err = check_topic(keys[1])
+    if err then return nil, nil, err end
+    return keys[1], PREFIX .. ':{' .. keys[1] .. '}'
+  end
+  local s, head = keys[1], PREFIX .. ':{'
+  if #keys < 2 or #keys > nkeys or type(s) ~= 'string' or string.sub(s, 1, #head) ~= head or
+      string.sub(s, -3) ~= '}:s' or #s < #head + 4 then
+    return nil, nil, 'bad keys: FCALL ' .. fn .. ' 1 <topic> ..., or 2 ' .. PREFIX .. ':{<topic>}:s ' ..
+      PREFIX .. ':{<topic>}:e ...'
+  end
+  local topic = string.sub(s, #head + 1, -4)
+  local err = check_topic(topic)
+  if err then return nil, nil, err end
+  local base = head .. topic .. '}'
+  if keys[2] ~= base .. ':e' then
+    return nil, nil, 'bad keys: the second key of topic ' .. topic .. ' is ' .. base .. ':e'
+  end
+  return topic, base
 end
 
 local function check_type(t)
@@ -122,10 +171,8 @@ end
 -- events. The keys expire (after the history TTL, else TOUCH_TTL_MS)
 -- unless a publish comes.
 local function touch(keys, args)
-  local topic = keys[1]
-  local err = check_topic(topic)
+  local topic, base, err = topic_of(keys, 2, '%[9]s')
   if err then return redis.error_reply('ERR herald: ' .. err) end
-  local base = PREFIX .. ':{' .. topic .. '}'
   local ekey, skey = base .. ':e', base .. ':s'
   if redis.call('EXISTS', ekey) == 1 and redis.call('EXISTS', skey) == 1 then
     return redis.call('GET', ekey)
@@ -145,8 +192,7 @@ local function check_key(k)
 end
 
 local function publish(keys, args)
-  local topic = keys[1]
-  local err = check_topic(topic)
+  local topic, base, err = topic_of(keys, 3, '%[6]s')
   if err then return redis.error_reply('ERR herald: ' .. err) end
   if #args ~= 2 and #args ~= 3 then
     return redis.error_reply('ERR herald: usage: FCALL %[6]s 1 <topic> <event-type> <data> [<idempotency-key>]')
@@ -155,12 +201,14 @@ local function publish(keys, args)
   err = check_type(etype)
   if err then return redis.error_reply('ERR herald: ' .. err) end
 
-  local base = PREFIX .. ':{' .. topic .. '}'
   local ekey, skey = base .. ':e', base .. ':s'
   local kkey, sum
   if key and key ~= '' then
     err = check_key(key)
     if err then return redis.error_reply('ERR herald: ' .. err) end
+    if #keys > 1 and keys[3] ~= base .. ':k:' .. key then
+      return redis.error_reply('ERR herald: bad keys: with an idempotency key, the third key is ' .. base .. ':k:' .. key)
+    end
     if KEY_MS > 0 then
       -- The record of a key: "<event id> <sha1 of type LF data>", for
       -- the window. A retry gets the first publish's ID back.
@@ -196,15 +244,13 @@ local function publish(keys, args)
   end
   local full = epoch .. '-' .. id
   if kkey then redis.call('SET', kkey, full .. ' ' .. sum, 'PX', KEY_MS) end
-  redis.call('PUBLISH', base, full .. '\n' .. etype .. '\n' .. data)
+  redis.call(PUBLISH, base, full .. '\n' .. etype .. '\n' .. data)
   return full
 end
 
 local function read(keys, args)
-  local topic = keys[1]
-  local err = check_topic(topic)
+  local topic, base, err = topic_of(keys, 2, '%[7]s')
   if err then return redis.error_reply('ERR herald: ' .. err) end
-  local base = PREFIX .. ':{' .. topic .. '}'
   local skey = base .. ':s'
   -- Without its stream an epoch means nothing (the next publish starts a
   -- new one): report none.
@@ -255,7 +301,7 @@ redis.register_function{function_name = '%[7]s', callback = read, flags = {'no-w
 
 // library returns the library name, the publish and read function names
 // and the Lua source for a configuration.
-func library(prefix string, maxLen int, ttlMillis, keyMillis int64) (name, publishFn, readFn, touchFn, code string) {
+func library(prefix string, maxLen int, ttlMillis, keyMillis int64, sharded bool) (name, publishFn, readFn, touchFn, code string) {
 	name = "herald"
 	if prefix != DefaultPrefix {
 		name = "herald_" + prefix
@@ -263,7 +309,7 @@ func library(prefix string, maxLen int, ttlMillis, keyMillis int64) (name, publi
 	publishFn = prefix + "_publish"
 	readFn = prefix + "_read"
 	touchFn = prefix + "_touch"
-	code = fmt.Sprintf(libraryTemplate, name, libraryVersion, prefix, maxLen, ttlMillis, publishFn, readFn, readBytes, touchFn, touchTTL.Milliseconds(), keyMillis)
+	code = fmt.Sprintf(libraryTemplate, name, libraryVersion, prefix, maxLen, ttlMillis, publishFn, readFn, readBytes, touchFn, touchTTL.Milliseconds(), keyMillis, map[bool]string{false: "PUBLISH", true: "SPUBLISH"}[sharded], sharded)
 	return name, publishFn, readFn, touchFn, code
 }
 
@@ -361,19 +407,40 @@ func isFunctionMissing(err error) bool {
 	return err != nil && strings.Contains(err.Error(), "Function not found")
 }
 
-// load (re)loads the library. Concurrent callers may each load it; FUNCTION
-// LOAD REPLACE is idempotent.
+// load (re)loads the library: on every primary in Redis Cluster (FUNCTION
+// LOAD is not propagated between shards, and a shard added later starts
+// without it). Concurrent callers may each load it; FUNCTION LOAD REPLACE
+// is idempotent.
 func (b *Broker) load(ctx context.Context) error {
-	if err := b.rdb.FunctionLoadReplace(ctx, b.code).Err(); err != nil {
+	var err error
+	if cc, ok := b.rdb.(*redis.ClusterClient); ok {
+		err = cc.ForEachMaster(ctx, func(ctx context.Context, c *redis.Client) error {
+			return c.FunctionLoadReplace(ctx, b.code).Err()
+		})
+	} else {
+		err = b.rdb.FunctionLoadReplace(ctx, b.code).Err()
+	}
+	if err != nil {
 		return err
 	}
 	b.loaded.Store(true)
 	return nil
 }
 
+// keys returns the keys a call of the library declares for topic (the
+// declared-keys form): its stream and its epoch, and with an idempotency
+// key the key's record.
+func (b *Broker) keys(topic, key string) []string {
+	base := b.channel(topic)
+	if key == "" {
+		return []string{base + ":s", base + ":e"}
+	}
+	return []string{base + ":s", base + ":e", base + ":k:" + key}
+}
+
 // fcall calls a function of the library, loading the library first if it
 // was never loaded and once more if Redis answers that it is missing.
-func (b *Broker) fcall(ctx context.Context, readOnly bool, fn, topic string, args ...any) (any, error) {
+func (b *Broker) fcall(ctx context.Context, readOnly bool, fn string, keys []string, args ...any) (any, error) {
 	if !b.loaded.Load() {
 		if err := b.load(ctx); err != nil {
 			return nil, err
@@ -381,9 +448,9 @@ func (b *Broker) fcall(ctx context.Context, readOnly bool, fn, topic string, arg
 	}
 	call := func() (any, error) {
 		if readOnly {
-			return b.rdb.FCallRO(ctx, fn, []string{topic}, args...).Result()
+			return b.rdb.FCallRO(ctx, fn, keys, args...).Result()
 		}
-		return b.rdb.FCall(ctx, fn, []string{topic}, args...).Result()
+		return b.rdb.FCall(ctx, fn, keys, args...).Result()
 	}
 	v, err := call()
 	if isFunctionMissing(err) {
@@ -404,7 +471,7 @@ func (b *Broker) fcall(ctx context.Context, readOnly bool, fn, topic string, arg
 // events and the live events after them are then skipped as already
 // delivered. FCALL always goes to the primary.
 func (b *Broker) read(ctx context.Context, topic string, after streamID, count int) (readResult, error) {
-	v, err := b.fcall(ctx, false, b.readFn, topic, after.String(), strconv.Itoa(count))
+	v, err := b.fcall(ctx, false, b.readFn, b.keys(topic, ""), after.String(), strconv.Itoa(count))
 	if err != nil {
 		return readResult{}, err
 	}
@@ -419,7 +486,7 @@ func (b *Broker) read(ctx context.Context, topic string, after streamID, count i
 
 // touch calls <fn>_touch: the topic's epoch, created if it has none.
 func (b *Broker) touch(ctx context.Context, topic string) (string, error) {
-	v, err := b.fcall(ctx, false, b.touchFn, topic)
+	v, err := b.fcall(ctx, false, b.touchFn, b.keys(topic, ""))
 	if err != nil {
 		return "", err
 	}

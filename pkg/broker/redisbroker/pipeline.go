@@ -138,7 +138,7 @@ func (b *Broker) run(batch []*pubGroup, n int) {
 	defer cancel()
 	if n == 1 && b.waitReplicas == 0 {
 		c := &batch[0].calls[0]
-		v, err := b.fcall(ctx, false, b.publishFn, c.topic, publishArgs(c.msg)...)
+		v, err := b.fcall(ctx, false, b.publishFn, b.keys(c.topic, c.msg.Key), publishArgs(c.msg)...)
 		c.res = b.publishResult(v, err)
 		return
 	}
@@ -156,14 +156,14 @@ func (b *Broker) run(batch []*pubGroup, n int) {
 			return
 		}
 	}
-	cmds, wait := b.pipeline(ctx, calls)
+	cmds, waits := b.pipeline(ctx, calls)
 	var again []*pubCall
 	for i, c := range calls {
 		if isFunctionMissing(cmds[i].Err()) {
 			again = append(again, c)
 			continue
 		}
-		c.res = b.waited(b.publishResult(cmds[i].Result()), wait)
+		c.res = b.waited(b.publishResult(cmds[i].Result()), waitOf(waits, i))
 	}
 	if len(again) == 0 {
 		return
@@ -177,32 +177,78 @@ func (b *Broker) run(batch []*pubGroup, n int) {
 		}
 		return
 	}
-	cmds, wait = b.pipeline(ctx, again)
+	cmds, waits = b.pipeline(ctx, again)
 	for i, c := range again {
-		c.res = b.waited(b.publishResult(cmds[i].Result()), wait)
+		c.res = b.waited(b.publishResult(cmds[i].Result()), waitOf(waits, i))
 	}
 }
 
-// pipeline sends one FCALL <prefix>_publish per call as one pipeline, and
+// pipeline sends one FCALL <prefix>_publish per call as one pipeline (in
+// Redis Cluster, one per primary, which go-redis sends concurrently), and
 // with Config.WaitReplicas a WAIT after them, on the same connection:
 // WAIT cannot run inside a function, and on the connection that wrote the
-// events it counts the replicas that acknowledged all of them. wait is nil
-// without WaitReplicas.
-func (b *Broker) pipeline(ctx context.Context, calls []*pubCall) (cmds []*redis.Cmd, wait *redis.IntCmd) {
+// events it counts the replicas that acknowledged all of them. waits[i]
+// is the WAIT of calls[i]'s connection; waits is nil without WaitReplicas.
+func (b *Broker) pipeline(ctx context.Context, calls []*pubCall) (cmds []*redis.Cmd, waits []*redis.IntCmd) {
 	cmds = make([]*redis.Cmd, len(calls))
-	pipe := b.rdb.Pipeline()
-	keys := make([]string, len(calls))
+	cc, isCluster := b.rdb.(*redis.ClusterClient)
+	if b.waitReplicas == 0 || !isCluster {
+		pipe := b.rdb.Pipeline()
+		for i, c := range calls {
+			cmds[i] = pipe.FCall(ctx, b.publishFn, b.keys(c.topic, c.msg.Key), publishArgs(c.msg)...)
+		}
+		if b.waitReplicas > 0 {
+			wait := redis.NewIntCmd(ctx, "wait", b.waitReplicas, b.waitTimeout.Milliseconds())
+			_ = pipe.Process(ctx, wait)
+			waits = make([]*redis.IntCmd, len(calls))
+			for i := range waits {
+				waits[i] = wait
+			}
+		}
+		// Exec's error is the first command's; every command carries its own.
+		_, _ = pipe.Exec(ctx)
+		return cmds, waits
+	}
+	// Cluster with WAIT: a WAIT has no key, so it must follow the FCALLs
+	// on each primary's own connection.
+	waits = make([]*redis.IntCmd, len(calls))
+	type nodePipe struct {
+		pipe redis.Pipeliner
+		wait *redis.IntCmd
+	}
+	var order []*nodePipe
+	byNode := map[*redis.Client]*nodePipe{}
 	for i, c := range calls {
-		keys[i] = c.topic
-		cmds[i] = pipe.FCall(ctx, b.publishFn, keys[i:i+1], publishArgs(c.msg)...)
+		keys := b.keys(c.topic, c.msg.Key)
+		node, err := cc.MasterForKey(ctx, keys[0])
+		if err != nil {
+			cmds[i] = redis.NewCmd(ctx)
+			cmds[i].SetErr(err)
+			continue
+		}
+		np := byNode[node]
+		if np == nil {
+			np = &nodePipe{pipe: node.Pipeline(), wait: redis.NewIntCmd(ctx, "wait", b.waitReplicas, b.waitTimeout.Milliseconds())}
+			byNode[node] = np
+			order = append(order, np)
+		}
+		cmds[i] = np.pipe.FCall(ctx, b.publishFn, keys, publishArgs(c.msg)...)
+		waits[i] = np.wait
 	}
-	if b.waitReplicas > 0 {
-		wait = redis.NewIntCmd(ctx, "wait", b.waitReplicas, b.waitTimeout.Milliseconds())
-		_ = pipe.Process(ctx, wait)
+	var wg sync.WaitGroup
+	for _, np := range order {
+		_ = np.pipe.Process(ctx, np.wait)
+		wg.Go(func() { _, _ = np.pipe.Exec(ctx) })
 	}
-	// Exec's error is the first command's; every command carries its own.
-	_, _ = pipe.Exec(ctx)
-	return cmds, wait
+	wg.Wait()
+	return cmds, waits
+}
+
+func waitOf(waits []*redis.IntCmd, i int) *redis.IntCmd {
+	if waits == nil {
+		return nil
+	}
+	return waits[i]
 }
 
 // ErrNotReplicated is wrapped, with broker.ErrUnavailable, by the error of

@@ -126,9 +126,10 @@ func clientOptions(url string) (*redis.Options, error) {
 // belongs to the oldest, and an unanswered one tells that the connection
 // is deaf.
 type psConn struct {
-	ps  *redis.PubSub
-	gen uint64          // 0 for the first connection, +1 per replacement
-	ctx context.Context // of every command on ps: the dialer records the node it reached (see connSet.wrap)
+	ps      *redis.PubSub
+	gen     uint64          // 0 for the first connection, +1 per replacement
+	sharded bool            // SSUBSCRIBE / SUNSUBSCRIBE (Redis Cluster)
+	ctx     context.Context // of every command on ps: the dialer records the node it reached (see connSet.wrap)
 
 	node atomic.Pointer[string] // address of the server ps is connected to; nil until dialed (own client only)
 
@@ -163,11 +164,21 @@ func (c *psConn) ping() error {
 }
 
 func (c *psConn) subscribe(channel string) error {
-	return c.write("subscribe", []string{channel}, func() error { return c.ps.Subscribe(c.ctx, channel) })
+	return c.write("subscribe", []string{channel}, func() error {
+		if c.sharded {
+			return c.ps.SSubscribe(c.ctx, channel)
+		}
+		return c.ps.Subscribe(c.ctx, channel)
+	})
 }
 
 func (c *psConn) unsubscribe(channels []string) error {
-	return c.write("unsubscribe", channels, func() error { return c.ps.Unsubscribe(c.ctx, channels...) })
+	return c.write("unsubscribe", channels, func() error {
+		if c.sharded {
+			return c.ps.SUnsubscribe(c.ctx, channels...)
+		}
+		return c.ps.Unsubscribe(c.ctx, channels...)
+	})
 }
 
 // fail marks the connection broken with err: receiveLoop replaces it. It
@@ -186,14 +197,6 @@ func (c *psConn) fail(err error) bool {
 // carry it to the dialer.
 type psConnKey struct{}
 
-// newPSConn returns a new pub/sub connection (it dials on first use).
-func (b *Broker) newPSConn(gen uint64) *psConn {
-	c := &psConn{gen: gen}
-	c.ctx = context.WithValue(b.ctx, psConnKey{}, c)
-	c.ps = b.rdb.Subscribe(c.ctx)
-	return c
-}
-
 // state reports whether a command is waiting for its reply and since when
 // the oldest one has been, and the error of a failed write (nil if none).
 func (c *psConn) state() (waiting bool, since time.Time, broken error) {
@@ -209,6 +212,12 @@ func (c *psConn) state() (waiting bool, since time.Time, broken error) {
 // command; false means the reply does not match it: the connection is out
 // of step with the broker's view (go-redis resubscribed behind its back).
 func (c *psConn) answered(kind, channel string) bool {
+	switch kind {
+	case "ssubscribe":
+		kind = "subscribe"
+	case "sunsubscribe":
+		kind = "unsubscribe"
+	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if len(c.pending) == 0 {
@@ -262,7 +271,7 @@ func (s *connSet) wrap(dial func(ctx context.Context, network, addr string) (net
 			// name it).
 			ps.node.Store(&addr)
 		}
-		tc := &trackedConn{Conn: c, set: s, born: time.Now()}
+		tc := &trackedConn{Conn: c, set: s, addr: addr, born: time.Now()}
 		s.mu.Lock()
 		if s.conns == nil {
 			s.conns = make(map[*trackedConn]struct{})
@@ -277,12 +286,13 @@ func (s *connSet) wrap(dial func(ctx context.Context, network, addr string) (net
 	}
 }
 
-// closeBefore closes every connection dialed before t and reports how many.
-func (s *connSet) closeBefore(t time.Time) int {
+// closeBefore closes every connection to addr ("": to any server) dialed
+// before t and reports how many.
+func (s *connSet) closeBefore(t time.Time, addr string) int {
 	var old []*trackedConn
 	s.mu.Lock()
 	for c := range s.conns {
-		if c.born.Before(t) {
+		if c.born.Before(t) && (addr == "" || c.addr == addr) {
 			old = append(old, c)
 		}
 	}
@@ -296,6 +306,7 @@ func (s *connSet) closeBefore(t time.Time) int {
 type trackedConn struct {
 	net.Conn
 	set  *connSet
+	addr string // as dialed
 	born time.Time
 }
 

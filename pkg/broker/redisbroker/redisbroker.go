@@ -33,10 +33,18 @@
 // returns the event ID: for a key seen within the window, the first
 // publish's ID; for a key seen with other content, the error reply
 // "ERR herald: idempotency key conflict: ...". The key argument is the
-// topic name; the library is generated with the prefix and the history settings baked in, so the
-// caller needs nothing else. An empty event type means the default
-// "message". A topic containing '{' or '}' works on a standalone Redis but
-// not in Redis Cluster (its name then hashes elsewhere than its keys).
+// topic name; the library is generated with the prefix and the history
+// settings baked in, so the caller needs nothing else. An empty event type
+// means the default "message". In Redis Cluster declare the topic's keys
+// instead of its name (the library refuses the short form there: while a
+// slot migrates, Redis routes by the declared keys, and a name is never a
+// key):
+//
+//	FCALL herald_publish 2 herald:{<topic>}:s herald:{<topic>}:e <event-type> <data>
+//	FCALL herald_publish 3 herald:{<topic>}:s herald:{<topic>}:e herald:{<topic>}:k:<key> <event-type> <data> <key>
+//
+// The broker itself always uses this declared-keys form, which every
+// topology accepts.
 //
 // # Event IDs and cursors
 //
@@ -76,8 +84,27 @@
 // events. A live subscriber that received events its topic's stream no
 // longer has gets a KindReset with broker.ReasonFailover at the refill,
 // then the retained history; Config.WaitReplicas makes acknowledged
-// events survive a failover instead. Redis Cluster is not supported yet
-// (Config.Cluster).
+// events survive a failover instead.
+//
+// # Redis Cluster
+//
+// With Config.Cluster (or a *redis.ClusterClient) every topic lives on the
+// shard that owns its hash slot: its keys, and its shard channel, on which
+// the function publishes with SPUBLISH (sharded pub/sub: no broadcast over
+// the cluster bus). The broker holds one pub/sub connection per primary
+// and subscribes each topic's channel (SSUBSCRIBE) on the primary that owns
+// its slot; it reads the slot map every second, and at once when a primary
+// gives up a slot (Redis then ends its shard-channel subscriptions) or
+// redirects a subscribe. A topic whose slot moved — a resharding, a
+// failover — is subscribed on its new primary and its live subscribers are
+// refilled from the stream, as after a reconnect; a failover that lost
+// acknowledged events is reported with broker.ReasonFailover, as with
+// Sentinel. The library is loaded on every primary, and again when any
+// node answers that it is missing (a new shard starts empty). Every call
+// of the library declares the topic's keys (see the declared-keys form
+// above), so that a command for a slot being migrated reaches the node
+// that holds the topic; WaitReplicas sends WAIT on the connection of
+// each primary a publish went to.
 package redisbroker
 
 import (
@@ -136,8 +163,9 @@ type Config struct {
 	URL string
 	// Cluster says that URL names Redis Cluster nodes, in the form
 	// redis.ParseClusterURL accepts: redis://node1:6379?addr=node2:6379...
-	// Not supported yet: New checks the nodes (a standalone server fails
-	// it with ErrTopology) and fails with ErrClusterUnsupported.
+	// (any of the nodes: the rest are discovered). New checks the nodes: a
+	// standalone server fails it with ErrTopology. See the package
+	// documentation for what the broker does in Redis Cluster.
 	Cluster bool
 	// WaitReplicas, if positive, makes every publish durable on that many
 	// replicas before it is acknowledged: WAIT WaitReplicas WaitTimeout is
@@ -154,8 +182,8 @@ type Config struct {
 	// well below the publisher's deadline.
 	WaitTimeout time.Duration
 	// Client, if set, is used instead of URL; Close does not close it.
-	// Standalone and Sentinel clients are supported; with a Cluster client
-	// every replica's pub/sub connection lands on one node.
+	// Standalone, Sentinel and Cluster clients (*redis.ClusterClient) are
+	// supported.
 	//
 	// Give it MaxRetries: -1 (redis.Options, FailoverOptions,
 	// ClusterOptions, UniversalOptions). With go-redis's default of 3
@@ -253,6 +281,7 @@ type Broker struct {
 	ownClient    bool
 	topo         topology               // of Config.URL; standalone with Config.Client
 	failover     *redis.FailoverOptions // of the own Sentinel client; nil otherwise
+	cluster      *redis.ClusterOptions  // of the Cluster client; nil otherwise
 	recentCap    int                    // live event IDs remembered per topic to check after a failover (topic.recent); 0 off
 	waitReplicas int                    // Config.WaitReplicas
 	waitTimeout  time.Duration          // Config.WaitTimeout, defaulted
@@ -279,19 +308,18 @@ type Broker struct {
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 
-	psMu sync.Mutex // guards psc
-	psc  *psConn    // the current pub/sub connection; replaced by receiveLoop only
+	single  *shard        // standalone and Sentinel: the only shard; nil in Cluster
+	routeCh chan struct{} // Cluster: cap 1, the slot map may have changed
+	upMu    sync.Mutex    // serialises updateUp
 
-	reconcileCh chan struct{} // cap 1: channel subscriptions may differ from topics
-	workCh      chan struct{} // cap workers: work was queued
+	workCh chan struct{} // cap workers: work was queued
 
-	mu        sync.Mutex // guards the fields below; taken before any topic.mu
-	closed    bool
-	topics    map[string]*topic // by channel
-	confirmed map[string]bool   // channel subscribed on the current pub/sub connection
-	subs      map[*subscription]struct{}
-	retry     map[string]bool // channels to SUBSCRIBE again (after a transient error)
-	subFails  map[string]int  // channel -> SUBSCRIBEs refused in a row (transient errors)
+	mu     sync.Mutex // guards the fields below (and shard's, topic.sh); taken before any topic.mu
+	closed bool
+	topics map[string]*topic // by channel
+	subs   map[*subscription]struct{}
+	shards map[string]*shard // Cluster: by primary address
+	routes *slotMap          // Cluster: the last slot map read; nil before
 
 	wmu  sync.Mutex // guards work
 	work []*topic
@@ -306,19 +334,17 @@ type Broker struct {
 // with an error (for example a Redis older than 7.0).
 func New(ctx context.Context, cfg Config) (*Broker, error) {
 	b := &Broker{
-		rdb:         cfg.Client,
-		prefix:      cfg.Prefix,
-		queueLimit:  cfg.QueueLimit,
-		log:         cfg.Logger,
-		onState:     cfg.OnStateChange,
-		onReconn:    cfg.OnReconnect,
-		reconcileCh: make(chan struct{}, 1),
-		workCh:      make(chan struct{}, workers),
-		topics:      make(map[string]*topic),
-		confirmed:   make(map[string]bool),
-		subs:        make(map[*subscription]struct{}),
-		retry:       make(map[string]bool),
-		subFails:    make(map[string]int),
+		rdb:        cfg.Client,
+		prefix:     cfg.Prefix,
+		queueLimit: cfg.QueueLimit,
+		log:        cfg.Logger,
+		onState:    cfg.OnStateChange,
+		onReconn:   cfg.OnReconnect,
+		routeCh:    make(chan struct{}, 1),
+		workCh:     make(chan struct{}, workers),
+		topics:     make(map[string]*topic),
+		subs:       make(map[*subscription]struct{}),
+		shards:     make(map[string]*shard),
 	}
 	b.pipe.limit = pipelinesInFlight
 	if cfg.WaitReplicas < 0 || cfg.WaitTimeout < 0 {
@@ -364,7 +390,6 @@ func New(ctx context.Context, cfg Config) (*Broker, error) {
 		}
 		keyMs = max(w.Milliseconds(), 1)
 	}
-	b.libName, b.publishFn, b.readFn, b.touchFn, b.code = library(b.prefix, size, ttl, keyMs)
 	if b.rdb == nil {
 		if cfg.URL == "" {
 			return nil, errors.New("redisbroker: Config needs URL or Client")
@@ -379,7 +404,20 @@ func New(ctx context.Context, cfg Config) (*Broker, error) {
 		b.topo = topo
 		switch topo {
 		case cluster:
-			return nil, checkCluster(ctx, cfg.URL)
+			opt, err := clusterOptions(cfg.URL)
+			if err != nil {
+				return nil, fmt.Errorf("redisbroker: %w", err)
+			}
+			if err := checkCluster(ctx, opt); err != nil {
+				return nil, err
+			}
+			readTimeout(&opt.ReadTimeout)
+			if cfg.wrapDial != nil {
+				opt.Dialer = cfg.wrapDial(opt.Dialer)
+			}
+			b.dialed = &connSet{}
+			opt.Dialer = b.dialed.wrap(opt.Dialer)
+			b.rdb = redis.NewClusterClient(opt)
 		case sentinel:
 			opt, err := failoverOptions(cfg.URL)
 			if err != nil {
@@ -417,7 +455,14 @@ func New(ctx context.Context, cfg Config) (*Broker, error) {
 		b.ownClient = true
 	} else if c, ok := b.rdb.(*redis.Client); ok && !c.Options().ContextTimeoutEnabled {
 		b.log.Warn("redisbroker: the Redis client ignores ctx deadlines (ContextTimeoutEnabled is off): a publish may outlive its deadline by the client's read timeout")
+	} else if _, ok := b.rdb.(*redis.ClusterClient); ok {
+		b.topo = cluster
 	}
+	if cc, ok := b.rdb.(*redis.ClusterClient); ok {
+		b.cluster = cc.Options()
+		b.recentCap = recentFailover
+	}
+	b.libName, b.publishFn, b.readFn, b.touchFn, b.code = library(b.prefix, size, ttl, keyMs, b.cluster != nil)
 	if err := b.load(ctx); err != nil {
 		if isServerError(err) {
 			if b.ownClient {
@@ -435,10 +480,14 @@ func New(ctx context.Context, cfg Config) (*Broker, error) {
 		b.recentCap = cfg.recentIDs
 	}
 	b.ctx, b.cancel = context.WithCancel(context.Background())
-	b.psc = b.newPSConn(0) // no channel yet: connects on first use
-	b.wg.Add(2 + workers)
-	go b.receiveLoop()
-	go b.reconcileLoop()
+	if b.cluster == nil {
+		b.single = b.newShard("", nil)
+		b.single.start()
+	} else {
+		b.wg.Add(1)
+		go b.routeLoop()
+	}
+	b.wg.Add(workers)
 	if b.failover != nil {
 		b.wg.Add(1)
 		go b.roleLoop()
@@ -472,14 +521,27 @@ func (b *Broker) LastLiveEvent() time.Time {
 	return time.Time{}
 }
 
-// conn returns the current pub/sub connection.
-func (b *Broker) conn() *psConn {
-	b.psMu.Lock()
-	defer b.psMu.Unlock()
-	return b.psc
-}
+// conn returns the current pub/sub connection of the only shard (not in
+// Cluster).
+func (b *Broker) conn() *psConn { return b.single.conn() }
 
-func (b *Broker) setUp(v bool, err error) {
+// updateUp sets the broker's state from its shards': up when every shard's
+// connection works (in Cluster, one per primary of the slot map: none
+// before the map was read).
+func (b *Broker) updateUp(err error) {
+	b.upMu.Lock()
+	defer b.upMu.Unlock()
+	var v bool
+	if b.single != nil {
+		v = b.single.up.Load()
+	} else {
+		b.mu.Lock()
+		v = len(b.shards) > 0
+		for _, s := range b.shards {
+			v = v && s.up.Load()
+		}
+		b.mu.Unlock()
+	}
 	if b.up.Swap(v) == v {
 		return
 	}
@@ -587,350 +649,27 @@ func (b *Broker) Close() error {
 		s.End(broker.ErrClosed)
 	}
 	b.cancel()
-	// receiveLoop installs no connection once ctx is done (see replace):
-	// this one is the last.
-	err := b.conn().ps.Close()
-	b.wg.Wait()
+	b.mu.Lock()
+	shards := make([]*shard, 0, len(b.shards)+1)
+	for _, s := range b.shards {
+		shards = append(shards, s)
+	}
+	if b.single != nil {
+		shards = append(shards, b.single)
+	}
+	b.mu.Unlock()
+	b.wg.Wait() // routeLoop starts no shard once ctx is done
+	for _, s := range shards {
+		s.stop()
+	}
+	var err error
 	if b.ownClient {
-		if cerr := b.rdb.Close(); err == nil {
-			err = cerr
-		}
+		err = b.rdb.Close()
 	}
 	if errors.Is(err, redis.ErrClosed) {
 		err = nil
 	}
 	return err
-}
-
-// reconcileLoop makes the pub/sub connection's channel subscriptions follow
-// the set of topics with local subscribers: one SUBSCRIBE per topic (so an
-// error reply names its channel), UNSUBSCRIBE when its last subscriber
-// leaves. On a new connection (see receiveLoop) it subscribes every topic
-// again. A failed write marks the connection broken; receiveLoop replaces
-// it and signals this loop again.
-func (b *Broker) reconcileLoop() {
-	defer b.wg.Done()
-	issued := make(map[string]bool) // channels subscribed on c
-	var c *psConn
-	for {
-		select {
-		case <-b.ctx.Done():
-			return
-		case <-b.reconcileCh:
-		}
-		if cur := b.conn(); cur != c {
-			c = cur
-			clear(issued)
-		}
-		var add, del []string
-		b.mu.Lock()
-		for ch := range b.retry {
-			delete(issued, ch)
-		}
-		clear(b.retry)
-		for ch := range b.topics {
-			if !issued[ch] {
-				add = append(add, ch)
-			}
-		}
-		for ch := range issued {
-			if b.topics[ch] == nil {
-				del = append(del, ch)
-			}
-		}
-		b.mu.Unlock()
-		if len(del) > 0 {
-			for _, ch := range del {
-				delete(issued, ch)
-			}
-			if err := c.unsubscribe(del); err != nil && b.ctx.Err() == nil {
-				b.log.Debug("redisbroker: unsubscribe", "channels", len(del), "err", err)
-			}
-		}
-		for _, ch := range add {
-			issued[ch] = true
-			if err := c.subscribe(ch); err != nil {
-				if b.ctx.Err() == nil {
-					b.log.Debug("redisbroker: subscribe", "channel", ch, "err", err)
-				}
-				break // the connection is broken: its replacement subscribes all
-			}
-		}
-	}
-}
-
-func (b *Broker) signalReconcile() {
-	select {
-	case b.reconcileCh <- struct{}{}:
-	default:
-	}
-}
-
-// receiveLoop reads the pub/sub connection: confirmations, events, pongs,
-// error replies. It pings the connection when it has been silent for
-// pingInterval and replaces it (see replace) when a command on it stays
-// unanswered for answerTimeout, when a write on it failed, or when reading
-// fails. It never does I/O other than reading, pinging and replacing, so
-// a slow Redis read elsewhere never delays live events of other topics.
-func (b *Broker) receiveLoop() {
-	defer b.wg.Done()
-	c := b.conn()
-	backoff := time.Duration(0)
-	reason := ""  // why the last working connection was given up; reported when its successor answers
-	fresh := true // c has not answered yet
-	_ = c.ping()  // connects now, so Connected turns true quickly
-	for {
-		if b.ctx.Err() != nil {
-			return
-		}
-		timeout := pingInterval
-		waiting, since, broken := c.state()
-		if waiting {
-			timeout = answerTimeout - time.Since(since)
-		}
-		switch {
-		case broken != nil:
-			why := ReconnectError
-			if errors.Is(broken, errDemoted) {
-				why = ReconnectDemoted
-			}
-			c, fresh, reason = b.replace(c, fresh, reason, why, broken, &backoff)
-			continue
-		case timeout <= 0:
-			err := fmt.Errorf("redisbroker: pub/sub connection: no answer for %v", answerTimeout)
-			c, fresh, reason = b.replace(c, fresh, reason, ReconnectUnanswered, err, &backoff)
-			continue
-		}
-		msg, err := c.ps.ReceiveTimeout(c.ctx, max(timeout, 10*time.Millisecond))
-		if b.ctx.Err() != nil {
-			return
-		}
-		if err != nil {
-			var ne net.Error
-			switch {
-			case errors.As(err, &ne) && ne.Timeout():
-				if !waiting {
-					_ = c.ping()
-				}
-			case isServerError(err):
-				// An error reply, not a disconnect: it answers the oldest
-				// command.
-				if !b.onErrorReply(c, err) {
-					c, fresh, reason = b.replace(c, fresh, reason, ReconnectError, err, &backoff)
-				}
-			default:
-				c, fresh, reason = b.replace(c, fresh, reason, ReconnectError, err, &backoff)
-			}
-			continue
-		}
-		inStep := true
-		switch m := msg.(type) {
-		case *redis.Subscription:
-			if inStep = c.answered(m.Kind, m.Channel); inStep {
-				b.onSubscription(m)
-			}
-		case *redis.Pong:
-			inStep = c.answered("ping", "")
-		case *redis.Message:
-			b.onMessage(m.Channel, m.Payload)
-		}
-		if !inStep {
-			err := fmt.Errorf("redisbroker: pub/sub connection: unexpected %v", msg)
-			c, fresh, reason = b.replace(c, fresh, reason, ReconnectError, err, &backoff)
-			continue
-		}
-		backoff = 0
-		if fresh {
-			fresh = false
-			if reason != "" {
-				b.reconns.Add(1)
-				if b.onReconn != nil {
-					b.onReconn(reason)
-				}
-				b.log.Info("redisbroker: pub/sub connection replaced", "after", reason)
-				reason = ""
-			}
-		}
-		b.setUp(true, nil)
-	}
-}
-
-// replace closes the pub/sub connection c and installs a new one: every
-// topic is marked unconfirmed (its live subscribers are refilled from the
-// stream once the new connection confirms its channel) and reconcileLoop
-// subscribes every topic on the new connection. Messages still unread on c
-// are never read: the stream refill delivers them. Repeated failures of
-// connections that never answered back off up to maxBackoff. It returns
-// the new connection, fresh=true, and the reason to report when it answers.
-func (b *Broker) replace(c *psConn, fresh bool, reason, why string, err error, backoff *time.Duration) (*psConn, bool, string) {
-	b.setUp(false, err)
-	if !fresh {
-		reason = why
-	}
-	if fresh {
-		// Back off while Redis stays unreachable; a connection that
-		// worked is replaced at once.
-		if *backoff > 0 {
-			t := time.NewTimer(*backoff)
-			select {
-			case <-b.ctx.Done():
-				t.Stop()
-				return c, fresh, reason
-			case <-t.C:
-			}
-		}
-		*backoff = min(max(2**backoff, 50*time.Millisecond), maxBackoff)
-	}
-	if !fresh {
-		b.log.Warn("redisbroker: replacing the pub/sub connection", "reason", why, "err", err)
-	} else {
-		b.log.Debug("redisbroker: replacing the pub/sub connection", "reason", why, "err", err)
-	}
-	if why == ReconnectUnanswered && b.dialed != nil {
-		// The pool's connections most likely went deaf with this one.
-		if n := b.dialed.closeBefore(time.Now()); n > 0 {
-			b.log.Debug("redisbroker: closed the client's connections dialed before the pub/sub connection went deaf", "connections", n)
-		}
-	}
-	next := b.newPSConn(c.gen + 1)
-	b.psMu.Lock()
-	if b.ctx.Err() != nil {
-		// Close is running and closes b.psc: never install another.
-		b.psMu.Unlock()
-		_ = next.ps.Close()
-		return c, fresh, reason
-	}
-	b.psc = next
-	b.psMu.Unlock()
-	b.disconnected()
-	// Closing takes the PubSub's lock, which a writer may hold for up to a
-	// write timeout on a dead connection: not on this goroutine.
-	b.wg.Go(func() { _ = c.ps.Close() })
-	b.signalReconcile()
-	_ = next.ping()
-	return next, true, reason
-}
-
-// onErrorReply handles an error reply on the pub/sub connection: it
-// answers c's oldest command. A refused SUBSCRIBE ends the subscriptions
-// of that channel's topic with an error wrapping ErrSubscribeRefused, or,
-// for a transient error (LOADING, BUSY...), is issued again after a
-// backoff; other topics are not affected. It returns false when no
-// command was waiting: the connection is out of step.
-func (b *Broker) onErrorReply(c *psConn, err error) bool {
-	cmd, ok := c.failed()
-	if !ok {
-		return false
-	}
-	if cmd.kind != "subscribe" {
-		b.log.Warn("redisbroker: Redis answered "+strings.ToUpper(cmd.kind)+" on the pub/sub connection with an error", "channels", cmd.channels, "err", err)
-		return true
-	}
-	ch := cmd.channels[0]
-	b.mu.Lock()
-	t := b.topics[ch]
-	if t == nil {
-		delete(b.subFails, ch)
-		b.mu.Unlock()
-		return true
-	}
-	if transientServerError(err.Error()) {
-		n := b.subFails[ch] + 1
-		b.subFails[ch] = n
-		b.mu.Unlock()
-		d := min(50*time.Millisecond<<min(n, 10), maxBackoff)
-		b.log.Warn("redisbroker: Redis refused SUBSCRIBE for now; retrying", "topic", t.name, "in", d, "err", err)
-		time.AfterFunc(d, func() {
-			b.mu.Lock()
-			if b.topics[ch] == t {
-				b.retry[ch] = true
-			}
-			b.mu.Unlock()
-			b.signalReconcile()
-		})
-		return true
-	}
-	delete(b.subFails, ch)
-	b.mu.Unlock()
-	t.mu.Lock()
-	var subs []*subscription
-	for _, m := range t.live {
-		subs = append(subs, m.s)
-	}
-	for _, m := range t.loading {
-		subs = append(subs, m.s)
-	}
-	t.mu.Unlock()
-	b.log.Warn("redisbroker: Redis refused to subscribe to a topic's channel; ending its subscriptions", "topic", t.name, "channel", ch, "subscriptions", len(subs), "err", err)
-	end := fmt.Errorf("%w: topic %q (channel %s): %w", ErrSubscribeRefused, t.name, ch, err)
-	for _, s := range subs {
-		s.End(end) // releasing the last one drops the topic and unsubscribes it
-	}
-	return true
-}
-
-// ErrSubscribeRefused ends the subscriptions of a topic whose channel
-// Redis refused to subscribe to (for example an ACL user without the
-// channel permission: NOPERM). The error names the topic and carries
-// Redis's reply.
-var ErrSubscribeRefused = errors.New("redisbroker: Redis refused the subscription")
-
-// disconnected marks every topic unconfirmed: its channel subscription
-// lapsed with the connection, events may be lost until the new connection
-// confirms it (the confirmation then triggers the refill).
-func (b *Broker) disconnected() {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	clear(b.confirmed)
-	for _, t := range b.topics {
-		t.mu.Lock()
-		t.setConfirmed(false)
-		t.mu.Unlock()
-	}
-}
-
-// setConfirmed records a change of the topic's channel subscription. Live
-// subscribers may have missed events either way — the subscription lapsed,
-// or it is a resubscription after a reconnect or a lapse — so they are
-// refilled from the stream. Call with t.mu held.
-func (t *topic) setConfirmed(on bool) {
-	t.confirmed = on
-	t.inval++
-	// What was buffered before is not contiguous with what follows.
-	t.lapsed = true
-	t.restartBuf()
-	if len(t.live) > 0 {
-		t.stale = true
-	}
-}
-
-func (b *Broker) onSubscription(m *redis.Subscription) {
-	on := m.Kind == "subscribe"
-	if !on && m.Kind != "unsubscribe" {
-		return
-	}
-	b.mu.Lock()
-	if on {
-		b.confirmed[m.Channel] = true
-		delete(b.subFails, m.Channel)
-	} else {
-		delete(b.confirmed, m.Channel)
-	}
-	t := b.topics[m.Channel]
-	b.mu.Unlock()
-	if t == nil {
-		return
-	}
-	t.mu.Lock()
-	t.setConfirmed(on)
-	work := on && (t.stale || len(t.loading) > 0)
-	t.mu.Unlock()
-	switch {
-	case work:
-		b.schedule(t)
-	case !on:
-		b.signalReconcile()
-	}
 }
 
 // decodeMessage parses "<id>\n<type>\n<data>".
@@ -947,72 +686,6 @@ func decodeMessage(topic, payload string) (item, bool) {
 	return item{epoch: epoch, id: sid, ev: &broker.Event{
 		Kind: broker.KindEvent, Topic: topic, ID: id, Type: typ, Data: data, Time: timeOf(sid),
 	}}, true
-}
-
-func (b *Broker) onMessage(channel, payload string) {
-	b.mu.Lock()
-	t := b.topics[channel]
-	b.mu.Unlock()
-	if t == nil {
-		return
-	}
-	it, ok := decodeMessage(t.name, payload)
-	if !ok {
-		b.log.Warn("redisbroker: ignoring malformed message", "channel", channel)
-		return
-	}
-	b.lastLive.Store(time.Now().UnixNano())
-	var slow []*subscription
-	schedule := false
-	t.mu.Lock()
-	if t.removed {
-		t.mu.Unlock()
-		return
-	}
-	if !t.stale && len(t.live) > 0 && it.epoch != t.epoch {
-		// The stream was lost and recreated without this connection
-		// noticing: refill (and reset) the live subscribers.
-		t.stale = true
-		t.inval++
-		schedule = true
-	}
-	if !t.stale && len(t.loading) == 0 && (len(t.buf) > 0 || t.covered) {
-		// Not buffering (nothing to load): what was buffered and the
-		// cover are not contiguous with what a later round buffers.
-		t.restartBuf()
-	}
-	if t.stale || len(t.loading) > 0 {
-		if n := len(t.buf); n > 0 && t.buf[n-1].epoch != it.epoch {
-			// A run of buffered events holds one epoch.
-			t.restartBuf()
-		}
-		if len(t.buf) >= bufLimit {
-			t.restartBuf()
-			t.bufOverflow = true
-		} else {
-			t.buf = append(t.buf, it)
-		}
-	}
-	if !t.stale && len(t.live) > 0 {
-		t.noteDelivered(b.recentCap, it.epoch, it.id)
-	}
-	if !t.stale {
-		for _, m := range t.live {
-			if m.pos.less(it.id) {
-				m.pos, m.atEvent = it.id, true
-				if !m.s.Push(it.ev) {
-					slow = append(slow, m.s)
-				}
-			}
-		}
-	}
-	t.mu.Unlock()
-	if schedule {
-		b.schedule(t)
-	}
-	for _, s := range slow {
-		s.End(broker.ErrSlowConsumer)
-	}
 }
 
 // schedule queues a load round for t unless one is queued or running.
@@ -1149,7 +822,9 @@ func (b *Broker) Subscribe(ctx context.Context, topics []string, from broker.Cur
 		ch := b.channel(name)
 		t := b.topics[ch]
 		if t == nil {
-			t = &topic{name: name, channel: ch, tag: topicTag(name), confirmed: b.confirmed[ch], epoch: noEpoch}
+			t = &topic{name: name, channel: ch, tag: topicTag(name), slot: keySlot(ch), epoch: noEpoch}
+			t.sh = b.shardOf(t.slot)
+			t.confirmed = t.sh != nil && t.sh.confirmed[ch]
 			b.topics[ch] = t
 			newTopic = true
 		}
@@ -1166,7 +841,13 @@ func (b *Broker) Subscribe(ctx context.Context, topics []string, from broker.Cur
 	b.subs[s] = struct{}{}
 	b.mu.Unlock()
 	if newTopic {
-		b.signalReconcile()
+		for _, t := range ts {
+			if t.sh != nil {
+				t.sh.signalReconcile()
+			} else {
+				b.signalRoute()
+			}
+		}
 	}
 	for _, t := range ts {
 		b.schedule(t)
@@ -1192,7 +873,7 @@ func (b *Broker) Subscribe(ctx context.Context, topics []string, from broker.Cur
 // release removes s from its topics; a topic without members is dropped
 // and its channel unsubscribed.
 func (b *Broker) release(s *subscription) {
-	changed := false
+	var changed []*shard
 	b.mu.Lock()
 	delete(b.subs, s)
 	for _, m := range s.members {
@@ -1214,15 +895,17 @@ func (b *Broker) release(s *subscription) {
 				clear(t.buf)
 				t.buf = nil
 				delete(b.topics, t.channel)
-				delete(b.subFails, t.channel)
-				changed = true
+				if t.sh != nil {
+					delete(t.sh.subFails, t.channel)
+					changed = append(changed, t.sh)
+				}
 			}
 		}
 		t.mu.Unlock()
 	}
 	b.mu.Unlock()
-	if changed {
-		b.signalReconcile()
+	for _, sh := range changed {
+		sh.signalReconcile()
 	}
 }
 

@@ -93,6 +93,20 @@ func TestSentinelManualFailover(t *testing.T) {
 		t.Fatalf("pub/sub connection on %q, want the primary %s", got, old.Addr)
 	}
 
+	// Replication is asynchronous: under load the replicas may not have
+	// the topic yet, and a failover then loses it whole (an epoch reset,
+	// which is honest but not what this test is about). A write on one
+	// connection followed by WAIT there means the replicas have every
+	// write before it.
+	oc := old.Client(t).Conn() // one connection: WAIT counts its writes
+	defer oc.Close()
+	if err := oc.Set(t.Context(), uniqueTopic("sync"), "x", time.Minute).Err(); err != nil {
+		t.Fatalf("SET on the primary: %v", err)
+	}
+	if n, err := oc.Do(t.Context(), "WAIT", 2, 10000).Int(); err != nil || n < 2 {
+		t.Fatalf("WAIT 2: %d replicas, %v", n, err)
+	}
+
 	sc := redis.NewSentinelClient(&redis.Options{Addr: tp.Sentinels[0].Addr})
 	defer sc.Close()
 	start := time.Now()

@@ -20,11 +20,13 @@ type topic struct {
 	name    string
 	channel string
 	tag     string // topicTag(name)
+	slot    int    // Redis Cluster hash slot of its keys and channel
+	sh      *shard // the shard carrying its channel (nil: none yet, Cluster); guarded by Broker.mu
 
 	mu          sync.Mutex // guards the fields below; taken after Broker.mu
 	live        []*member  // member.idx is the index here
 	loading     []*member
-	confirmed   bool   // the channel is subscribed on the current connection
+	confirmed   bool   // the channel is subscribed on its shard's current connection
 	inval       uint64 // bumped by anything that voids a round in progress
 	stale       bool   // live members may have missed events: refill them
 	lapsed      bool   // the subscription lapsed since live members were last in sync

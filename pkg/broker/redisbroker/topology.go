@@ -48,12 +48,6 @@ func (t topology) String() string {
 // cluster node.
 var ErrTopology = errors.New("redisbroker: wrong Redis topology")
 
-// ErrClusterUnsupported is wrapped by New's error when Config.Cluster is
-// set and the nodes are a Redis Cluster: this version of the broker does
-// not run on Redis Cluster yet (it needs sharded pub/sub, one pub/sub
-// connection per primary).
-var ErrClusterUnsupported = errors.New("redisbroker: Redis Cluster is not supported yet")
-
 // CheckURL checks that url is one of the forms Config.URL accepts, with
 // cluster as Config.Cluster, without connecting: the mistakes it finds
 // wrap ErrTopology, other parse errors are go-redis's. New checks again,
@@ -197,20 +191,28 @@ func checkSentinels(ctx context.Context, opt *redis.FailoverOptions) error {
 	return nil
 }
 
-// checkCluster asks the nodes of a cluster URL whether they are cluster
-// nodes: one that answers as a standalone server is a configuration
-// mistake (ErrTopology); a cluster answers ErrClusterUnsupported, and so
-// do unreachable nodes (this version cannot run on a cluster anyway).
-func checkCluster(ctx context.Context, rawurl string) error {
+// clusterOptions parses a Cluster Config.URL into the options of the
+// broker's own client.
+func clusterOptions(rawurl string) (*redis.ClusterOptions, error) {
 	opt, err := redis.ParseClusterURL(rawurl)
 	if err != nil {
-		return err
+		return nil, err
 	}
+	applyDefaults(&opt.MaxRetries, &opt.ContextTimeoutEnabled, &opt.DialTimeout, &opt.ReadTimeout, &opt.DialerRetries)
+	opt.Dialer = newDialer(opt.DialTimeout, opt.TLSConfig)
+	return opt, nil
+}
+
+// checkCluster asks the nodes of a cluster URL whether they are cluster
+// nodes: the first that answers decides. One that answers as a standalone
+// server (or a Sentinel) is a configuration mistake (ErrTopology); nodes
+// that are all unreachable are not (New starts anyway): nil then.
+func checkCluster(ctx context.Context, opt *redis.ClusterOptions) error {
 	for _, addr := range opt.Addrs {
 		err := func() error {
 			c := redis.NewClient(&redis.Options{
 				Addr: addr, Username: opt.Username, Password: opt.Password, TLSConfig: opt.TLSConfig,
-				Dialer: newDialer(defaultDialTimeout, opt.TLSConfig), MaxRetries: -1, DialerRetries: 1, ContextTimeoutEnabled: true,
+				Dialer: opt.Dialer, DialTimeout: opt.DialTimeout, MaxRetries: -1, DialerRetries: 1, ContextTimeoutEnabled: true,
 			})
 			defer c.Close()
 			pctx, cancel := context.WithTimeout(ctx, probeTimeout)
@@ -224,14 +226,11 @@ func checkCluster(ctx context.Context, rawurl string) error {
 			}
 			return nil
 		}()
-		if errors.Is(err, ErrTopology) {
+		if err == nil || errors.Is(err, ErrTopology) {
 			return err
 		}
-		if err == nil {
-			break
-		}
 	}
-	return fmt.Errorf("%w (nodes %s): run herald on a standalone Redis or behind Redis Sentinel", ErrClusterUnsupported, strings.Join(opt.Addrs, ", "))
+	return nil
 }
 
 // infoField returns the value of field in an INFO reply ("" if absent).

@@ -1,0 +1,204 @@
+package redisbroker
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// Redis Cluster: one shard (a pub/sub connection with its loops) per
+// primary of the slot map, and every topic on the shard of the primary
+// owning its slot. routeLoop reads the slot map (CLUSTER SLOTS) every
+// routeInterval, and at once when a primary gave up a topic's slot (an
+// unasked sunsubscribe) or answered a subscribe with a redirect; then it
+// starts shards for new primaries, moves each topic whose slot changed
+// owner to the new owner's shard (unconfirmed there: its live subscribers
+// are refilled from the stream once the new primary confirms the shard
+// channel), and retires the shards of nodes that are no longer primaries.
+
+// routeInterval is how often the slot map is read in Redis Cluster.
+const routeInterval = time.Second
+
+// slots is the number of Redis Cluster hash slots.
+const slots = 16384
+
+// slotMap is a Redis Cluster slot map: the primary's address per slot
+// ("" for a slot no primary serves).
+type slotMap struct {
+	owner [slots]string
+}
+
+func (b *Broker) signalRoute() {
+	if b.cluster == nil {
+		return
+	}
+	select {
+	case b.routeCh <- struct{}{}:
+	default:
+	}
+}
+
+// shardOf returns the shard carrying the channels of slot: the only one
+// outside Cluster; in Cluster, the shard of the slot's primary in the last
+// slot map read (nil if unknown yet). Call with b.mu held.
+func (b *Broker) shardOf(slot int) *shard {
+	if b.single != nil {
+		return b.single
+	}
+	if b.routes == nil {
+		return nil
+	}
+	return b.shards[b.routes.owner[slot]]
+}
+
+// routeLoop keeps the shards and the topics' routes in step with the slot
+// map (see above).
+func (b *Broker) routeLoop() {
+	defer b.wg.Done()
+	tick := time.NewTicker(routeInterval)
+	defer tick.Stop()
+	for {
+		if err := b.refreshRoutes(); err != nil && b.ctx.Err() == nil {
+			b.log.Debug("redisbroker: reading the cluster's slot map", "err", err)
+		}
+		select {
+		case <-b.ctx.Done():
+			return
+		case <-tick.C:
+		case <-b.routeCh:
+		}
+	}
+}
+
+// refreshRoutes reads the slot map and applies it (see routeLoop).
+func (b *Broker) refreshRoutes() error {
+	ctx, cancel := context.WithTimeout(b.ctx, routeInterval)
+	defer cancel()
+	cs, err := b.rdb.ClusterSlots(ctx).Result()
+	if err != nil {
+		return err
+	}
+	m := &slotMap{}
+	primaries := map[string]bool{}
+	for _, r := range cs {
+		if len(r.Nodes) == 0 || r.Start < 0 || r.End >= slots || r.Start > r.End {
+			continue
+		}
+		addr := r.Nodes[0].Addr
+		primaries[addr] = true
+		for i := r.Start; i <= r.End; i++ {
+			m.owner[i] = addr
+		}
+	}
+	if len(primaries) == 0 {
+		return fmt.Errorf("redisbroker: CLUSTER SLOTS lists no primary")
+	}
+	var started, retired []*shard
+	touched := map[*shard]bool{}
+	b.mu.Lock()
+	if b.closed || b.ctx.Err() != nil {
+		b.mu.Unlock()
+		return nil
+	}
+	for addr := range primaries {
+		if b.shards[addr] == nil {
+			s := b.newShard(addr, b.nodeClient(addr))
+			b.shards[addr] = s
+			started = append(started, s)
+		}
+	}
+	for addr, s := range b.shards {
+		if !primaries[addr] {
+			s.retired = true
+			delete(b.shards, addr)
+			retired = append(retired, s)
+		}
+	}
+	b.routes = m
+	moved := 0
+	for _, t := range b.topics {
+		sh := b.shards[m.owner[t.slot]]
+		if sh == t.sh {
+			continue
+		}
+		if t.sh != nil {
+			touched[t.sh] = true
+		}
+		t.sh = sh
+		if sh != nil {
+			touched[sh] = true
+		}
+		moved++
+		t.mu.Lock()
+		// Whatever the old shard confirmed says nothing about the new one.
+		t.setConfirmed(sh != nil && sh.confirmed[t.channel])
+		work := t.confirmed && (t.stale || len(t.loading) > 0)
+		t.mu.Unlock()
+		if work {
+			b.schedule(t)
+		}
+	}
+	b.mu.Unlock()
+	for _, s := range started {
+		b.log.Info("redisbroker: following a Redis Cluster primary", "node", s.addr)
+		s.start()
+	}
+	for s := range touched {
+		s.signalReconcile()
+	}
+	if moved > 0 {
+		b.log.Info("redisbroker: topics moved to another primary", "topics", moved)
+	}
+	for _, s := range retired {
+		b.log.Info("redisbroker: no longer a Redis Cluster primary; closing its pub/sub connection", "node", s.addr)
+		s.stop()
+	}
+	if len(started) > 0 || len(retired) > 0 {
+		b.updateUp(nil)
+	}
+	return nil
+}
+
+// nodeClient returns a client of one Cluster node, for a shard's pub/sub
+// connection, with the options of the broker's Cluster client.
+func (b *Broker) nodeClient(addr string) *redis.Client {
+	o := b.cluster
+	dial := o.Dialer
+	if dial == nil {
+		dial = newDialer(o.DialTimeout, o.TLSConfig)
+	}
+	return redis.NewClient(&redis.Options{
+		Addr: addr, Protocol: o.Protocol, Username: o.Username, Password: o.Password,
+		CredentialsProvider: o.CredentialsProvider, CredentialsProviderContext: o.CredentialsProviderContext,
+		TLSConfig: o.TLSConfig, Dialer: dial,
+		DialTimeout: o.DialTimeout, ReadTimeout: o.ReadTimeout, WriteTimeout: o.WriteTimeout,
+		DialerRetries: o.DialerRetries, ContextTimeoutEnabled: true,
+		MaxRetries: -1, PoolSize: 1, MinIdleConns: 0,
+	})
+}
+
+// keySlot returns the Redis Cluster hash slot of key: CRC16 (XMODEM) of
+// its hash tag — the part between the first '{' and the first '}' after
+// it, if not empty — or of the whole key, modulo 16384.
+func keySlot(key string) int {
+	if i := strings.IndexByte(key, '{'); i >= 0 {
+		if j := strings.IndexByte(key[i+1:], '}'); j > 0 {
+			key = key[i+1 : i+1+j]
+		}
+	}
+	var crc uint16
+	for k := 0; k < len(key); k++ {
+		crc ^= uint16(key[k]) << 8
+		for range 8 {
+			if crc&0x8000 != 0 {
+				crc = crc<<1 ^ 0x1021
+			} else {
+				crc <<= 1
+			}
+		}
+	}
+	return int(crc) % slots
+}
