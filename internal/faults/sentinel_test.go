@@ -52,7 +52,7 @@ func TestSentinelFailover(t *testing.T) {
 	for _, fault := range []string{"kill", "disconnect"} {
 		t.Run(fault, func(t *testing.T) {
 			tp := testredis.StartSentinel(t, 2, 3)
-			res := runFailovers(t, tp, sentinelRun{fault: fault, failovers: 1, subs: sentinelSubs})
+			res := runHA(t, sentinelTarget(tp, fault, false), sentinelRun{failovers: 1, subs: sentinelSubs})
 			t.Logf("%s: %s", fault, res)
 		})
 	}
@@ -71,7 +71,7 @@ func TestSentinelWaitReplicas(t *testing.T) {
 		n = v
 	}
 	tp := testredis.StartSentinel(t, 2, 3)
-	res := runFailovers(t, tp, sentinelRun{fault: "kill", failovers: n, subs: 60, wait: 1, restart: true})
+	res := runHA(t, sentinelTarget(tp, "kill", true), sentinelRun{failovers: n, subs: 60, wait: 1})
 	t.Logf("%d failovers with --redis-wait-replicas 1: %s", n, res)
 	if res.lost > 0 {
 		t.Errorf("%d acknowledged events lost with WaitReplicas 1", res.lost)
@@ -79,11 +79,59 @@ func TestSentinelWaitReplicas(t *testing.T) {
 }
 
 type sentinelRun struct {
-	fault     string // "kill" or "disconnect"
 	failovers int
 	subs      int
-	wait      int  // Config.WaitReplicas
-	restart   bool // start the killed primary again (it rejoins as a replica) before the next failover
+	wait      int // Config.WaitReplicas
+}
+
+// haTarget is the Redis topology of a failover run and its faults.
+type haTarget struct {
+	name    string // of the fault, in topic names
+	url     string
+	cluster bool
+	topics  []string // nil: sentinelTopics topics named after the fault
+	// fault injects fault f (0-based) and returns once the topology
+	// serves again; t0 is when the fault began.
+	fault func(t *testing.T, f int) (t0 time.Time)
+	// settled, if set, runs after publishing works again after fault f.
+	settled func(t *testing.T, f int)
+	// reader returns a client of the final logs.
+	reader func(t *testing.T) redis.Cmdable
+}
+
+// sentinelTarget: the primary of tp killed (SIGKILL; restarted, to rejoin
+// as a replica, after each failover if restart) or cut off the network
+// without a RST ("disconnect").
+func sentinelTarget(tp *testredis.Topology, fault string, restart bool) haTarget {
+	var old, next *testredis.Node
+	return haTarget{
+		name: fault,
+		url:  tp.URL(),
+		fault: func(t *testing.T, f int) time.Time {
+			old = tp.WaitPrimary(t, nil, 60*time.Second)
+			t0 := time.Now()
+			switch fault {
+			case "kill":
+				old.Kill(t)
+			case "disconnect":
+				old.Disconnect(t)
+			}
+			next = tp.WaitPrimary(t, old, 60*time.Second)
+			t.Logf("failover %d: %s -> %s after %v", f+1, old.Name, next.Name, time.Since(t0).Round(time.Millisecond))
+			return t0
+		},
+		settled: func(t *testing.T, f int) {
+			if restart && fault == "kill" {
+				old.Start(t)
+				// Back as a replica in sync before the next failover (the
+				// sentinels reconfigure it; WAIT needs a replica).
+				waitReplica(t, old, next)
+			}
+		},
+		reader: func(t *testing.T) redis.Cmdable {
+			return tp.WaitPrimary(t, nil, 60*time.Second).Client(t)
+		},
+	}
 }
 
 type sentinelResult struct {
@@ -111,14 +159,17 @@ type subLog struct {
 	err   error
 }
 
-func runFailovers(t *testing.T, tp *testredis.Topology, run sentinelRun) sentinelResult {
+// runHA runs brokers on target's URL with live subscribers and publishers
+// through run.failovers faults, then checks the fault suite's property on
+// every subscriber against the final logs, and measures.
+func runHA(t *testing.T, target haTarget, run sentinelRun) sentinelResult {
 	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
 	if os.Getenv(envLog) == "1" {
 		logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	}
 	var brokers []*redisbroker.Broker
 	for i := range sentinelBrokers {
-		b, err := redisbroker.New(t.Context(), redisbroker.Config{URL: tp.URL(), WaitReplicas: run.wait, HistorySize: historySize, Logger: logger.With("broker", i)})
+		b, err := redisbroker.New(t.Context(), redisbroker.Config{URL: target.url, Cluster: target.cluster, WaitReplicas: run.wait, HistorySize: historySize, Logger: logger.With("broker", i)})
 		if err != nil {
 			t.Fatalf("broker %d: %v", i, err)
 		}
@@ -129,9 +180,12 @@ func runFailovers(t *testing.T, tp *testredis.Topology, run sentinelRun) sentine
 			b.Close()
 		}
 	}()
-	topics := make([]string, sentinelTopics)
-	for i := range topics {
-		topics[i] = fmt.Sprintf("sen-%s-%d-%d", run.fault, time.Now().UnixNano()%1e9, i)
+	topics := target.topics
+	if topics == nil {
+		topics = make([]string, sentinelTopics)
+		for i := range topics {
+			topics[i] = fmt.Sprintf("sen-%s-%d-%d", target.name, time.Now().UnixNano()%1e9, i)
+		}
 	}
 
 	// Subscribers: live from the head, one topic each.
@@ -229,17 +283,8 @@ func runFailovers(t *testing.T, tp *testredis.Topology, run sentinelRun) sentine
 	pause(2 * time.Second)
 	var faults []time.Time
 	for f := range run.failovers {
-		old := tp.WaitPrimary(t, nil, 60*time.Second)
-		t0 := time.Now()
+		t0 := target.fault(t, f)
 		faults = append(faults, t0)
-		switch run.fault {
-		case "kill":
-			old.Kill(t)
-		case "disconnect":
-			old.Disconnect(t)
-		}
-		next := tp.WaitPrimary(t, old, 60*time.Second)
-		t.Logf("failover %d: %s -> %s after %v", f+1, old.Name, next.Name, time.Since(t0).Round(time.Millisecond))
 		// Let publishing and delivery settle on the new primary.
 		deadline := time.Now().Add(60 * time.Second)
 		for {
@@ -259,19 +304,15 @@ func runFailovers(t *testing.T, tp *testredis.Topology, run sentinelRun) sentine
 			}
 			pause(100 * time.Millisecond)
 		}
-		if run.restart && run.fault == "kill" {
-			old.Start(t)
-			// Back as a replica in sync before the next failover (the
-			// sentinels reconfigure it; WAIT needs a replica).
-			waitReplica(t, old, next)
+		if target.settled != nil {
+			target.settled(t, f)
 		}
 	}
 	pause(time.Second)
 	stopAll()
 
 	// The log as the final primary has it.
-	final := tp.WaitPrimary(t, nil, 60*time.Second)
-	fc := final.Client(t)
+	fc := target.reader(t)
 	logs := map[string][]string{}
 	inLog := map[string]bool{}
 	for _, topic := range topics {
@@ -404,7 +445,7 @@ func waitReplica(t *testing.T, n, primary *testredis.Node) {
 }
 
 // readLog reads a topic's full log (epoch-id) from a client.
-func readLog(t *testing.T, c *redis.Client, topic string) []string {
+func readLog(t *testing.T, c redis.Cmdable, topic string) []string {
 	t.Helper()
 	base := "herald:{" + topic + "}"
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)

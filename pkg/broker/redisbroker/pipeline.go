@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"time"
 
@@ -136,7 +137,7 @@ func (b *Broker) lead(self *pubGroup) {
 func (b *Broker) run(batch []*pubGroup, n int) {
 	ctx, cancel := pipelineContext(batch)
 	defer cancel()
-	if n == 1 && b.waitReplicas == 0 {
+	if n == 1 && b.waitReplicas == 0 && b.cluster == nil {
 		c := &batch[0].calls[0]
 		v, err := b.fcall(ctx, false, b.publishFn, b.keys(c.topic, c.msg.Key), publishArgs(c.msg)...)
 		c.res = b.publishResult(v, err)
@@ -183,35 +184,46 @@ func (b *Broker) run(batch []*pubGroup, n int) {
 	}
 }
 
-// pipeline sends one FCALL <prefix>_publish per call as one pipeline (in
-// Redis Cluster, one per primary, which go-redis sends concurrently), and
+// pipeline sends one FCALL <prefix>_publish per call as one pipeline, and
 // with Config.WaitReplicas a WAIT after them, on the same connection:
 // WAIT cannot run inside a function, and on the connection that wrote the
 // events it counts the replicas that acknowledged all of them. waits[i]
 // is the WAIT of calls[i]'s connection; waits is nil without WaitReplicas.
+//
+// In Redis Cluster there is one pipeline per primary, sent concurrently on
+// that primary's own connection (its client never retries: see
+// Config.Client), rather than through the ClusterClient, whose pipelines
+// and commands are sent again after an EOF or a timeout — when Redis may
+// have run them — whatever MaxRetries says. A redirect (MOVED, ASK: the
+// slot moved or is moving) fails the publish with broker.ErrUnavailable:
+// Redis did not run it, and the cluster state is reloaded for the retry.
 func (b *Broker) pipeline(ctx context.Context, calls []*pubCall) (cmds []*redis.Cmd, waits []*redis.IntCmd) {
-	cmds = make([]*redis.Cmd, len(calls))
-	cc, isCluster := b.rdb.(*redis.ClusterClient)
-	if b.waitReplicas == 0 || !isCluster {
-		pipe := b.rdb.Pipeline()
-		for i, c := range calls {
-			cmds[i] = pipe.FCall(ctx, b.publishFn, b.keys(c.topic, c.msg.Key), publishArgs(c.msg)...)
-		}
-		if b.waitReplicas > 0 {
-			wait := redis.NewIntCmd(ctx, "wait", b.waitReplicas, b.waitTimeout.Milliseconds())
-			_ = pipe.Process(ctx, wait)
-			waits = make([]*redis.IntCmd, len(calls))
-			for i := range waits {
-				waits[i] = wait
-			}
-		}
-		// Exec's error is the first command's; every command carries its own.
-		_, _ = pipe.Exec(ctx)
-		return cmds, waits
+	if cc, ok := b.rdb.(*redis.ClusterClient); ok {
+		return b.clusterPipeline(ctx, cc, calls)
 	}
-	// Cluster with WAIT: a WAIT has no key, so it must follow the FCALLs
-	// on each primary's own connection.
-	waits = make([]*redis.IntCmd, len(calls))
+	cmds = make([]*redis.Cmd, len(calls))
+	pipe := b.rdb.Pipeline()
+	for i, c := range calls {
+		cmds[i] = pipe.FCall(ctx, b.publishFn, b.keys(c.topic, c.msg.Key), publishArgs(c.msg)...)
+	}
+	if b.waitReplicas > 0 {
+		wait := redis.NewIntCmd(ctx, "wait", b.waitReplicas, b.waitTimeout.Milliseconds())
+		_ = pipe.Process(ctx, wait)
+		waits = make([]*redis.IntCmd, len(calls))
+		for i := range waits {
+			waits[i] = wait
+		}
+	}
+	// Exec's error is the first command's; every command carries its own.
+	_, _ = pipe.Exec(ctx)
+	return cmds, waits
+}
+
+func (b *Broker) clusterPipeline(ctx context.Context, cc *redis.ClusterClient, calls []*pubCall) (cmds []*redis.Cmd, waits []*redis.IntCmd) {
+	cmds = make([]*redis.Cmd, len(calls))
+	if b.waitReplicas > 0 {
+		waits = make([]*redis.IntCmd, len(calls))
+	}
 	type nodePipe struct {
 		pipe redis.Pipeliner
 		wait *redis.IntCmd
@@ -228,19 +240,47 @@ func (b *Broker) pipeline(ctx context.Context, calls []*pubCall) (cmds []*redis.
 		}
 		np := byNode[node]
 		if np == nil {
-			np = &nodePipe{pipe: node.Pipeline(), wait: redis.NewIntCmd(ctx, "wait", b.waitReplicas, b.waitTimeout.Milliseconds())}
+			np = &nodePipe{pipe: node.Pipeline()}
+			if b.waitReplicas > 0 {
+				np.wait = redis.NewIntCmd(ctx, "wait", b.waitReplicas, b.waitTimeout.Milliseconds())
+			}
 			byNode[node] = np
 			order = append(order, np)
 		}
 		cmds[i] = np.pipe.FCall(ctx, b.publishFn, keys, publishArgs(c.msg)...)
-		waits[i] = np.wait
+		if waits != nil {
+			waits[i] = np.wait
+		}
 	}
-	var wg sync.WaitGroup
-	for _, np := range order {
-		_ = np.pipe.Process(ctx, np.wait)
-		wg.Go(func() { _, _ = np.pipe.Exec(ctx) })
+	exec := func(np *nodePipe) {
+		if np.wait != nil {
+			_ = np.pipe.Process(ctx, np.wait)
+		}
+		_, _ = np.pipe.Exec(ctx)
 	}
-	wg.Wait()
+	if len(order) == 1 {
+		exec(order[0])
+	} else {
+		var wg sync.WaitGroup
+		for _, np := range order {
+			wg.Go(func() { exec(np) })
+		}
+		wg.Wait()
+	}
+	for _, cmd := range cmds {
+		err := cmd.Err()
+		if err == nil || errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+			continue
+		}
+		if msg := err.Error(); !isServerError(err) || strings.HasPrefix(msg, "MOVED") || strings.HasPrefix(msg, "ASK") || strings.HasPrefix(msg, "CLUSTERDOWN") {
+			// A redirect, or a primary that does not answer (a
+			// failover may be promoting its replica): read the slot map
+			// again (asynchronously; the publish fails meanwhile).
+			cc.ReloadState(ctx)
+			b.signalRoute()
+			break
+		}
+	}
 	return cmds, waits
 }
 
