@@ -3,20 +3,13 @@ package testredis
 import (
 	"context"
 	"fmt"
-	"math/rand/v2"
 	"net"
 	"net/netip"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
-	"github.com/moby/moby/api/types/network"
-	"github.com/moby/moby/client"
 	"github.com/redis/go-redis/v9"
-	"github.com/testcontainers/testcontainers-go"
-	tcnetwork "github.com/testcontainers/testcontainers-go/network"
-	"github.com/testcontainers/testcontainers-go/wait"
 )
 
 // DefaultSentinelImage is the Sentinel image used when
@@ -50,21 +43,7 @@ type Topology struct {
 	Nodes     []*Node // Redis servers; Nodes[0] is the first primary
 	Sentinels []*Node
 
-	api client.APIClient
-	net *testcontainers.DockerNetwork
-}
-
-// Node is one container of a Topology.
-type Node struct {
-	Name string
-	Addr string // ip:port on the topology's network
-
-	tp  *Topology
-	ctr testcontainers.Container
-	ip  netip.Addr
-
-	mu     sync.Mutex // serialises lifecycle changes
-	paused bool
+	env *netEnv
 }
 
 // URL returns the Sentinel URL of the topology, in go-redis's form:
@@ -75,14 +54,6 @@ func (tp *Topology) URL() string {
 		u += "&addr=" + s.Addr
 	}
 	return u
-}
-
-// Client returns a go-redis client of one node, closed at cleanup.
-func (n *Node) Client(t testing.TB) *redis.Client {
-	t.Helper()
-	c := redis.NewClient(&redis.Options{Addr: n.Addr, MaxRetries: -1, DialTimeout: time.Second, ReadTimeout: 2 * time.Second})
-	t.Cleanup(func() { c.Close() })
-	return c
 }
 
 // StartSentinel starts a primary, replicas replicas of it and sentinels
@@ -99,54 +70,15 @@ func StartSentinel(t testing.TB, replicas, sentinels int, opts ...Option) *Topol
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	dc, err := testcontainers.NewDockerClientWithOpts(ctx)
-	if err != nil {
-		unavailable(t, "Docker is not reachable (%v); these tests need a Docker Engine", err)
-	}
-	t.Cleanup(func() { dc.Close() })
-	for _, img := range []struct{ name, script string }{{Image(), Script}, {SentinelImage(), SentinelScript}} {
-		if _, err := dc.ImageInspect(ctx, img.name); err != nil {
-			unavailable(t, "image %s is not present locally (%v); run %s to build it without a registry", img.name, err, img.script)
-		}
-	}
-	tp := &Topology{api: dc.Client}
-	// A subnet of our own, so that a node keeps its address across
-	// restarts and network cuts (the sentinels know nodes by address).
-	var prefix netip.Prefix
-	for attempt := 0; ; attempt++ {
-		prefix = netip.PrefixFrom(netip.AddrFrom4([4]byte{10, byte(200 + rand.IntN(50)), byte(rand.IntN(256)), 0}), 24)
-		tp.net, err = tcnetwork.New(ctx, tcnetwork.WithIPAM(&network.IPAM{
-			Config: []network.IPAMConfig{{Subnet: prefix}},
-		}))
-		if err == nil {
-			break
-		}
-		if attempt == 10 {
-			t.Fatalf("testredis: create a network: %v", err)
-		}
-	}
-	testcontainers.CleanupNetwork(t, tp.net)
-	base := prefix.Addr().As4()
-	addr := func(i int) netip.Addr { return netip.AddrFrom4([4]byte{base[0], base[1], base[2], byte(10 + i)}) }
-
+	env := newNetEnv(t, ctx, [2]string{Image(), Script}, [2]string{SentinelImage(), SentinelScript})
+	tp := &Topology{env: env}
+	addr := env.addr
 	start := func(name string, ip netip.Addr, img string, port int, cmd []string, ready string) *Node {
-		n := &Node{Name: name, Addr: net.JoinHostPort(ip.String(), fmt.Sprint(port)), tp: tp, ip: ip}
-		req := testcontainers.ContainerRequest{
-			Image:      img,
-			Cmd:        cmd,
-			Networks:   []string{tp.net.Name},
-			WaitingFor: wait.ForLog(ready).WithStartupTimeout(30 * time.Second),
-			EndpointSettingsModifier: func(m map[string]*network.EndpointSettings) {
-				m[tp.net.Name] = &network.EndpointSettings{IPAMConfig: &network.EndpointIPAMConfig{IPv4Address: ip}}
-			},
-		}
-		ctr, err := testcontainers.GenericContainer(ctx, testcontainers.GenericContainerRequest{ContainerRequest: req, Started: true})
-		testcontainers.CleanupContainer(t, ctr, testcontainers.StopTimeout(time.Second))
+		t.Helper()
+		n, err := env.start(t, ctx, name, ip, img, port, cmd, ready)
 		if err != nil {
-			t.Fatalf("testredis: start %s (%s): %v", name, img, err)
+			t.Fatal(err)
 		}
-		n.ctr = ctr
-		t.Cleanup(func() { n.unpauseForCleanup() })
 		return n
 	}
 	primary := addr(0)
@@ -189,12 +121,12 @@ func StartSentinel(t testing.TB, replicas, sentinels int, opts ...Option) *Topol
 	}
 	// And every replica must be in sync.
 	for _, n := range tp.Nodes[1:] {
-		tp.waitReplicaSynced(t, n, deadline)
+		waitReplicaSynced(t, n, deadline)
 	}
 	return tp
 }
 
-func (tp *Topology) waitReplicaSynced(t testing.TB, n *Node, deadline time.Time) {
+func waitReplicaSynced(t testing.TB, n *Node, deadline time.Time) {
 	t.Helper()
 	c := redis.NewClient(&redis.Options{Addr: n.Addr, MaxRetries: -1, DialTimeout: time.Second})
 	defer c.Close()
@@ -260,104 +192,5 @@ func (tp *Topology) WaitPrimary(t testing.TB, old *Node, timeout time.Duration) 
 			t.Fatalf("testredis: no new primary within %v (sentinels name %v)", timeout, p)
 		}
 		time.Sleep(50 * time.Millisecond)
-	}
-}
-
-func (n *Node) ctx() (context.Context, context.CancelFunc) {
-	return context.WithTimeout(context.Background(), 60*time.Second)
-}
-
-// Kill kills the node's process with SIGKILL: no shutdown, no RST from a
-// process that closes its sockets (the container's network goes with it).
-func (n *Node) Kill(t testing.TB) {
-	t.Helper()
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	ctx, cancel := n.ctx()
-	defer cancel()
-	if _, err := n.tp.api.ContainerKill(ctx, n.ctr.GetContainerID(), client.ContainerKillOptions{Signal: "SIGKILL"}); err != nil {
-		t.Fatalf("testredis: kill %s: %v", n.Name, err)
-	}
-}
-
-// Start starts a killed node again (same address, no data: it rejoins
-// as a replica once a sentinel reconfigures it) and waits until it answers.
-func (n *Node) Start(t testing.TB) {
-	t.Helper()
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	ctx, cancel := n.ctx()
-	defer cancel()
-	if _, err := n.tp.api.ContainerStart(ctx, n.ctr.GetContainerID(), client.ContainerStartOptions{}); err != nil {
-		t.Fatalf("testredis: start %s: %v", n.Name, err)
-	}
-	(&Redis{Addr: n.Addr}).waitPing(t)
-}
-
-// Disconnect cuts the node off the network: packets to it are dropped, no
-// RST is sent (the process keeps running and its connections stay open on
-// its side).
-func (n *Node) Disconnect(t testing.TB) {
-	t.Helper()
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	ctx, cancel := n.ctx()
-	defer cancel()
-	if _, err := n.tp.api.NetworkDisconnect(ctx, n.tp.net.ID, client.NetworkDisconnectOptions{Container: n.ctr.GetContainerID(), Force: true}); err != nil {
-		t.Fatalf("testredis: disconnect %s: %v", n.Name, err)
-	}
-}
-
-// Connect puts a disconnected node back on the network, at its address.
-func (n *Node) Connect(t testing.TB) {
-	t.Helper()
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	ctx, cancel := n.ctx()
-	defer cancel()
-	if _, err := n.tp.api.NetworkConnect(ctx, n.tp.net.ID, client.NetworkConnectOptions{
-		Container:      n.ctr.GetContainerID(),
-		EndpointConfig: &network.EndpointSettings{IPAMConfig: &network.EndpointIPAMConfig{IPv4Address: n.ip}},
-	}); err != nil {
-		t.Fatalf("testredis: connect %s: %v", n.Name, err)
-	}
-}
-
-// Pause freezes the node (docker pause): its connections stay open, nothing
-// is answered, until Unpause.
-func (n *Node) Pause(t testing.TB) {
-	t.Helper()
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	ctx, cancel := n.ctx()
-	defer cancel()
-	if _, err := n.tp.api.ContainerPause(ctx, n.ctr.GetContainerID(), client.ContainerPauseOptions{}); err != nil {
-		t.Fatalf("testredis: pause %s: %v", n.Name, err)
-	}
-	n.paused = true
-}
-
-// Unpause resumes a paused node.
-func (n *Node) Unpause(t testing.TB) {
-	t.Helper()
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	ctx, cancel := n.ctx()
-	defer cancel()
-	if _, err := n.tp.api.ContainerUnpause(ctx, n.ctr.GetContainerID(), client.ContainerUnpauseOptions{}); err != nil {
-		t.Fatalf("testredis: unpause %s: %v", n.Name, err)
-	}
-	n.paused = false
-}
-
-// unpauseForCleanup: a paused container cannot be stopped gracefully.
-func (n *Node) unpauseForCleanup() {
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	if n.paused {
-		ctx, cancel := n.ctx()
-		defer cancel()
-		_, _ = n.tp.api.ContainerUnpause(ctx, n.ctr.GetContainerID(), client.ContainerUnpauseOptions{})
-		n.paused = false
 	}
 }

@@ -12,7 +12,11 @@
 // sentinels, one container each on a network of its own) from the same
 // Redis image and $HERALD_SENTINEL_IMAGE (default herald-sentinel:local,
 // built by scripts/images.sh sentinel from Debian's redis-sentinel), and
-// lets a test kill, restart, pause or cut off any node.
+// lets a test kill, restart, pause or cut off any node. StartCluster starts
+// a Redis Cluster (primaries, replicas, formed by hand without redis-cli)
+// from the Redis image the same way, with helpers for live resharding
+// (MigrateSlot, AddPrimary), failover (WaitFailover) and the cluster bus's
+// pub/sub counters (PublishSent).
 //
 // The testcontainers reaper (ryuk) needs an image from a registry, so this
 // package sets TESTCONTAINERS_RYUK_DISABLED=true (when unset) before the

@@ -60,3 +60,27 @@ func TestSentinel(t *testing.T) {
 	t.Logf("%s killed: %s promoted after %v", p.Name, q.Name, time.Since(start).Round(time.Millisecond))
 	p.Start(t)
 }
+
+// TestSlot: known values of the CRC16 of Redis Cluster's specification,
+// and the hash tag rules (TestCluster compares with CLUSTER KEYSLOT).
+func TestSlot(t *testing.T) {
+	for _, tc := range []struct {
+		key  string
+		slot int
+	}{
+		{"123456789", 0x31C3},
+		{"", 0},
+		{"foo", 12182},
+		{"{foo}.bar", 12182},
+		{"x{foo}y{z}", 12182},
+		{"{}foo", Slot("{}foo")}, // empty tag: the whole key
+		{"{foo", Slot("{foo")},
+	} {
+		if got := Slot(tc.key); got != tc.slot {
+			t.Errorf("Slot(%q) = %d, want %d", tc.key, got, tc.slot)
+		}
+	}
+	if Slot("{}foo") == Slot("foo") || Slot("{foo") == Slot("foo") {
+		t.Error("an empty or unclosed tag must hash the whole key")
+	}
+}
