@@ -3,6 +3,7 @@ package faults
 import (
 	"context"
 	"fmt"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -83,8 +84,16 @@ func clusterTarget(t *testing.T, c *testredis.Cluster, fault string) haTarget {
 		topics:  topics,
 		reader:  func(t *testing.T) redis.Cmdable { return c.Client(t) },
 	}
+	affected := func(topics ...string) map[string]bool {
+		m := map[string]bool{}
+		for _, topic := range topics {
+			m[topic] = true
+		}
+		return m
+	}
 	switch fault {
 	case "kill":
+		target.affected = affected(owned[primaries[0].Name]...)
 		target.fault = func(t *testing.T, f int) time.Time {
 			old := primaries[0]
 			t0 := time.Now()
@@ -94,6 +103,7 @@ func clusterTarget(t *testing.T, c *testredis.Cluster, fault string) haTarget {
 			return t0
 		}
 	case "reshard":
+		target.affected = affected(owned[primaries[0].Name][:clusterMoved]...)
 		target.fault = func(t *testing.T, f int) time.Time {
 			from, to := primaries[0], primaries[1]
 			t0 := time.Now()
@@ -104,6 +114,7 @@ func clusterTarget(t *testing.T, c *testredis.Cluster, fault string) haTarget {
 			return t0
 		}
 	case "add":
+		target.affected = affected(append(slices.Clone(owned[primaries[0].Name][:clusterMoved]), owned[primaries[1].Name][:clusterMoved]...)...)
 		target.fault = func(t *testing.T, f int) time.Time {
 			t0 := time.Now()
 			n := c.AddPrimary(t)

@@ -269,13 +269,13 @@ func (b *Broker) clusterPipeline(ctx context.Context, cc *redis.ClusterClient, c
 	}
 	for _, cmd := range cmds {
 		err := cmd.Err()
-		if err == nil || errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+		if err == nil {
 			continue
 		}
 		if msg := err.Error(); !isServerError(err) || strings.HasPrefix(msg, "MOVED") || strings.HasPrefix(msg, "ASK") || strings.HasPrefix(msg, "CLUSTERDOWN") {
-			// A redirect, or a primary that does not answer (a
-			// failover may be promoting its replica): read the slot map
-			// again (asynchronously; the publish fails meanwhile).
+			// A redirect, or a primary that does not answer in time
+			// (a failover may be promoting its replica): read the slot
+			// map again (asynchronously; the publish fails meanwhile).
 			cc.ReloadState(ctx)
 			b.signalRoute()
 			break

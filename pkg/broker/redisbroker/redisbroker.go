@@ -320,6 +320,9 @@ type Broker struct {
 	subs   map[*subscription]struct{}
 	shards map[string]*shard // Cluster: by primary address
 	routes *slotMap          // Cluster: the last slot map read; nil before
+	seeds  []*redis.Client   // Cluster: clients of the URL's nodes, to read the slot map from
+
+	lastSlots atomic.Pointer[[]redis.ClusterSlot] // Cluster: the last CLUSTER SLOTS reply (see slotsSource)
 
 	wmu  sync.Mutex // guards work
 	work []*topic
@@ -417,6 +420,11 @@ func New(ctx context.Context, cfg Config) (*Broker, error) {
 			}
 			b.dialed = &connSet{}
 			opt.Dialer = b.dialed.wrap(opt.Dialer)
+			opt.ClusterSlots = b.slotsSource
+			b.cluster = opt
+			for _, a := range opt.Addrs {
+				b.seeds = append(b.seeds, b.nodeClient(a))
+			}
 			b.rdb = redis.NewClusterClient(opt)
 		case sentinel:
 			opt, err := failoverOptions(cfg.URL)
@@ -459,7 +467,12 @@ func New(ctx context.Context, cfg Config) (*Broker, error) {
 		b.topo = cluster
 	}
 	if cc, ok := b.rdb.(*redis.ClusterClient); ok {
-		b.cluster = cc.Options()
+		if b.cluster == nil {
+			b.cluster = cc.Options()
+			for _, a := range b.cluster.Addrs {
+				b.seeds = append(b.seeds, b.nodeClient(a))
+			}
+		}
 		b.recentCap = recentFailover
 	}
 	b.libName, b.publishFn, b.readFn, b.touchFn, b.code = library(b.prefix, size, ttl, keyMs, b.cluster != nil)
@@ -467,6 +480,9 @@ func New(ctx context.Context, cfg Config) (*Broker, error) {
 		if isServerError(err) {
 			if b.ownClient {
 				b.rdb.Close()
+			}
+			for _, c := range b.seeds {
+				c.Close()
 			}
 			if strings.HasPrefix(err.Error(), "READONLY") {
 				return nil, fmt.Errorf("redisbroker: loading function library %q: %w (the client talks to a replica: herald needs the primary; no ReplicaOnly)", b.libName, err)
@@ -661,6 +677,9 @@ func (b *Broker) Close() error {
 	b.wg.Wait() // routeLoop starts no shard once ctx is done
 	for _, s := range shards {
 		s.stop()
+	}
+	for _, c := range b.seeds {
+		_ = c.Close()
 	}
 	var err error
 	if b.ownClient {

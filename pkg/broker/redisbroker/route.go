@@ -77,7 +77,8 @@ func (b *Broker) routeLoop() {
 func (b *Broker) refreshRoutes() error {
 	ctx, cancel := context.WithTimeout(b.ctx, routeInterval)
 	defer cancel()
-	cs, err := b.rdb.ClusterSlots(ctx).Result()
+	cc, _ := b.rdb.(*redis.ClusterClient)
+	cs, err := b.readSlots(ctx)
 	if err != nil {
 		return err
 	}
@@ -117,6 +118,15 @@ func (b *Broker) refreshRoutes() error {
 			retired = append(retired, s)
 		}
 	}
+	if b.routes != nil && b.routes.owner != m.owner {
+		// go-redis routes commands by its own view of the slot map,
+		// which it reloads on a redirect only (or every minute): a
+		// primary that died sends none. The broker's own client reads
+		// it from here (see slotsSource).
+		b.lastSlots.Store(&cs)
+		cc.ReloadState(ctx)
+	}
+	b.lastSlots.Store(&cs)
 	b.routes = m
 	moved := 0
 	for _, t := range b.topics {
@@ -160,6 +170,54 @@ func (b *Broker) refreshRoutes() error {
 		b.updateUp(nil)
 	}
 	return nil
+}
+
+// slotProbe bounds each node's answer when the slot map is read: a node
+// that does not answer in time (dead, cut off) is skipped for the next.
+const slotProbe = 300 * time.Millisecond
+
+// readSlots reads CLUSTER SLOTS from the first node that answers: the
+// primaries of the last map first (through their shards' clients), then
+// the URL's nodes — never through the ClusterClient, which would ask the
+// primary of a random slot in its own view, perhaps a dead one.
+func (b *Broker) readSlots(ctx context.Context) ([]redis.ClusterSlot, error) {
+	b.mu.Lock()
+	clients := make([]*redis.Client, 0, len(b.shards)+len(b.seeds))
+	for _, s := range b.shards {
+		clients = append(clients, s.client)
+	}
+	b.mu.Unlock()
+	clients = append(clients, b.seeds...)
+	var first error
+	for _, c := range clients {
+		pctx, cancel := context.WithTimeout(ctx, slotProbe)
+		cs, err := c.ClusterSlots(pctx).Result()
+		cancel()
+		if err == nil && len(cs) > 0 {
+			return cs, nil
+		}
+		if first == nil {
+			first = err
+		}
+		if ctx.Err() != nil {
+			break
+		}
+	}
+	if first == nil {
+		first = fmt.Errorf("redisbroker: CLUSTER SLOTS lists no slot")
+	}
+	return nil, first
+}
+
+// slotsSource is the ClusterOptions.ClusterSlots of the broker's own
+// client: the slot map routeLoop read last (every second, and as soon as a
+// primary gives up a slot), so that go-redis routes by the broker's view;
+// before the first, a fresh read.
+func (b *Broker) slotsSource(ctx context.Context) ([]redis.ClusterSlot, error) {
+	if p := b.lastSlots.Load(); p != nil {
+		return *p, nil
+	}
+	return b.readSlots(ctx)
 }
 
 // nodeClient returns a client of one Cluster node, for a shard's pub/sub
