@@ -25,6 +25,8 @@ const (
 // running on every broker; then one fault:
 //
 //   - kill: the primary of some topics SIGKILLed, its replica promoted;
+//   - cut: that primary cut off the network without a RST (docker network
+//     disconnect), its replica promoted;
 //   - reshard: the slots of live topics migrated to another primary under
 //     load (CLUSTER SETSLOT IMPORTING/MIGRATING, MIGRATE, SETSLOT NODE);
 //   - add: a fourth primary joins, and slots of live topics of two
@@ -35,7 +37,7 @@ const (
 // event may go over the cluster bus to every node: sharded pub/sub keeps
 // cluster_stats_messages_publish_sent where it was.
 func TestClusterFaults(t *testing.T) {
-	for _, fault := range []string{"kill", "reshard", "add"} {
+	for _, fault := range []string{"kill", "cut", "reshard", "add"} {
 		t.Run(fault, func(t *testing.T) {
 			c := testredis.StartCluster(t, clusterPrimaries, 1)
 			target := clusterTarget(t, c, fault)
@@ -92,12 +94,16 @@ func clusterTarget(t *testing.T, c *testredis.Cluster, fault string) haTarget {
 		return m
 	}
 	switch fault {
-	case "kill":
+	case "kill", "cut":
 		target.affected = affected(owned[primaries[0].Name]...)
 		target.fault = func(t *testing.T, f int) time.Time {
 			old := primaries[0]
 			t0 := time.Now()
-			old.Kill(t)
+			if fault == "kill" {
+				old.Kill(t)
+			} else {
+				old.Disconnect(t)
+			}
 			next := c.WaitFailover(t, old, 60*time.Second)
 			t.Logf("failover %d: %s -> %s after %v (topics %v)", f+1, old.Name, next.Name, time.Since(t0).Round(time.Millisecond), owned[old.Name])
 			return t0

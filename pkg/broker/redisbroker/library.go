@@ -446,11 +446,29 @@ func (b *Broker) fcall(ctx context.Context, readOnly bool, fn string, keys []str
 			return nil, err
 		}
 	}
+	var rdb redis.Cmdable = b.rdb
+	cc, isCluster := b.rdb.(*redis.ClusterClient)
 	call := func() (any, error) {
-		if readOnly {
-			return b.rdb.FCallRO(ctx, fn, keys, args...).Result()
+		if isCluster {
+			// The primary's own client, tried once (see primaryFor).
+			node, err := b.primaryFor(ctx, cc, keys[0])
+			if err != nil {
+				return nil, err
+			}
+			rdb = node
 		}
-		return b.rdb.FCall(ctx, fn, keys, args...).Result()
+		var v any
+		var err error
+		if readOnly {
+			v, err = rdb.FCallRO(ctx, fn, keys, args...).Result()
+		} else {
+			v, err = rdb.FCall(ctx, fn, keys, args...).Result()
+		}
+		if isCluster && err != nil && !isFunctionMissing(err) && (!isServerError(err) || transientServerError(err.Error())) {
+			cc.ReloadState(ctx)
+			b.signalRoute()
+		}
+		return v, err
 	}
 	v, err := call()
 	if isFunctionMissing(err) {

@@ -232,7 +232,7 @@ func (b *Broker) clusterPipeline(ctx context.Context, cc *redis.ClusterClient, c
 	byNode := map[*redis.Client]*nodePipe{}
 	for i, c := range calls {
 		keys := b.keys(c.topic, c.msg.Key)
-		node, err := cc.MasterForKey(ctx, keys[0])
+		node, err := b.primaryFor(ctx, cc, keys[0])
 		if err != nil {
 			cmds[i] = redis.NewCmd(ctx)
 			cmds[i].SetErr(err)

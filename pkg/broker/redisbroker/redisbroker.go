@@ -323,6 +323,7 @@ type Broker struct {
 	seeds  []*redis.Client   // Cluster: clients of the URL's nodes, to read the slot map from
 
 	lastSlots atomic.Pointer[[]redis.ClusterSlot] // Cluster: the last CLUSTER SLOTS reply (see slotsSource)
+	table     atomic.Pointer[routeTable]          // Cluster: what publishes and reads route by (see primaryFor)
 
 	wmu  sync.Mutex // guards work
 	work []*topic
@@ -423,7 +424,7 @@ func New(ctx context.Context, cfg Config) (*Broker, error) {
 			opt.ClusterSlots = b.slotsSource
 			b.cluster = opt
 			for _, a := range opt.Addrs {
-				b.seeds = append(b.seeds, b.nodeClient(a))
+				b.seeds = append(b.seeds, b.nodeClient(a, 1))
 			}
 			b.rdb = redis.NewClusterClient(opt)
 		case sentinel:
@@ -470,7 +471,7 @@ func New(ctx context.Context, cfg Config) (*Broker, error) {
 		if b.cluster == nil {
 			b.cluster = cc.Options()
 			for _, a := range b.cluster.Addrs {
-				b.seeds = append(b.seeds, b.nodeClient(a))
+				b.seeds = append(b.seeds, b.nodeClient(a, 1))
 			}
 		}
 		b.recentCap = recentFailover
@@ -858,15 +859,23 @@ func (b *Broker) Subscribe(ctx context.Context, topics []string, from broker.Cur
 		ts = append(ts, t)
 	}
 	b.subs[s] = struct{}{}
-	b.mu.Unlock()
+	var signal []*shard // of the topics (t.sh is guarded by b.mu)
+	unrouted := false
 	if newTopic {
 		for _, t := range ts {
 			if t.sh != nil {
-				t.sh.signalReconcile()
+				signal = append(signal, t.sh)
 			} else {
-				b.signalRoute()
+				unrouted = true
 			}
 		}
+	}
+	b.mu.Unlock()
+	for _, sh := range signal {
+		sh.signalReconcile()
+	}
+	if unrouted {
+		b.signalRoute()
 	}
 	for _, t := range ts {
 		b.schedule(t)

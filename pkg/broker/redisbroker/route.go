@@ -106,7 +106,8 @@ func (b *Broker) refreshRoutes() error {
 	}
 	for addr := range primaries {
 		if b.shards[addr] == nil {
-			s := b.newShard(addr, b.nodeClient(addr))
+			s := b.newShard(addr, b.nodeClient(addr, 1))
+			s.data = b.nodeClient(addr, 0)
 			b.shards[addr] = s
 			started = append(started, s)
 		}
@@ -118,16 +119,25 @@ func (b *Broker) refreshRoutes() error {
 			retired = append(retired, s)
 		}
 	}
-	if b.routes != nil && b.routes.owner != m.owner {
-		// go-redis routes commands by its own view of the slot map,
-		// which it reloads on a redirect only (or every minute): a
-		// primary that died sends none. The broker's own client reads
-		// it from here (see slotsSource).
-		b.lastSlots.Store(&cs)
+	b.lastSlots.Store(&cs)
+	changed := b.routes == nil || b.routes.owner != m.owner
+	if !changed {
+		m = b.routes // keep the one in use (16384 addresses)
+	} else if b.routes != nil {
+		// go-redis routes the commands the broker sends through it by its
+		// own view of the slot map, which it reloads on a redirect only
+		// (or every minute): a primary that died sends none. The
+		// broker's own client reads it from here (see slotsSource).
 		cc.ReloadState(ctx)
 	}
-	b.lastSlots.Store(&cs)
 	b.routes = m
+	if changed || len(started) > 0 || len(retired) > 0 {
+		table := &routeTable{slots: m, shards: make(map[string]*shard, len(b.shards))}
+		for addr, s := range b.shards {
+			table.shards[addr] = s
+		}
+		b.table.Store(table)
+	}
 	moved := 0
 	for _, t := range b.topics {
 		sh := b.shards[m.owner[t.slot]]
@@ -220,9 +230,34 @@ func (b *Broker) slotsSource(ctx context.Context) ([]redis.ClusterSlot, error) {
 	return b.readSlots(ctx)
 }
 
-// nodeClient returns a client of one Cluster node, for a shard's pub/sub
-// connection, with the options of the broker's Cluster client.
-func (b *Broker) nodeClient(addr string) *redis.Client {
+// routeTable is what the data path routes by in Cluster: the slot map and
+// the shards of its primaries, replaced as a whole when either changes.
+type routeTable struct {
+	slots  *slotMap
+	shards map[string]*shard
+}
+
+// primaryFor returns the client of the primary that owns key's slot in
+// the broker's slot map — the one its pub/sub connections follow, read
+// every second and at once when a primary gives up a slot — or, before
+// the first map, go-redis's. Publishes and reads go to it once: go-redis's
+// ClusterClient would resend a publish after an EOF (a duplicate), and try
+// a dead primary up to four times, a read timeout each, before its own
+// view of the cluster catches up.
+func (b *Broker) primaryFor(ctx context.Context, cc *redis.ClusterClient, key string) (*redis.Client, error) {
+	if t := b.table.Load(); t != nil {
+		if s := t.shards[t.slots.owner[keySlot(key)]]; s != nil {
+			return s.data, nil
+		}
+	}
+	return cc.MasterForKey(ctx, key)
+}
+
+// nodeClient returns a client of one Cluster node with the options of the
+// broker's Cluster client: for a shard's pub/sub connection and slot map
+// reads (poolSize 1), or for its publishes and reads (poolSize 0: the
+// cluster options' pool size).
+func (b *Broker) nodeClient(addr string, poolSize int) *redis.Client {
 	o := b.cluster
 	dial := o.Dialer
 	if dial == nil {
@@ -234,7 +269,7 @@ func (b *Broker) nodeClient(addr string) *redis.Client {
 		TLSConfig: o.TLSConfig, Dialer: dial,
 		DialTimeout: o.DialTimeout, ReadTimeout: o.ReadTimeout, WriteTimeout: o.WriteTimeout,
 		DialerRetries: o.DialerRetries, ContextTimeoutEnabled: true,
-		MaxRetries: -1, PoolSize: 1, MinIdleConns: 0,
+		MaxRetries: -1, PoolSize: max(poolSize, o.PoolSize),
 	})
 }
 

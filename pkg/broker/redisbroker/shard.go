@@ -23,7 +23,8 @@ import (
 type shard struct {
 	b       *Broker
 	addr    string        // Cluster: the primary's address; "" otherwise
-	client  *redis.Client // Cluster: this primary's client, for pub/sub only; nil: the broker's client
+	client  *redis.Client // Cluster: this primary's client for pub/sub and slot map reads; nil: the broker's client
+	data    *redis.Client // Cluster: this primary's client for publishes and reads (see primaryFor)
 	sharded bool          // SSUBSCRIBE rather than SUBSCRIBE
 
 	ctx    context.Context // ends when the broker closes or the shard is retired
@@ -72,6 +73,9 @@ func (s *shard) stop() {
 	s.wg.Wait()
 	if s.client != nil {
 		_ = s.client.Close()
+	}
+	if s.data != nil {
+		_ = s.data.Close()
 	}
 }
 
