@@ -55,6 +55,21 @@ func TestClusterFaults(t *testing.T) {
 	}
 }
 
+// TestClusterWaitFailover: with WaitReplicas 1, a primary SIGKILLed under
+// load loses no acknowledged event (Redis Cluster promotes the replica
+// that has them), and the property holds. Two replicas per primary: once
+// one is promoted, WAIT 1 still has a replica to count (with one, every
+// publish to the shard fails with ErrNotReplicated until a replica joins
+// — as it should).
+func TestClusterWaitFailover(t *testing.T) {
+	c := testredis.StartCluster(t, clusterPrimaries, 2)
+	res := runHA(t, clusterTarget(t, c, "kill"), sentinelRun{failovers: 1, subs: 60, wait: 1})
+	t.Logf("kill with --redis-wait-replicas 1: %s", res)
+	if res.lost > 0 {
+		t.Errorf("%d acknowledged events lost with WaitReplicas 1", res.lost)
+	}
+}
+
 // clusterTarget picks topics on every primary and returns the run's
 // target for fault.
 func clusterTarget(t *testing.T, c *testredis.Cluster, fault string) haTarget {

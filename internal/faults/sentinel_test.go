@@ -384,9 +384,9 @@ func runHA(t *testing.T, target haTarget, run sentinelRun) sentinelResult {
 	}
 
 	// Figures, per failover: from the fault, until the first publish
-	// acknowledged among those started after the first that failed (a
-	// publish just after the kill may still reach the dying primary), and
-	// until every subscriber had an event published after that failure.
+	// acknowledged among those started after the last that failed, and
+	// until every subscriber had an event published after that failure
+	// (on the topics the fault hits, if the target says).
 	firstAck := map[string]time.Time{}
 	for _, a := range acked {
 		if hit(a.topic) {
@@ -398,11 +398,14 @@ func runHA(t *testing.T, target haTarget, run sentinelRun) sentinelResult {
 		if f+1 < len(faults) {
 			end = faults[f+1]
 		}
+		// The last publish of the fault's window that failed: publishing
+		// works again for good after it. (A publish started just after
+		// the fault may still succeed, and one that failed may have
+		// started before another that succeeded: concurrent publishers.)
 		fail := t0
 		for _, s := range failures {
-			if s.After(t0) && s.Before(end) {
+			if s.After(fail) && s.Before(end) {
 				fail = s
-				break
 			}
 		}
 		back := time.Duration(-1)

@@ -7,6 +7,7 @@ import (
 	"math/rand/v2"
 	"net"
 	"testing"
+	"time"
 
 	"github.com/herald-sse/herald/internal/faultproxy"
 	"github.com/herald-sse/herald/internal/testredis"
@@ -92,5 +93,71 @@ func TestClusterLostReplyNotRetried(t *testing.T) {
 	}
 	if want := int64(2 + 1 + 3); n != want {
 		t.Errorf("stream %s has %d entries, want %d (2 warm-ups, the lost single, the lost batch of 3): a publish whose reply was lost was sent again", key, n, want)
+	}
+}
+
+// TestClusterWaitReplicas: with WaitReplicas, each publish is confirmed by
+// a WAIT on the connection of the primary it went to. A batch over every
+// shard, with one shard's replica paused, fails exactly that shard's
+// events with ErrNotReplicated (a WAIT anywhere else would count the
+// replicas of a connection that wrote nothing, and pass); the others are
+// acknowledged. A retry with the same key once the replica is back returns
+// the first ID.
+func TestClusterWaitReplicas(t *testing.T) {
+	c := testredis.StartCluster(t, 3, 1)
+	b := newBroker(t, nil, Config{URL: c.URL(), Cluster: true, WaitReplicas: 1, WaitTimeout: 300 * time.Millisecond, Logger: warnLogger()})
+	nodes := c.Nodes()
+	topics := make([]string, 3) // topics[i] on primary i
+	for found := 0; found < 3; {
+		topic := uniqueTopic("wait")
+		p := c.PrimaryForSlot(t.Context(), testredis.Slot("herald:{"+topic+"}"))
+		for i := range topics {
+			if topics[i] == "" && p == nodes[i] {
+				topics[i] = topic
+				found++
+			}
+		}
+	}
+	batch := func(round string) []broker.PublishResult {
+		pubs := make([]broker.Publication, len(topics))
+		for i, topic := range topics {
+			pubs[i] = broker.Publication{Topic: topic, Message: broker.Message{Data: round, Key: round}}
+		}
+		return b.PublishBatch(t.Context(), pubs)
+	}
+	for i, r := range batch("all-up") {
+		if r.Err != nil {
+			t.Fatalf("publish to %s with every replica up: %v", topics[i], r.Err)
+		}
+	}
+	replica := nodes[3] // the replica of primary 0
+	replica.Pause(t)
+	res := batch("one-paused")
+	replica.Unpause(t)
+	for i, r := range res {
+		switch {
+		case i == 0 && !errors.Is(r.Err, ErrNotReplicated):
+			t.Errorf("publish to %s, whose primary's replica is paused: %v, want ErrNotReplicated", topics[i], r.Err)
+		case i > 0 && r.Err != nil:
+			t.Errorf("publish to %s on another shard: %v", topics[i], r.Err)
+		}
+	}
+	// The event is in the primary's log: the retry with its key finds it.
+	var id string
+	for deadline := time.Now().Add(waitTimeout); ; {
+		pubs := []broker.Publication{{Topic: topics[0], Message: broker.Message{Data: "one-paused", Key: "one-paused"}}}
+		r := b.PublishBatch(t.Context(), pubs)[0]
+		if r.Err == nil {
+			id = r.ID
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("retry after the replica's return: %v", r.Err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	n, err := nodes[0].Client(t).XLen(t.Context(), "herald:{"+topics[0]+"}:s").Result()
+	if err != nil || n != 2 {
+		t.Errorf("stream of %s: %d entries (%v), want 2: the retry with the key appended again (id %s)", topics[0], n, err, id)
 	}
 }
