@@ -26,11 +26,24 @@ const modelChecks = 20
 // exactly which cursors fell out of the history.
 func TestModel(t *testing.T) {
 	r := testredis.Start(t, testredis.WithArgs("--stream-node-max-entries", "1"))
+	runModel(t, func(prefix string) Config { return Config{URL: r.URL() + "?dial_timeout=1s&read_timeout=1s&write_timeout=1s", Prefix: prefix} })
+}
+
+// TestModelCluster is TestModel on a Redis Cluster of three primaries: the
+// model's topics spread over the shards.
+func TestModelCluster(t *testing.T) {
+	c := testredis.StartCluster(t, 3, 0, testredis.WithArgs("--stream-node-max-entries", "1"))
+	runModel(t, func(prefix string) Config { return Config{URL: c.URL(), Cluster: true, Prefix: prefix} })
+}
+
+func runModel(t *testing.T, config func(prefix string) Config) {
 	prefix := ""
 	fresh := func() { prefix = fmt.Sprintf("m%08x", rand.Uint32()) }
 	fresh()
 	instance := func(t testing.TB, o brokertest.Options) broker.Broker {
-		return newBroker(t, r, Config{Prefix: prefix, HistorySize: o.HistorySize, QueueLimit: o.QueueLimit, Logger: warnLogger()})
+		cfg := config(prefix)
+		cfg.HistorySize, cfg.QueueLimit, cfg.Logger = o.HistorySize, o.QueueLimit, warnLogger()
+		return newBroker(t, nil, cfg)
 	}
 	checks := modelChecks
 	if f := flag.Lookup("rapid.checks"); f != nil && f.Value.String() != f.DefValue {
