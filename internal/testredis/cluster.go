@@ -11,11 +11,12 @@ import (
 	"testing"
 	"time"
 
+	"github.com/herald-sse/herald/internal/hashslot"
 	"github.com/redis/go-redis/v9"
 )
 
 // Slots is the number of hash slots of Redis Cluster.
-const Slots = 16384
+const Slots = hashslot.Slots
 
 // NodeTimeout is the cluster-node-timeout of StartCluster's nodes: a
 // primary unreachable this long is flagged as failing, and its replica
@@ -215,28 +216,9 @@ func (c *Cluster) Client(t testing.TB) *redis.ClusterClient {
 	return cc
 }
 
-// Slot returns the hash slot of key, as CLUSTER KEYSLOT computes it: the
-// CRC16 (XMODEM) of its hash tag — the part between the first '{' and the
-// next '}', if not empty — or of the whole key, modulo 16384.
-func Slot(key string) int {
-	if open := strings.IndexByte(key, '{'); open >= 0 {
-		if end := strings.IndexByte(key[open+1:], '}'); end > 0 {
-			key = key[open+1 : open+1+end]
-		}
-	}
-	var crc uint16
-	for i := 0; i < len(key); i++ {
-		crc ^= uint16(key[i]) << 8
-		for range 8 {
-			if crc&0x8000 != 0 {
-				crc = crc<<1 ^ 0x1021
-			} else {
-				crc <<= 1
-			}
-		}
-	}
-	return int(crc % Slots)
-}
+// Slot returns the hash slot of key, as CLUSTER KEYSLOT computes it (the
+// broker's own computation: TestCluster checks it against the server).
+func Slot(key string) int { return hashslot.Of(key) }
 
 // clusterNode is one line of CLUSTER NODES.
 type clusterNode struct {

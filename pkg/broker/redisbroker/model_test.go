@@ -26,7 +26,9 @@ const modelChecks = 20
 // exactly which cursors fell out of the history.
 func TestModel(t *testing.T) {
 	r := testredis.Start(t, testredis.WithArgs("--stream-node-max-entries", "1"))
-	runModel(t, func(prefix string) Config { return Config{URL: r.URL() + "?dial_timeout=1s&read_timeout=1s&write_timeout=1s", Prefix: prefix} })
+	runModel(t, func(prefix string) Config {
+		return Config{URL: r.URL() + "?dial_timeout=1s&read_timeout=1s&write_timeout=1s", Prefix: prefix}
+	})
 }
 
 // TestModelCluster is TestModel on a Redis Cluster of three primaries: the

@@ -3,9 +3,9 @@ package redisbroker
 import (
 	"context"
 	"fmt"
-	"strings"
 	"time"
 
+	"github.com/herald-sse/herald/internal/hashslot"
 	"github.com/redis/go-redis/v9"
 )
 
@@ -23,7 +23,7 @@ import (
 const routeInterval = time.Second
 
 // slots is the number of Redis Cluster hash slots.
-const slots = 16384
+const slots = hashslot.Slots
 
 // slotMap is a Redis Cluster slot map: the primary's address per slot
 // ("" for a slot no primary serves).
@@ -273,25 +273,5 @@ func (b *Broker) nodeClient(addr string, poolSize int) *redis.Client {
 	})
 }
 
-// keySlot returns the Redis Cluster hash slot of key: CRC16 (XMODEM) of
-// its hash tag — the part between the first '{' and the first '}' after
-// it, if not empty — or of the whole key, modulo 16384.
-func keySlot(key string) int {
-	if i := strings.IndexByte(key, '{'); i >= 0 {
-		if j := strings.IndexByte(key[i+1:], '}'); j > 0 {
-			key = key[i+1 : i+1+j]
-		}
-	}
-	var crc uint16
-	for k := 0; k < len(key); k++ {
-		crc ^= uint16(key[k]) << 8
-		for range 8 {
-			if crc&0x8000 != 0 {
-				crc = crc<<1 ^ 0x1021
-			} else {
-				crc <<= 1
-			}
-		}
-	}
-	return int(crc) % slots
-}
+// keySlot returns the Redis Cluster hash slot of key (CLUSTER KEYSLOT).
+func keySlot(key string) int { return hashslot.Of(key) }
