@@ -26,6 +26,8 @@
 #                  3 primaries without replicas started here (redis-cli --cluster create)
 #                  herald-redis-fcall is herald+Redis with events published by
 #                  FCALL herald_publish straight into Redis instead of POST /publish
+#   EXTRA_ARGS     herald-bench flags added to every scenario's (the last one wins), e.g.
+#                  EXTRA_ARGS="-topics 12" to spread S5 over the shards of herald-redis-cluster
 #   FCALL_SCENARIOS  scenarios that run herald-redis-fcall (default: S1 S2 S6 S7 S8)
 #   BASELINE       the target the table's ratios divide by (default: refserver, or the
 #                  first of TARGETS without it)
@@ -457,14 +459,14 @@ esac
 	echo "herald: ${HERALD_REV:-working tree} ($(git -C "$root" rev-parse --short "${HERALD_REV:-HEAD}" 2>/dev/null || echo unknown))"
 	echo "kernel: $(uname -r)"
 	echo "nofile (hard): $hard_nofile"
-	echo "quick: $QUICK; scenarios: $SCENARIOS; targets: $TARGETS; repeat: $REPEAT"
+	echo "quick: $QUICK; scenarios: $SCENARIOS; targets: $TARGETS; repeat: $REPEAT${EXTRA_ARGS:+; extra args: $EXTRA_ARGS}"
 	echo "server cpus: $SERVER_CPUS; load cpus: $LOAD_CPUS"
 } | tee "$OUT/machine.txt" >&2
 
 started=$SECONDS
 for n in $(seq "$REPEAT"); do
 	for sc in $SCENARIOS; do
-		args="$(scenario_args "$sc")"
+		args="$(scenario_args "$sc") ${EXTRA_ARGS:-}"
 		order="$TARGETS"
 		if [ $((n % 2)) = 0 ]; then order="$(echo "$TARGETS" | tr ' ' '\n' | grep . | tac | tr '\n' ' ')"; fi
 		for target in $order; do
