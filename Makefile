@@ -109,7 +109,7 @@ run:
 build:
 	CGO_ENABLED=0 $(GO) build -trimpath -o $(BIN) ./cmd/server
 
-## bench: scenarios S1-S8 against refserver, herald (memory) and herald (Redis); QUICK=1 for a smoke run
+## bench: scenarios S1-S8 against refserver, herald (memory), herald (Redis) and herald (Redis Cluster of 3 primaries); QUICK=1 for a smoke run
 bench:
 	bash scripts/bench.sh
 

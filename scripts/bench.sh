@@ -8,7 +8,8 @@
 #        QUICK=1 scripts/bench.sh    # smoke version, about 1 minute
 #
 # Environment:
-#   REFSERVER_DIR  refserver sources (default: ../shared/tools/refserver from the repo root)
+#   REFSERVER_DIR  refserver sources (default: ../shared/tools/refserver from the repo root;
+#                  needed only when TARGETS has refserver)
 #   OUT            output directory (default: a new directory under ${TMPDIR:-/tmp})
 #   SCENARIOS      subset to run, e.g. "S1 S3" (default: S1 S2 S3 S4 S5 S6 S7 S8)
 #                  S1-S5: issue 6 (one sequential publisher, fan-out, scale, idle, burst)
@@ -18,11 +19,18 @@
 #                      topic (no refserver: it cannot batch; compare with S6 of the
 #                      same target)
 #                  S8: S6 with an idempotency key on every event (compare with S6)
-#   TARGETS        subset of "refserver herald-mem herald-redis herald-redis-unix herald-redis-fcall" (default: all)
+#   TARGETS        subset of "refserver herald-mem herald-redis herald-redis-unix herald-redis-fcall
+#                  herald-redis-cluster" (default: all)
 #                  herald-redis-unix is herald+Redis over the Redis Unix socket
+#                  herald-redis-cluster is herald (--redis-cluster) on a Redis Cluster of
+#                  3 primaries without replicas started here (redis-cli --cluster create)
 #                  herald-redis-fcall is herald+Redis with events published by
 #                  FCALL herald_publish straight into Redis instead of POST /publish
+#   EXTRA_ARGS     herald-bench flags added to every scenario's (the last one wins), e.g.
+#                  EXTRA_ARGS="-topics 12" to spread S5 over the shards of herald-redis-cluster
 #   FCALL_SCENARIOS  scenarios that run herald-redis-fcall (default: S1 S2 S6 S7 S8)
+#   BASELINE       the target the table's ratios divide by (default: refserver, or the
+#                  first of TARGETS without it)
 #   REPEAT         rounds of the whole set, reduced to the median (default 2; QUICK: 1);
 #                  even rounds run the targets in reverse order, so that a drift
 #                  in the machine's load does not always favour the same one
@@ -39,6 +47,15 @@
 # one core in total. Raw summaries go to $OUT/results.jsonl, each run's
 # human-readable output to $OUT/<scenario>-<target>-<n>.txt, server logs
 # next to them.
+#
+# Per run the script also reads the CPU time (utime+stime, /proc/<pid>/stat)
+# of the server and of its redis-server processes before and after
+# herald-bench, and adds it to the summary (proc_server_cpu_s,
+# proc_redis_cpu_s: the table shows it per event and per delivery). For the
+# Redis targets it keeps, per run, the INFO commandstats deltas of every
+# node ($OUT/<scenario>-<target>-<n>.commands.txt, summed over the nodes and
+# divided by events published) and the CLIENT LIST of every node taken while
+# the most pub/sub subscriptions were open (.clients.txt).
 set -euo pipefail
 
 root="$(cd "$(dirname "$0")/.." && pwd)"
@@ -48,13 +65,18 @@ QUICK="${QUICK:-0}"
 REFSERVER_DIR="${REFSERVER_DIR:-$root/../shared/tools/refserver}"
 OUT="${OUT:-$(mktemp -d "${TMPDIR:-/tmp}/herald-bench.XXXXXX")}"
 SCENARIOS="${SCENARIOS:-S1 S2 S3 S4 S5 S6 S7 S8}"
-TARGETS="${TARGETS:-refserver herald-mem herald-redis herald-redis-unix herald-redis-fcall}"
+TARGETS="${TARGETS:-refserver herald-mem herald-redis herald-redis-unix herald-redis-fcall herald-redis-cluster}"
 FCALL_SCENARIOS="${FCALL_SCENARIOS:-S1 S2 S6 S7 S8}"
 if [ "$QUICK" = 1 ]; then REPEAT="${REPEAT:-1}"; else REPEAT="${REPEAT:-2}"; fi
 SERVER_CPUS="${SERVER_CPUS:-0}"
 LOAD_CPUS="${LOAD_CPUS:-1}"
 REDIS_SERVER="${REDIS_SERVER:-redis-server}"
 GO="${GO:-go}"
+case " $TARGETS " in
+*" refserver "*) BASELINE="${BASELINE:-refserver}" ;;
+*) BASELINE="${BASELINE:-$(echo "$TARGETS" | awk '{print $1}')}" ;;
+esac
+CLK_TCK="$(getconf CLK_TCK)"
 
 mkdir -p "$OUT/bin"
 results="$OUT/results.jsonl"
@@ -63,12 +85,17 @@ results="$OUT/results.jsonl"
 log() { printf 'bench: %s\n' "$*" >&2; }
 
 # --- tools -------------------------------------------------------------------
-if [ ! -f "$REFSERVER_DIR/main.go" ]; then
-	log "refserver not found in $REFSERVER_DIR (set REFSERVER_DIR)"
-	exit 2
-fi
-log "building refserver, herald and herald-bench into $OUT/bin"
-(cd "$REFSERVER_DIR" && CGO_ENABLED=0 "$GO" build -o "$OUT/bin/refserver" .)
+case " $TARGETS " in
+*" refserver "*)
+	if [ ! -f "$REFSERVER_DIR/main.go" ]; then
+		log "refserver not found in $REFSERVER_DIR (set REFSERVER_DIR)"
+		exit 2
+	fi
+	log "building refserver into $OUT/bin"
+	(cd "$REFSERVER_DIR" && CGO_ENABLED=0 "$GO" build -o "$OUT/bin/refserver" .)
+	;;
+esac
+log "building herald and herald-bench into $OUT/bin"
 src="$root"
 if [ -n "${HERALD_REV:-}" ]; then
 	src="$OUT/src"
@@ -109,9 +136,16 @@ ulimit -n "$hard_nofile" 2>/dev/null || true
 redis_pid=""
 redis_port=""
 server_pid=""
+census_pid=""
+cluster_pids=()
+cluster_ports=()
+cluster_url=""
 cleanup() {
+	if [ -n "$census_pid" ]; then kill -TERM "$census_pid" 2>/dev/null || true; fi
 	if [ -n "$server_pid" ]; then kill -KILL "$server_pid" 2>/dev/null || true; fi
 	if [ -n "$redis_pid" ]; then kill -TERM "$redis_pid" 2>/dev/null || true; fi
+	local p
+	for p in "${cluster_pids[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
 }
 trap cleanup EXIT
 
@@ -143,6 +177,177 @@ start_redis() {
 	return 1
 }
 
+# start_redis_cluster: three redis-server processes with --cluster-enabled
+# on random loopback ports, pinned like the standalone one, formed into a
+# cluster of 3 primaries and no replicas: on this machine a replica would
+# only add its replication work to the server side's one core, which the
+# standalone target does not pay, and no scenario fails a node. Sets
+# cluster_pids, cluster_ports and cluster_url.
+start_redis_cluster() {
+	if ! command -v "$REDIS_SERVER" >/dev/null 2>&1 || ! command -v redis-cli >/dev/null 2>&1; then
+		log "redis-server or redis-cli not found (Debian: apt-get install redis-server); skipping herald-redis-cluster"
+		return 1
+	fi
+	local i port pid d ok
+	for i in 1 2 3; do
+		ok=0
+		for _ in 1 2 3 4 5 6 7 8; do
+			# The cluster bus listens on port + 10000.
+			port=$((20000 + RANDOM % 30000))
+			case " ${cluster_ports[*]} $redis_port " in *" $port "*) continue ;; esac
+			d="$OUT/cluster-$port"
+			mkdir -p "$d"
+			pin_bg "$SERVER_CPUS" "$REDIS_SERVER" --bind 127.0.0.1 --port "$port" --save '' --appendonly no \
+				--cluster-enabled yes --cluster-config-file "$d/nodes.conf" --dir "$d" \
+				--daemonize no --protected-mode yes --loglevel warning --maxclients 1000 \
+				>"$d/redis.log" 2>&1 &
+			pid=$!
+			for _ in $(seq 50); do
+				if redis-cli -p "$port" ping >/dev/null 2>&1; then ok=1; break; fi
+				kill -0 "$pid" 2>/dev/null || break
+				sleep 0.1
+			done
+			if [ "$ok" = 1 ]; then
+				cluster_pids+=("$pid")
+				cluster_ports+=("$port")
+				break
+			fi
+			kill -KILL "$pid" 2>/dev/null || true
+			wait "$pid" 2>/dev/null || true
+		done
+		if [ "$ok" != 1 ]; then
+			log "could not start cluster node $i"
+			return 1
+		fi
+	done
+	if ! redis-cli --cluster create "127.0.0.1:${cluster_ports[0]}" "127.0.0.1:${cluster_ports[1]}" \
+		"127.0.0.1:${cluster_ports[2]}" --cluster-replicas 0 --cluster-yes >"$OUT/cluster-create.log" 2>&1; then
+		log "redis-cli --cluster create failed:"
+		cat "$OUT/cluster-create.log" >&2
+		return 1
+	fi
+	# Every node must see all slots served and both other nodes before
+	# herald reads the slot map.
+	for _ in $(seq 100); do
+		ok=1
+		for port in "${cluster_ports[@]}"; do
+			d="$(redis-cli -p "$port" cluster info 2>/dev/null | tr -d '\r')"
+			case "$d" in *cluster_state:ok*) ;; *) ok=0 ;; esac
+			case "$d" in *cluster_known_nodes:3*) ;; *) ok=0 ;; esac
+		done
+		[ "$ok" = 1 ] && break
+		sleep 0.1
+	done
+	if [ "$ok" != 1 ]; then
+		log "the cluster did not reach cluster_state:ok"
+		return 1
+	fi
+	cluster_url="redis://127.0.0.1:${cluster_ports[0]}?addr=127.0.0.1:${cluster_ports[1]}&addr=127.0.0.1:${cluster_ports[2]}"
+	log "redis cluster: 3 primaries, no replicas, on 127.0.0.1:${cluster_ports[*]} (pids ${cluster_pids[*]})"
+}
+
+# redis_ports_of / redis_pids_of <target>: the Redis nodes behind a target.
+redis_ports_of() {
+	case "$1" in
+	herald-redis | herald-redis-unix | herald-redis-fcall) echo "$redis_port" ;;
+	herald-redis-cluster) echo "${cluster_ports[*]}" ;;
+	esac
+}
+redis_pids_of() {
+	case "$1" in
+	herald-redis | herald-redis-unix | herald-redis-fcall) echo "$redis_pid" ;;
+	herald-redis-cluster) echo "${cluster_pids[*]}" ;;
+	esac
+}
+
+# cpu_ticks <pid>...: utime+stime of the processes, in clock ticks.
+cpu_ticks() {
+	local p t=0 v
+	for p in "$@"; do
+		# Fields after "pid (comm) ": utime and stime are the 12th and 13th.
+		v="$(sed 's/^.*) //' "/proc/$p/stat" 2>/dev/null | awk '{print $12 + $13}')"
+		t=$((t + ${v:-0}))
+	done
+	echo "$t"
+}
+
+# commandstats <prefix> <port>...: INFO commandstats of every node into
+# <prefix>.<port>.
+commandstats() {
+	local prefix="$1" p
+	shift
+	for p in "$@"; do
+		redis-cli -p "$p" info commandstats 2>/dev/null | tr -d '\r' >"$prefix.$p" || true
+		redis-cli -p "$p" cluster info 2>/dev/null | tr -d '\r' | grep '^cluster_stats_messages' >>"$prefix.$p" || true
+	done
+}
+
+# commands_report <before> <after> <published> <port>...: the calls (and
+# Redis's usec) of each command between the two snapshots, per node and
+# summed, and per published event; cluster-bus messages sent.
+commands_report() {
+	local before="$1" after="$2" published="$3" p
+	shift 3
+	for p in "$@"; do
+		awk -v node="$p" -F'[:,=]' '
+			FNR == NR && /^cmdstat_/ { bc[$1] = $3; bu[$1] = $5; next }
+			FNR == NR && /^cluster_stats_messages/ { bm[$1] = $2; next }
+			/^cmdstat_/ { c = $3 - bc[$1]; u = $5 - bu[$1]; if (c > 0) print "cmd", node, substr($1, 9), c, u }
+			/^cluster_stats_messages/ { m = $2 - bm[$1]; if (m > 0) print "bus", node, $1, m, 0 }
+		' "$before.$p" "$after.$p"
+	done | awk -v pub="$published" '
+		{ print; if ($1 == "cmd") { calls[$3] += $4; usec[$3] += $5 } else { bus[$3] += $4 } }
+		END {
+			for (c in calls) printf "total %s calls=%d per_event=%.3f usec_per_event=%.2f\n", c, calls[c], pub ? calls[c] / pub : 0, pub ? usec[c] / pub : 0
+			for (m in bus) printf "bus %s %d per_event=%.3f\n", m, bus[m], pub ? bus[m] / pub : 0
+		}'
+}
+
+# census_start <file> <port>...: CLIENT LIST of every node once a second
+# (pinned with the load tool) until census_stop; <file> keeps the sample
+# with the most connections in pub/sub mode.
+census_start() {
+	local file="$1"
+	shift
+	: >"$file"
+	(
+		best=-1
+		while :; do
+			for p in "$@"; do
+				redis-cli -p "$p" client list 2>/dev/null | tr -d '\r' | grep -v 'cmd=client|list' | sed "s/^/node=$p /" || true
+			done >"$file.tmp"
+			n="$(grep -cE ' flags=[A-Za-z]*P' "$file.tmp" || true)"
+			if [ "${n:-0}" -ge "$best" ]; then best="${n:-0}"; cp "$file.tmp" "$file"; fi
+			sleep 1
+		done
+	) &
+	census_pid=$!
+}
+census_stop() {
+	[ -n "$census_pid" ] || return 0
+	kill -TERM "$census_pid" 2>/dev/null || true
+	wait "$census_pid" 2>/dev/null || true
+	census_pid=""
+}
+
+# census_report <file>: per node, herald's connections, those in pub/sub
+# mode and their channel / shard-channel subscriptions.
+census_report() {
+	awk '{
+		node = ""; flags = ""; sub_ = 0; ssub = 0
+		for (i = 1; i <= NF; i++) {
+			split($i, kv, "=")
+			if (kv[1] == "node") node = kv[2]
+			else if (kv[1] == "flags") flags = kv[2]
+			else if (kv[1] == "sub") sub_ = kv[2]
+			else if (kv[1] == "ssub") ssub = kv[2]
+		}
+		conns[node]++
+		if (flags ~ /P/) { ps[node]++; subs[node] += sub_; ssubs[node] += ssub }
+	}
+	END { for (n in conns) printf "node %s: %d connections, %d in pub/sub (sub=%d ssub=%d)\n", n, conns[n], ps[n], subs[n], ssubs[n] }' "$1" | sort
+}
+
 # --- servers -------------------------------------------------------------------
 # start_server <target> <logfile>: sets server_pid and server_url.
 start_server() {
@@ -166,6 +371,12 @@ start_server() {
 		redis-cli -p "$redis_port" flushall >/dev/null
 		pin_bg "$SERVER_CPUS" "$OUT/bin/herald" --addr 127.0.0.1:0 --heartbeat 30s \
 			--drain-delay 0s --drain-timeout 2s --redis-url "unix://$OUT/redis.sock" >"$logf" 2>&1 &
+		;;
+	herald-redis-cluster)
+		local p
+		for p in "${cluster_ports[@]}"; do redis-cli -p "$p" flushall >/dev/null; done
+		pin_bg "$SERVER_CPUS" "$OUT/bin/herald" --addr 127.0.0.1:0 --heartbeat 30s \
+			--drain-delay 0s --drain-timeout 2s --redis-url "$cluster_url" --redis-cluster >"$logf" 2>&1 &
 		;;
 	*)
 		log "unknown target $target"
@@ -233,7 +444,11 @@ scenario_args() {
 }
 
 case " $TARGETS " in
-*" herald-redis"*) start_redis || TARGETS="$(echo "$TARGETS" | sed 's/herald-redis[a-z-]*//g')" ;;
+*" herald-redis "* | *" herald-redis-unix "* | *" herald-redis-fcall "*)
+	start_redis || TARGETS="$(echo "$TARGETS" | tr ' ' '\n' | grep -vxE 'herald-redis(-unix|-fcall)?' | tr '\n' ' ')" ;;
+esac
+case " $TARGETS " in
+*" herald-redis-cluster "*) start_redis_cluster || TARGETS="$(echo "$TARGETS" | tr ' ' '\n' | grep -vx herald-redis-cluster | tr '\n' ' ')" ;;
 esac
 
 {
@@ -244,14 +459,14 @@ esac
 	echo "herald: ${HERALD_REV:-working tree} ($(git -C "$root" rev-parse --short "${HERALD_REV:-HEAD}" 2>/dev/null || echo unknown))"
 	echo "kernel: $(uname -r)"
 	echo "nofile (hard): $hard_nofile"
-	echo "quick: $QUICK; scenarios: $SCENARIOS; targets: $TARGETS; repeat: $REPEAT"
+	echo "quick: $QUICK; scenarios: $SCENARIOS; targets: $TARGETS; repeat: $REPEAT${EXTRA_ARGS:+; extra args: $EXTRA_ARGS}"
 	echo "server cpus: $SERVER_CPUS; load cpus: $LOAD_CPUS"
 } | tee "$OUT/machine.txt" >&2
 
 started=$SECONDS
 for n in $(seq "$REPEAT"); do
 	for sc in $SCENARIOS; do
-		args="$(scenario_args "$sc")"
+		args="$(scenario_args "$sc") ${EXTRA_ARGS:-}"
 		order="$TARGETS"
 		if [ $((n % 2)) = 0 ]; then order="$(echo "$TARGETS" | tr ' ' '\n' | grep . | tac | tr '\n' ' ')"; fi
 		for target in $order; do
@@ -265,17 +480,45 @@ for n in $(seq "$REPEAT"); do
 			logf="$OUT/$sc-$target-$n.server.log"
 			start_server "$target" "$logf" || continue
 			log "$sc $target (run $n): herald-bench $args"
+			run="$OUT/$sc-$target-$n"
+			rports="$(redis_ports_of "$target")"
+			rpids="$(redis_pids_of "$target")"
+			if [ -n "$rports" ]; then
+				# shellcheck disable=SC2086 # port lists
+				commandstats "$run.cmdstat-before" $rports
+				# shellcheck disable=SC2086
+				census_start "$run.clients.txt" $rports
+			fi
+			# shellcheck disable=SC2086 # pid lists
+			s0="$(cpu_ticks "$server_pid")" r0="$(cpu_ticks $rpids)"
 			# shellcheck disable=SC2086 # args are word lists on purpose
 			if ! pin "$LOAD_CPUS" "$OUT/bin/herald-bench" -url "$server_url" -pid "$server_pid" \
-				-scenario "$sc" -target "$target" -timeout 3m $args $extra >"$OUT/$sc-$target-$n.txt" 2>&1; then
-				log "$sc $target: herald-bench failed, see $OUT/$sc-$target-$n.txt"
+				-scenario "$sc" -target "$target" -timeout 3m $args $extra >"$run.txt" 2>&1; then
+				log "$sc $target: herald-bench failed, see $run.txt"
 			fi
-			tail -n1 "$OUT/$sc-$target-$n.txt" | grep '^{' >>"$results" || true
-			grep -E '^(delivered|latency|completeness|server memory|held|error)' "$OUT/$sc-$target-$n.txt" | sed 's/^/    /' >&2 || true
+			# shellcheck disable=SC2086
+			s1="$(cpu_ticks "$server_pid")" r1="$(cpu_ticks $rpids)"
+			cpu="$(awk -v a="$s0" -v b="$s1" -v c="$r0" -v d="$r1" -v t="$CLK_TCK" \
+				'BEGIN { printf "\"proc_server_cpu_s\":%.3f,\"proc_redis_cpu_s\":%.3f", (b - a) / t, (d - c) / t }')"
+			tail -n1 "$run.txt" | grep '^{' | sed "s/}\$/,$cpu}/" >>"$results" || true
+			grep -E '^(delivered|latency|completeness|server memory|held|error)' "$run.txt" | sed 's/^/    /' >&2 || true
+			log "    cpu (whole run, s): server $(awk -v a="$s0" -v b="$s1" -v t="$CLK_TCK" 'BEGIN { print (b - a) / t }')$([ -n "$rpids" ] && awk -v c="$r0" -v d="$r1" -v t="$CLK_TCK" 'BEGIN { print ", redis " (d - c) / t }')"
+			if [ -n "$rports" ]; then
+				census_stop
+				# shellcheck disable=SC2086
+				commandstats "$run.cmdstat-after" $rports
+				published="$(tail -n1 "$run.txt" | grep -oE '"published":[0-9]+' | cut -d: -f2 || true)"
+				# shellcheck disable=SC2086
+				commands_report "$run.cmdstat-before" "$run.cmdstat-after" "${published:-0}" $rports >"$run.commands.txt"
+				grep -E '^total (fcall|fcall_ro|publish|spublish|subscribe|ssubscribe|unsubscribe|sunsubscribe|xadd|xrange|xrevrange) ' "$run.commands.txt" |
+					awk '{ printf "%s%s %s", (NR > 1 ? ", " : "    redis per event: "), $2, substr($4, 11) } END { if (NR) print "" }' >&2 || true
+				census_report "$run.clients.txt" >"$run.clients-summary.txt"
+				sed 's/^/    redis clients: /' "$run.clients-summary.txt" >&2
+			fi
 			stop_server
 		done
 	done
 done
 log "done in $((SECONDS - started)) s; summaries in $results"
 echo
-"$OUT/bin/herald-bench" -compare "$results" -baseline refserver | tee "$OUT/table.md"
+"$OUT/bin/herald-bench" -compare "$results" -baseline "$BASELINE" | tee "$OUT/table.md"

@@ -70,6 +70,14 @@ type result struct {
 	RSSEnd       int64  `json:"rss_end"`
 	BytesPerConn int64  `json:"bytes_per_conn"`
 
+	// Whole-run CPU seconds (utime+stime from /proc/<pid>/stat, before
+	// and after the tool ran) of the server process and of the Redis
+	// processes behind it: not measured by the tool, scripts/bench.sh
+	// adds them to the summary line; -compare divides them by events
+	// published and by deliveries.
+	ProcServerCPU float64 `json:"proc_server_cpu_s,omitempty"`
+	ProcRedisCPU  float64 `json:"proc_redis_cpu_s,omitempty"`
+
 	Errors   []string `json:"errors,omitempty"`
 	Seconds  float64  `json:"seconds"`
 	TimedOut bool     `json:"timed_out,omitempty"`

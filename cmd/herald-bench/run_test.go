@@ -292,7 +292,8 @@ func TestRealMainJSONAndCompare(t *testing.T) {
 
 	file := t.TempDir() + "/r.jsonl"
 	base := result{Scenario: "S1", Target: "refserver", Published: 1, DeliveriesPerS: 1000}
-	other := result{Scenario: "S1", Target: "herald", Published: 1, DeliveriesPerS: 900}
+	other := result{Scenario: "S1", Target: "herald", Published: 1000, Delivered: 2000, DeliveriesPerS: 900,
+		ProcServerCPU: 0.05, ProcRedisCPU: 0.01}
 	var buf bytes.Buffer
 	for _, r := range []result{other, base} {
 		b, _ := json.Marshal(r)
@@ -305,7 +306,9 @@ func TestRealMainJSONAndCompare(t *testing.T) {
 	if code := realMain([]string{"-compare", file}, &out, &errb); code != 0 {
 		t.Fatalf("compare exit %d: %s", code, errb.String())
 	}
-	if !strings.Contains(out.String(), "| S1 | deliveries/s | 1000 | 900 | 0.90× |") {
+	if !strings.Contains(out.String(), "| S1 | deliveries/s | 1000 | 900 | 0.90× |") ||
+		!strings.Contains(out.String(), "| S1 | server CPU µs/event | — | 50.0 | — |") ||
+		!strings.Contains(out.String(), "| S1 | Redis CPU ns/delivery | — | 5000 | — |") {
 		t.Errorf("comparison:\n%s", out.String())
 	}
 	if code := realMain([]string{"-subs", "1"}, &out, &errb); code != 2 {
