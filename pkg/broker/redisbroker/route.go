@@ -201,6 +201,10 @@ func (b *Broker) readSlots(ctx context.Context) ([]redis.ClusterSlot, error) {
 	var first error
 	for _, c := range clients {
 		pctx, cancel := context.WithTimeout(ctx, slotProbe)
+		// CLUSTER SLOTS, deprecated for CLUSTER SHARDS since Redis 7.0 but
+		// served by every version: its reply is what go-redis's
+		// ClusterOptions.ClusterSlots hands on (see slotsSource).
+		//lint:ignore SA1019 the form go-redis's ClusterOptions.ClusterSlots takes
 		cs, err := c.ClusterSlots(pctx).Result()
 		cancel()
 		if err == nil && len(cs) > 0 {
