@@ -72,6 +72,7 @@ type config struct {
 	publishVia  string
 	publishURL  string
 	redisURL    string
+	redisClust  bool
 	redisPrefix string
 
 	connectConcurrency int
@@ -146,6 +147,7 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	fs.StringVar(&c.publishVia, "publish", "http", "publish over http (POST form topic, data, event) or redis (FCALL <prefix>_publish)")
 	fs.StringVar(&c.publishURL, "publish-url", "", "publish URL (default: first -url + -publish-path)")
 	fs.StringVar(&c.redisURL, "redis-url", "redis://127.0.0.1:6379/0", "Redis URL for -publish redis")
+	fs.BoolVar(&c.redisClust, "redis-cluster", false, "-redis-url names Redis Cluster nodes (redis://node1:6379?addr=node2:6379...)")
 	fs.StringVar(&c.redisPrefix, "redis-prefix", "herald", "herald's --redis-prefix: the function called is <prefix>_publish")
 	fs.IntVar(&c.connectConcurrency, "connect-concurrency", 256, "connections being opened at once")
 	fs.DurationVar(&c.connectTimeout, "connect-timeout", 30*time.Second, "bound on opening one stream (dial to response headers)")

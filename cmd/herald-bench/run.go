@@ -211,7 +211,7 @@ func run(ctx context.Context, cfg config, progress io.Writer) (*result, error) {
 			}
 			pubs[i] = newHTTPPublisher(u, 30*time.Second)
 		case "redis":
-			p, err := newRedisPublisher(cfg.redisURL, cfg.redisPrefix)
+			p, err := newRedisPublisher(cfg.redisURL, cfg.redisPrefix, cfg.redisClust)
 			if err != nil {
 				return nil, err
 			}
