@@ -137,7 +137,9 @@ func (b *Broker) lead(self *pubGroup) {
 func (b *Broker) run(batch []*pubGroup, n int) {
 	ctx, cancel := pipelineContext(batch)
 	defer cancel()
-	if n == 1 && b.waitReplicas == 0 && b.cluster == nil {
+	if n == 1 && b.waitReplicas == 0 {
+		// One FCALL, no pipeline (in Cluster on the primary's own client:
+		// see fcall).
 		c := &batch[0].calls[0]
 		v, err := b.fcall(ctx, false, b.publishFn, b.keys(c.topic, c.msg.Key), publishArgs(c.msg)...)
 		c.res = b.publishResult(v, err)
