@@ -362,19 +362,25 @@ func haStreams(t *testing.T, ctx context.Context, lb string, topics []string, pe
 	return subs
 }
 
+// haNet returns a random HERALD_REDIS_NET: a /24 of the test's own, away
+// from testredis's 10.200-249.x.0 networks.
+func haNet() string { return fmt.Sprintf("10.%d.%d", 250+rand.IntN(5), rand.IntN(256)) }
+
 // TestComposeSentinel runs deployments/compose.sentinel.yaml as a user
 // would: 20 clients on two topics through HAProxy while events are
 // published through it; the primary is stopped (docker compose stop): every
-// publish answers within seconds (503 while there is no primary), the
-// sentinels promote a replica, publishing resumes within 30 s, the old
+// publish answers within seconds (see maxPublish), the sentinels promote a
+// replica, publishing resumes within 30 s, the old
 // primary comes back as a replica, and every client ends with its topic's
 // whole stream once, in order — or was told with herald.reset.
 func TestComposeSentinel(t *testing.T) {
 	needDocker(t, heraldImage, redisImage, sentinelImage, haproxyImage)
 	hapPort, statsPort := freePort(t), freePort(t)
+	prefix := haNet()
 	p := newCompose(t, fmt.Sprintf("heralde2e%ds", os.Getpid()), []string{
 		"HERALD_PORT=" + strconv.Itoa(hapPort),
 		"HERALD_STATS_PORT=" + strconv.Itoa(statsPort),
+		"HERALD_REDIS_NET=" + prefix,
 	}, "-f", deployDir+"/compose.sentinel.yaml")
 	start := time.Now()
 	p.must(3*time.Minute, "up", "-d", "--no-build")
@@ -382,7 +388,9 @@ func TestComposeSentinel(t *testing.T) {
 	p.waitFleet(c, 90*time.Second)
 	t.Logf("compose.sentinel.yaml up in %v", time.Since(start).Round(time.Millisecond))
 
-	sentinel := redis.NewSentinelClient(&redis.Options{Addr: net.JoinHostPort(p.ip("sentinel1"), "26379"), MaxRetries: -1, DialTimeout: time.Second, ReadTimeout: 2 * time.Second})
+	// The file's fixed addresses, which the sentinels hand out.
+	svc := map[string]string{prefix + ".11": "redis1", prefix + ".12": "redis2", prefix + ".13": "redis3"}
+	sentinel := redis.NewSentinelClient(&redis.Options{Addr: prefix + ".21:26379", MaxRetries: -1, DialTimeout: time.Second, ReadTimeout: 2 * time.Second})
 	t.Cleanup(func() { sentinel.Close() })
 	primary := func() string {
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
@@ -391,18 +399,17 @@ func TestComposeSentinel(t *testing.T) {
 		if err != nil {
 			return ""
 		}
-		return a[0] // a service name: the sentinels announce host names
+		return svc[a[0]]
 	}
 	old := primary()
 	if old != "redis1" {
 		t.Fatalf("the sentinels name %q as the primary, want redis1", old)
 	}
 	// A failover needs every sentinel to know the replicas (from the
-	// primary's INFO, every 10 s) and the other sentinels (hello messages):
-	// a primary stopped before that is not replaced at all (its name no
-	// longer resolves, so nothing more is learnt from it).
+	// primary's INFO, every 10 s) and the other sentinels (hello
+	// messages): a primary stopped before that is not replaced at all.
 	for i := 1; i <= 3; i++ {
-		sc := redis.NewSentinelClient(&redis.Options{Addr: net.JoinHostPort(p.ip(fmt.Sprintf("sentinel%d", i)), "26379"), MaxRetries: -1, DialTimeout: time.Second})
+		sc := redis.NewSentinelClient(&redis.Options{Addr: fmt.Sprintf("%s.%d:26379", prefix, 20+i), MaxRetries: -1, DialTimeout: time.Second})
 		poll(t, 60*time.Second, fmt.Sprintf("sentinel%d to know 2 replicas and 2 other sentinels", i), func() bool {
 			ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 			defer cancel()
@@ -495,12 +502,11 @@ func TestComposeCluster(t *testing.T) {
 		unavailable(t, "image %s has no /bin/sh or redis-cli, which compose.cluster.yaml's redis-init needs (%v: %s); rebuild it with %s redis", redisImage, err, bytes.TrimSpace(out), imagesScript)
 	}
 	hapPort, statsPort := freePort(t), freePort(t)
-	// A /24 of its own, away from testredis's 10.200-249.x.0 networks.
-	prefix := fmt.Sprintf("10.%d.%d", 250+rand.IntN(5), rand.IntN(256))
+	prefix := haNet()
 	p := newCompose(t, fmt.Sprintf("heralde2e%dc", os.Getpid()), []string{
 		"HERALD_PORT=" + strconv.Itoa(hapPort),
 		"HERALD_STATS_PORT=" + strconv.Itoa(statsPort),
-		"HERALD_CLUSTER_NET=" + prefix,
+		"HERALD_REDIS_NET=" + prefix,
 	}, "-f", deployDir+"/compose.cluster.yaml")
 	start := time.Now()
 	p.must(3*time.Minute, "up", "-d", "--no-build")

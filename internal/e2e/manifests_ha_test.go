@@ -46,11 +46,12 @@ func strList(v any) []string {
 // compose.cluster.yaml without running them: three herald replicas
 // configured as in compose.yaml but for the Redis URL (the server accepts
 // the configuration), images from the same variables with the same
-// defaults, and a Redis topology that matches the URL — the sentinels
-// monitor the URL's master name and are its addresses; the cluster URL
-// names every node, the init creates the cluster of exactly those nodes,
-// and the nodes' fixed addresses are distinct, in the subnet, outside the
-// range other containers get.
+// defaults, and a Redis topology that matches the URL — the sentinels are
+// the URL's and monitor its master name at the primary's address, which
+// the replicas follow; the cluster URL names every node and the init
+// creates the cluster of exactly those nodes; every Redis server's and
+// sentinel's fixed address is distinct, in the subnet, outside the range
+// other containers get.
 func TestManifestsComposeHA(t *testing.T) {
 	known := knownEnv(t)
 	base := composeServices(t, "compose.yaml")
@@ -133,55 +134,69 @@ func checkSentinelCompose(t *testing.T, services map[string]any, url string, clu
 	if err != nil || cluster {
 		t.Fatalf("HERALD_REDIS_URL %q: %v (cluster %v), want a Sentinel URL", url, err, cluster)
 	}
+	ips := fixedAddresses(t, services, "compose.sentinel.yaml", func(name string) bool {
+		return strings.HasPrefix(name, "redis") || strings.HasPrefix(name, "sentinel")
+	})
 	var sentinels, primaries, replicas []string
+	primaryAt := map[string]bool{} // addresses the sentinels monitor and the replicas follow
 	for name, svc := range services {
 		args := strList(get(svc, "command"))
 		switch {
 		case strings.HasPrefix(name, "sentinel"):
 			sentinels = append(sentinels, name+":26379")
-			i := slices.Index(args, "monitor")
-			if i < 0 || i+4 >= len(args) || args[i+1] != opt.MasterName {
+			if i := slices.Index(args, "monitor"); i < 0 || i+4 >= len(args) || args[i+1] != opt.MasterName {
 				t.Errorf("%s: %v does not monitor %q", name, args, opt.MasterName)
-			} else if !strings.HasPrefix(args[i+2], "redis") {
-				t.Errorf("%s monitors %s, not one of the Redis services", name, args[i+2])
-			}
-			if r, m := slices.Index(args, "resolve-hostnames"), slices.Index(args, "monitor"); r < 0 || r > m {
-				t.Errorf("%s: resolve-hostnames yes must come before monitor (which names a host)", name)
+			} else {
+				primaryAt[withDefaults(args[i+2])] = true
 			}
 		case strings.HasPrefix(name, "redis"):
 			if k := slices.Index(args, "--replicaof"); k >= 0 {
 				replicas = append(replicas, name)
+				primaryAt[withDefaults(args[k+1])] = true
 			} else {
 				primaries = append(primaries, name)
-			}
-			if k := slices.Index(args, "--replica-announce-ip"); k < 0 || args[k+1] != name {
-				t.Errorf("%s: %v does not announce its service name", name, args)
 			}
 		}
 	}
 	slices.Sort(sentinels)
-	got := slices.Sorted(slices.Values(opt.SentinelAddrs))
-	if !slices.Equal(got, sentinels) || len(sentinels) != 3 {
+	if got := slices.Sorted(slices.Values(opt.SentinelAddrs)); !slices.Equal(got, sentinels) || len(sentinels) != 3 {
 		t.Errorf("the URL's sentinels %v, the file's %v: want the same three", got, sentinels)
 	}
 	if len(primaries) != 1 || len(replicas) != 2 {
-		t.Errorf("primaries %v, replicas %v: want 1 and 2", primaries, replicas)
+		t.Fatalf("primaries %v, replicas %v: want 1 and 2", primaries, replicas)
+	}
+	want := ""
+	for ip, name := range ips {
+		if name == primaries[0] {
+			want = ip.String()
+		}
+	}
+	if len(primaryAt) != 1 || !primaryAt[want] {
+		t.Errorf("the sentinels monitor and the replicas follow %v, want %s's address %s", slices.Collect(maps.Keys(primaryAt)), primaries[0], want)
 	}
 }
 
-func checkClusterCompose(t *testing.T, services map[string]any, url string, cluster bool) {
+// fixedAddresses returns the fixed addresses on the network "back" of the
+// services that pick selects, checking that each has one, that they are
+// distinct, and that they lie in the network's subnet outside the range
+// other containers get addresses from.
+func fixedAddresses(t *testing.T, services map[string]any, file string, pick func(string) bool) map[netip.Addr]string {
 	t.Helper()
-	opt, err := redis.ParseClusterURL(url)
-	if err != nil || !cluster {
-		t.Fatalf("HERALD_REDIS_URL %q: %v (HERALD_REDIS_CLUSTER %v), want a cluster URL with cluster mode", url, err, cluster)
+	doc := decodeAll(t, filepath.Join(deployDir, file))[0]
+	cfgs, _ := get(doc, "networks", "back", "ipam", "config").([]any)
+	if len(cfgs) != 1 {
+		t.Fatalf("%s: network back: ipam config %v, want one subnet", file, cfgs)
 	}
-	var nodes []string
+	subnet, err1 := netip.ParsePrefix(withDefaults(str(get(cfgs[0], "subnet"))))
+	dynamic, err2 := netip.ParsePrefix(withDefaults(str(get(cfgs[0], "ip_range"))))
+	if err1 != nil || err2 != nil {
+		t.Fatalf("%s: network back: subnet %v, ip_range %v", file, err1, err2)
+	}
 	ips := map[netip.Addr]string{}
 	for name, svc := range services {
-		if !slices.Contains(strList(get(svc, "command")), "--cluster-enabled") {
+		if !pick(name) {
 			continue
 		}
-		nodes = append(nodes, name+":6379")
 		ip, err := netip.ParseAddr(withDefaults(str(get(svc, "networks", "back", "ipv4_address"))))
 		if err != nil {
 			t.Errorf("%s: no fixed address on back: %v", name, err)
@@ -190,7 +205,29 @@ func checkClusterCompose(t *testing.T, services map[string]any, url string, clus
 		if other, dup := ips[ip]; dup {
 			t.Errorf("%s and %s both at %s", name, other, ip)
 		}
+		if !subnet.Contains(ip) || dynamic.Contains(ip) {
+			t.Errorf("%s at %s: want it in %s, outside %s (where other containers get addresses)", name, ip, subnet, dynamic)
+		}
 		ips[ip] = name
+	}
+	return ips
+}
+
+func checkClusterCompose(t *testing.T, services map[string]any, url string, cluster bool) {
+	t.Helper()
+	opt, err := redis.ParseClusterURL(url)
+	if err != nil || !cluster {
+		t.Fatalf("HERALD_REDIS_URL %q: %v (HERALD_REDIS_CLUSTER %v), want a cluster URL with cluster mode", url, err, cluster)
+	}
+	isNode := func(name string) bool {
+		return slices.Contains(strList(get(services[name], "command")), "--cluster-enabled")
+	}
+	fixedAddresses(t, services, "compose.cluster.yaml", isNode)
+	var nodes []string
+	for name := range services {
+		if isNode(name) {
+			nodes = append(nodes, name+":6379")
+		}
 	}
 	slices.Sort(nodes)
 	if got := slices.Sorted(slices.Values(opt.Addrs)); !slices.Equal(got, nodes) || len(nodes) != 6 {
@@ -208,21 +245,6 @@ func checkClusterCompose(t *testing.T, services map[string]any, url string, clus
 	for _, h := range replicasOf(services) {
 		if c := str(get(services[h], "depends_on", "redis-init", "condition")); c != "service_completed_successfully" {
 			t.Errorf("%s starts on redis-init's %q, want service_completed_successfully", h, c)
-		}
-	}
-	doc := decodeAll(t, filepath.Join(deployDir, "compose.cluster.yaml"))[0]
-	cfgs, _ := get(doc, "networks", "back", "ipam", "config").([]any)
-	if len(cfgs) != 1 {
-		t.Fatalf("network back: ipam config %v, want one subnet", cfgs)
-	}
-	subnet, err1 := netip.ParsePrefix(withDefaults(str(get(cfgs[0], "subnet"))))
-	dynamic, err2 := netip.ParsePrefix(withDefaults(str(get(cfgs[0], "ip_range"))))
-	if err1 != nil || err2 != nil {
-		t.Fatalf("network back: subnet %v, ip_range %v", err1, err2)
-	}
-	for ip, name := range ips {
-		if !subnet.Contains(ip) || dynamic.Contains(ip) {
-			t.Errorf("%s at %s: want it in %s, outside %s (where other containers get addresses)", name, ip, subnet, dynamic)
 		}
 	}
 }
