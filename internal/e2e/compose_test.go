@@ -1,7 +1,6 @@
 package e2e
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -34,35 +33,15 @@ func composeCommand(t *testing.T) []string {
 // other, and stops a replica gracefully.
 func TestCompose(t *testing.T) {
 	needDocker(t, heraldImage, redisImage, haproxyImage, nginxImage, promImage)
-	compose := composeCommand(t)
 	project := fmt.Sprintf("heralde2e%d", os.Getpid())
 	hapPort, statsPort, ngxPort, promPort := freePort(t), freePort(t), freePort(t), freePort(t)
-	env := append(os.Environ(),
-		"HERALD_PORT="+strconv.Itoa(hapPort),
-		"HERALD_STATS_PORT="+strconv.Itoa(statsPort),
-		"HERALD_NGINX_PORT="+strconv.Itoa(ngxPort),
-		"HERALD_PROMETHEUS_PORT="+strconv.Itoa(promPort),
-	)
-	run := func(within time.Duration, args ...string) (string, error) {
-		ctx, cancel := context.WithTimeout(context.Background(), within)
-		defer cancel()
-		full := append(append(append([]string{}, compose[1:]...), "-p", project, "-f", deployDir+"/compose.yaml", "--profile", "nginx", "--profile", "monitoring"), args...)
-		cmd := exec.CommandContext(ctx, compose[0], full...)
-		cmd.Env = env
-		var out bytes.Buffer
-		cmd.Stdout, cmd.Stderr = &out, &out
-		err := cmd.Run()
-		return out.String(), err
-	}
-	t.Cleanup(func() {
-		if t.Failed() {
-			out, _ := run(30*time.Second, "logs", "--tail", "30")
-			t.Logf("compose logs:\n%s", out)
-		}
-		if out, err := run(2*time.Minute, "down", "-v", "--remove-orphans", "-t", "2"); err != nil {
-			t.Errorf("compose down: %v\n%s", err, out)
-		}
-	})
+	p := newCompose(t, project, []string{
+		"HERALD_PORT=" + strconv.Itoa(hapPort),
+		"HERALD_STATS_PORT=" + strconv.Itoa(statsPort),
+		"HERALD_NGINX_PORT=" + strconv.Itoa(ngxPort),
+		"HERALD_PROMETHEUS_PORT=" + strconv.Itoa(promPort),
+	}, "-f", deployDir+"/compose.yaml", "--profile", "nginx", "--profile", "monitoring")
+	run := p.run
 	start := time.Now()
 	if out, err := run(2*time.Minute, "up", "-d", "--no-build"); err != nil {
 		t.Fatalf("compose up: %v\n%s", err, out)
@@ -77,7 +56,7 @@ func TestCompose(t *testing.T) {
 		code, _, err := httpGet(ctx, ngx+"/readyz")
 		return err == nil && code == 200
 	})
-	t.Logf("compose (%s) up in %v", strings.Join(compose, " "), time.Since(start).Round(time.Millisecond))
+	t.Logf("compose (%s) up in %v", strings.Join(p.cmd, " "), time.Since(start).Round(time.Millisecond))
 	prom := fmt.Sprintf("http://127.0.0.1:%d", promPort)
 	// Prometheus scrapes the three replicas.
 	poll(t, 60*time.Second, "Prometheus scraping herald1..3", func() bool {

@@ -52,13 +52,14 @@ type subscriber struct {
 	Topics []string
 	client *sse.Client
 
-	mu     sync.Mutex
-	events []sse.Event
-	resets []string
-	opens  atomic.Int32
-	n      atomic.Int64
-	err    error // what Subscribe returned
-	done   chan struct{}
+	mu      sync.Mutex
+	events  []sse.Event
+	resets  []string
+	resetAt []int // len(events) when each reset arrived
+	opens   atomic.Int32
+	n       atomic.Int64
+	err     error // what Subscribe returned
+	done    chan struct{}
 }
 
 func (s *subscriber) received() ([]sse.Event, []string) {
@@ -93,6 +94,7 @@ func subscribe(ctx context.Context, base string, topics []string) *subscriber {
 			defer s.mu.Unlock()
 			if ev.Type == sse.ResetEventType {
 				s.resets = append(s.resets, ev.Data)
+				s.resetAt = append(s.resetAt, len(s.events))
 				return nil
 			}
 			s.events = append(s.events, ev)
