@@ -464,24 +464,42 @@ func waitReplica(t *testing.T, n, primary *testredis.Node) {
 func readLog(t *testing.T, c redis.Cmdable, topic string) []string {
 	t.Helper()
 	base := "herald:{" + topic + "}"
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	epoch, err := c.Get(ctx, base+":e").Result()
-	if errors.Is(err, redis.Nil) {
-		return nil
+	// A ClusterClient may still route the topic to a primary that is gone
+	// (go-redis reloads its slot map on redirects, or every minute): ask
+	// again, with its map reloaded, for a while.
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		ids, err := func() ([]string, error) {
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			epoch, err := c.Get(ctx, base+":e").Result()
+			if errors.Is(err, redis.Nil) {
+				return nil, nil
+			}
+			if err != nil {
+				return nil, fmt.Errorf("epoch of %s: %w", topic, err)
+			}
+			msgs, err := c.XRange(ctx, base+":s", "-", "+").Result()
+			if err != nil {
+				return nil, fmt.Errorf("XRANGE %s: %w", topic, err)
+			}
+			ids := make([]string, len(msgs))
+			for i, m := range msgs {
+				ids[i] = epoch + "-" + m.ID
+			}
+			return ids, nil
+		}()
+		cc, isCluster := c.(*redis.ClusterClient)
+		if err == nil || !isCluster || time.Now().After(deadline) {
+			if err != nil {
+				t.Fatal(err)
+			}
+			return ids
+		}
+		t.Logf("reading the log: %v; again with the slot map reloaded", err)
+		cc.ReloadState(context.Background())
+		time.Sleep(500 * time.Millisecond)
 	}
-	if err != nil {
-		t.Fatalf("epoch of %s: %v", topic, err)
-	}
-	msgs, err := c.XRange(ctx, base+":s", "-", "+").Result()
-	if err != nil {
-		t.Fatalf("XRANGE %s: %v", topic, err)
-	}
-	ids := make([]string, len(msgs))
-	for i, m := range msgs {
-		ids[i] = epoch + "-" + m.ID
-	}
-	return ids
 }
 
 // checkSegments checks one subscriber's items of one topic against the
