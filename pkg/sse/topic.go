@@ -18,8 +18,8 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/herald-sse/herald/internal/netwatch"
 	"github.com/herald-sse/herald/pkg/broker"
+	"github.com/herald-sse/herald/pkg/sse/internal/netwatch"
 )
 
 // ResetEventType is the event type of the reset event: the stream could not
