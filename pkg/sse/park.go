@@ -202,7 +202,7 @@ func (c *topicConn) endParked(reason string) {
 	c.stopCtx()
 	c.finish(reason)
 	c.unwatch()
-	_ = c.out.(*connSink).conn.Close()
+	_ = c.out.(connSink).Close()
 }
 
 // parkedConn is what parking adds to a topicConn.

@@ -7,19 +7,18 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net"
 	"net/http"
 	"net/url"
 	"os"
 	"runtime"
 	"slices"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/herald-sse/herald/pkg/broker"
 	"github.com/herald-sse/herald/pkg/sse/internal/netwatch"
+	"github.com/herald-sse/herald/pkg/sse/internal/rawconn"
 )
 
 // ResetEventType is the event type of the reset event: the stream could not
@@ -291,7 +290,7 @@ func (h *TopicHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if !h.NoHijack && r.ProtoMajor == 1 {
 		if conn, _, err := http.NewResponseController(w).Hijack(); err == nil {
 			stopForward()
-			c.out = &connSink{conn: conn, raw: newRawWriter(conn)}
+			c.out = connSink{rawconn.New(conn)}
 			if h.Metrics != nil {
 				h.Metrics.StreamOpened()
 			}
@@ -383,7 +382,7 @@ type batch struct {
 	items []*broker.Event
 	bufs  [][]byte
 	idbuf []byte
-	iov   iovScratch
+	iov   rawconn.Iovecs
 }
 
 var batchPool = sync.Pool{New: func() any { return new(batch) }}
@@ -425,29 +424,11 @@ func (s *responseSink) flush(bufs [][]byte, timeout time.Duration) error {
 	return s.rc.Flush()
 }
 
-type connSink struct {
-	conn  net.Conn
-	raw   *rawWriter // non-blocking writes by publishers; nil: none
-	armed time.Time  // the write deadline currently set on conn
-}
+// connSink is a hijacked connection.
+type connSink struct{ *rawconn.Conn }
 
-func (s *connSink) flush(bufs [][]byte, timeout time.Duration) error {
-	if len(bufs) == 0 {
-		return nil
-	}
-	// Moving a deadline costs a runtime timer update: re-arm it only when
-	// less than half the timeout is left, so a busy stream touches its
-	// timer at most twice per timeout and every write still gets at least
-	// half of it.
-	if now := time.Now(); s.armed.Sub(now) < timeout/2 {
-		s.armed = now.Add(timeout)
-		if err := s.conn.SetWriteDeadline(s.armed); err != nil {
-			return err
-		}
-	}
-	nb := net.Buffers(bufs)
-	_, err := nb.WriteTo(s.conn)
-	return err
+func (s connSink) flush(bufs [][]byte, timeout time.Duration) error {
+	return s.WriteBatch(bufs, timeout)
 }
 
 // serveHijacked runs a stream on a hijacked HTTP/1.x connection: it writes
@@ -458,10 +439,10 @@ func (s *connSink) flush(bufs [][]byte, timeout time.Duration) error {
 // A stream that can be parked (see park.go) is, after its head: this
 // goroutine then ends.
 func (c *topicConn) serveHijacked(hdr http.Header) {
-	conn := c.out.(*connSink).conn
-	stop := netwatch.Default.Watch(conn, c.cancel)
+	conn := c.out.(connSink)
+	stop := netwatch.Default.Watch(conn.NetConn(), c.cancel)
 	reason := "client"
-	if c.out.flush([][]byte{responseHead(hdr)}, c.timeout) == nil {
+	if c.out.flush([][]byte{rawconn.Head(hdr)}, c.timeout) == nil {
 		c.enableNotify()
 		if c.park(stop) {
 			return
@@ -478,7 +459,7 @@ func (c *topicConn) serveHijacked(hdr http.Header) {
 // it.
 func (c *topicConn) enableNotify() {
 	n, ok := c.sub.(broker.Notifier)
-	if !ok || c.h.NoPublisherWrites || c.out.(*connSink).raw == nil {
+	if !ok || c.h.NoPublisherWrites || !c.out.(connSink).CanTryWrite() {
 		return
 	}
 	c.mu.Lock()
@@ -552,45 +533,6 @@ func (c *topicConn) finish(reason string) {
 	if c.h.Metrics != nil {
 		c.h.Metrics.StreamClosed(reason)
 	}
-}
-
-// responseHead is the status line and headers of a hijacked stream.
-func responseHead(hdr http.Header) []byte {
-	b := make([]byte, 0, 256)
-	b = append(b, "HTTP/1.1 200 OK\r\n"...)
-	for k, vs := range hdr {
-		switch http.CanonicalHeaderKey(k) {
-		case "Connection", "Content-Length", "Transfer-Encoding", "Keep-Alive":
-			continue
-		}
-		if !validHeaderKey(k) {
-			continue
-		}
-		for _, v := range vs {
-			if strings.ContainsAny(v, "\r\n\x00") {
-				continue
-			}
-			b = append(b, k...)
-			b = append(b, ": "...)
-			b = append(b, v...)
-			b = append(b, "\r\n"...)
-		}
-	}
-	b = append(b, "Date: "...)
-	b = time.Now().UTC().AppendFormat(b, http.TimeFormat)
-	return append(b, "\r\nConnection: close\r\n\r\n"...)
-}
-
-func validHeaderKey(k string) bool {
-	if k == "" {
-		return false
-	}
-	for i := 0; i < len(k); i++ {
-		if c := k[i]; c <= ' ' || c >= 0x7f || c == ':' {
-			return false
-		}
-	}
-	return true
 }
 
 func (c *topicConn) run() string {
@@ -715,29 +657,8 @@ func (c *topicConn) write(frame []byte) error {
 // tryWrite writes a prepared batch without waiting (see flush). It returns
 // a copy of what the socket did not take now, or the error of the write.
 func (c *topicConn) tryWrite(b *batch) (rest []byte, err error) {
-	s := c.out.(*connSink)
-	n, attempted, iov, err := s.raw.tryWritev(b.bufs, b.iov)
-	b.iov = iov
-	if err != nil {
-		return nil, err
-	}
-	total := 0
-	for _, p := range b.bufs {
-		total += len(p)
-	}
-	if attempted && n == total {
-		return nil, nil
-	}
-	rest = make([]byte, 0, total-n)
-	for _, p := range b.bufs {
-		if n >= len(p) {
-			n -= len(p)
-			continue
-		}
-		rest = append(rest, p[n:]...)
-		n = 0
-	}
-	return rest, nil
+	rest, b.iov, err = c.out.(connSink).TryWrite(b.bufs, b.iov)
+	return rest, err
 }
 
 func (c *topicConn) subscriptionEnded(err error) string {
