@@ -139,7 +139,7 @@ func BenchmarkFullStack(b *testing.B) {
 		b.Run(fmt.Sprintf("conns=%d", n), func(b *testing.B) {
 			br := membroker.New(membroker.Config{QueueLimit: 1 << 16})
 			defer br.Close()
-			h := &TopicHandler{Broker: br, Heartbeat: -1, Logger: discardLogger()}
+			h := &TopicHandler{Broker: br, Heartbeat: -1, Logger: discardLogger(), Hijack: true}
 			srv := httptest.NewServer(h)
 			defer srv.Close()
 			tr := &http.Transport{MaxIdleConnsPerHost: n, MaxConnsPerHost: 0}

@@ -71,8 +71,8 @@ func seqData(topic string, n int) []string {
 // covers resume exactly; the others get a reset and their retained history.
 // (Reproduces issue 9, item 1: c0..c3 were skipped without a reset.)
 func TestCursorNeverPlacedOnAnotherTopic(t *testing.T) {
-	bothModes(t, func(t *testing.T) {
-		env := newTopicEnv(t, membroker.Config{})
+	eachMode(t, func(t *testing.T, m mode) {
+		env := newTopicEnv(t, m, membroker.Config{})
 		for _, tp := range []struct {
 			name string
 			n    int

@@ -98,7 +98,7 @@ func TestParkedStreamsHoldNoGoroutine(t *testing.T) {
 		{false, func(g int) bool { return g == 0 }},
 		{true, func(g int) bool { return g == n }},
 	} {
-		h := &TopicHandler{Heartbeat: -1, NoPark: tc.noPark}
+		h := &TopicHandler{Hijack: true, Heartbeat: -1, NoPark: tc.noPark}
 		b, srv := parkEnv(t, h)
 		addr := srv.Listener.Addr().String()
 		type cl struct {
@@ -149,7 +149,7 @@ func waitConns(t *testing.T, h *TopicHandler, want int) {
 // TestParkedHeartbeats: a parked stream gets its heartbeats without a
 // goroutine waiting for them.
 func TestParkedHeartbeats(t *testing.T) {
-	h := &TopicHandler{Heartbeat: 40 * time.Millisecond}
+	h := &TopicHandler{Hijack: true, Heartbeat: 40 * time.Millisecond}
 	_, srv := parkEnv(t, h)
 	conn, br := rawStream(t, srv.Listener.Addr().String(), "topic=hb")
 	start := time.Now()
@@ -165,7 +165,7 @@ func TestParkedHeartbeats(t *testing.T) {
 // the end; Drain returns once they have ended.
 func TestParkedDrain(t *testing.T) {
 	m := &recMetrics{closed: map[string]int{}, resets: map[string]int{}}
-	h := &TopicHandler{Heartbeat: -1, Metrics: m}
+	h := &TopicHandler{Hijack: true, Heartbeat: -1, Metrics: m}
 	_, srv := parkEnv(t, h)
 	addr := srv.Listener.Addr().String()
 	var conns []net.Conn
@@ -197,7 +197,7 @@ func TestParkedDrain(t *testing.T) {
 // TestParkedExpiry: a parked stream ends when its credentials expire.
 func TestParkedExpiry(t *testing.T) {
 	m := &recMetrics{closed: map[string]int{}, resets: map[string]int{}}
-	h := &TopicHandler{Heartbeat: -1, Metrics: m, OnConnect: func(r *http.Request) (int, http.Header, error) {
+	h := &TopicHandler{Hijack: true, Heartbeat: -1, Metrics: m, OnConnect: func(r *http.Request) (int, http.Header, error) {
 		ExpireAt(r, time.Now().Add(150*time.Millisecond))
 		return DefaultOnConnect(r)
 	}}
@@ -214,7 +214,7 @@ func TestParkedExpiry(t *testing.T) {
 // connection watcher cancels it) without any event or heartbeat.
 func TestParkedPeerGone(t *testing.T) {
 	m := &recMetrics{closed: map[string]int{}, resets: map[string]int{}}
-	h := &TopicHandler{Heartbeat: -1, Metrics: m}
+	h := &TopicHandler{Hijack: true, Heartbeat: -1, Metrics: m}
 	_, srv := parkEnv(t, h)
 	c, br := rawStream(t, srv.Listener.Addr().String(), "topic=g")
 	readUntil(t, c, br, "id: ", wait)
@@ -229,7 +229,7 @@ func TestParkedPeerGone(t *testing.T) {
 // written by a goroutine with the write timeout, and cut.
 func TestParkedSlowClient(t *testing.T) {
 	m := &recMetrics{closed: map[string]int{}, resets: map[string]int{}}
-	h := &TopicHandler{Heartbeat: -1, Metrics: m, WriteTimeout: 200 * time.Millisecond}
+	h := &TopicHandler{Hijack: true, Heartbeat: -1, Metrics: m, WriteTimeout: 200 * time.Millisecond}
 	b, srv := parkEnv(t, h)
 	c, br := rawStream(t, srv.Listener.Addr().String(), "topic=s")
 	readUntil(t, c, br, "id: ", wait)

@@ -94,7 +94,7 @@ func TestRedteamReconnectAcrossReplicas(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		h := &TopicHandler{Broker: b, Heartbeat: -1, Logger: discardLogger()}
+		h := &TopicHandler{Broker: b, Heartbeat: -1, Logger: discardLogger(), Hijack: true}
 		srv := httptest.NewServer(h)
 		t.Cleanup(func() {
 			// Streams end with their clients; then the server and broker go.

@@ -105,26 +105,49 @@ type TopicHandler struct {
 	// MaxCursorLen caps Last-Event-ID in bytes; 0 means
 	// DefaultMaxCursorLen, raised if needed to fit MaxTopics positions.
 	MaxCursorLen int
-	// NoPublisherWrites makes every stream write from its own goroutine.
-	// By default, on a hijacked Linux TCP or Unix connection, a publisher
-	// that queues a live event for an idle stream writes it itself with
-	// one non-blocking writev (no goroutine wakes per event and stream).
-	NoPublisherWrites bool
-	// NoPark keeps a goroutine per stream while it is idle. By default a
-	// stream on which publishers write (see NoPublisherWrites) is parked
-	// after its response head: it holds no goroutine until there is work
-	// (a replay, a write that would block, a heartbeat the flusher could
-	// not finish, the end), which is most of what an idle stream costs.
-	NoPark bool
 
-	// NoHijack keeps HTTP/1.x streams on the ResponseWriter instead of
-	// taking the connection over. Taking it over (the default) frees
-	// net/http's per-request buffers and goroutine and writes each batch
-	// with one writev; http.Server.Shutdown then does not see the streams,
-	// so call Drain first (which a graceful shutdown needs anyway). HTTP/2
-	// streams, and writers that cannot be hijacked, always use the
-	// ResponseWriter.
-	NoHijack bool
+	// Hijack turns on the fast path for HTTP/1.x streams, for servers
+	// with many connections: once the hook has admitted a stream, the
+	// handler takes the connection over (http.ResponseController.Hijack)
+	// and serves the stream on it itself. That frees net/http's
+	// per-request buffers and goroutine, and writes each batch with one
+	// writev; on Linux, live events for idle streams are written by a
+	// small pool of flushers with non-blocking writes and idle streams
+	// hold no goroutine (see NoPublisherWrites and NoPark).
+	//
+	// What the fast path bypasses:
+	//   - net/http's response writing: the handler writes the status line
+	//     and headers itself (HTTP/1.1 200, the hook's headers, Date,
+	//     Connection: close; no chunked encoding: the body ends when the
+	//     connection closes);
+	//   - middleware around the handler: a wrapping ResponseWriter sees
+	//     neither the status nor the bytes (access logs, response metrics,
+	//     compression), and ServeHTTP returns as soon as the stream
+	//     starts, so a middleware's "after" code (an access log line, a
+	//     tracing span's end) runs then, not when the stream ends;
+	//   - http.Server: Shutdown neither ends nor waits for the streams,
+	//     and Close does not close them; call Drain first (which a
+	//     graceful shutdown needs anyway). The request's context is not
+	//     the stream's: a departed client is noticed on the socket.
+	//
+	// HTTP/2 streams, and ResponseWriters that cannot be hijacked, stay on
+	// the ResponseWriter. false (the default): every stream is written
+	// through the ResponseWriter, like any handler's response.
+	Hijack bool
+	// NoPublisherWrites, with Hijack, makes every stream write from its
+	// own goroutine. By default, on a hijacked Linux TCP or Unix
+	// connection, a live event queued for an idle stream is written by a
+	// flusher (a small pool shared by all streams, one per P) with one
+	// non-blocking writev, coalescing whatever queued meanwhile: no
+	// goroutine of the stream wakes per event.
+	NoPublisherWrites bool
+	// NoPark, with Hijack, keeps a goroutine per stream while it is idle.
+	// By default a stream that the flushers write (see NoPublisherWrites)
+	// is parked after its response head: it holds no goroutine until
+	// there is work (a replay, a write that would block, a heartbeat the
+	// flusher could not finish, the end), which is most of what an idle
+	// stream costs.
+	NoPark bool
 	// Metrics, if set, is told about streams and deliveries.
 	Metrics Metrics
 	// Logger receives stream-level logs; nil means slog.Default().
@@ -231,7 +254,7 @@ func (h *TopicHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}()
 
 	// The subscription lives as long as the stream, which may outlive this
-	// call (see hijack below), so its context is not the request's (which
+	// call (see Hijack below), so its context is not the request's (which
 	// would also keep net/http's connection state alive for the stream's
 	// lifetime); the request's cancellation is forwarded while ServeHTTP
 	// runs.
@@ -287,7 +310,7 @@ func (h *TopicHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	// goroutine, so the stream holds none of net/http's per-request state
 	// (read and write buffers, a second goroutine watching for the client
 	// going away, a deep stack); batches go out with one writev.
-	if !h.NoHijack && r.ProtoMajor == 1 {
+	if h.Hijack && r.ProtoMajor == 1 {
 		if conn, _, err := http.NewResponseController(w).Hijack(); err == nil {
 			stopForward()
 			c.out = connSink{rawconn.New(conn)}
