@@ -127,9 +127,12 @@ type lifecycle struct {
 	// idle is signalled (non-blocking) whenever a stream ends, for Drain.
 	idle chan struct{}
 
-	mu       sync.Mutex // guards draining and retry
+	mu       sync.Mutex // guards draining, retry and servers
 	draining bool
 	retry    time.Duration
+	// servers holds, for each http.Server that served a stream, the
+	// channel its Shutdown closes (see shutdownOf).
+	servers map[*http.Server]chan struct{}
 
 	park [heartbeatSlots]parkSlot // parked streams (park.go), by heartbeat slot
 }
@@ -148,14 +151,44 @@ func (l *lifecycle) init(heartbeat time.Duration) {
 	})
 }
 
+// shutdownOf returns a channel that is closed when the http.Server serving
+// r shuts down, or nil (never closed) when r does not tell its server
+// (http.ServerContextKey). The first stream of each server registers with
+// its RegisterOnShutdown.
+func (l *lifecycle) shutdownOf(r *http.Request) <-chan struct{} {
+	srv, _ := r.Context().Value(http.ServerContextKey).(*http.Server)
+	if srv == nil {
+		return nil
+	}
+	l.mu.Lock()
+	ch, ok := l.servers[srv]
+	if !ok {
+		if l.servers == nil {
+			l.servers = make(map[*http.Server]chan struct{})
+		}
+		ch = make(chan struct{})
+		l.servers[srv] = ch
+	}
+	l.mu.Unlock()
+	if !ok {
+		srv.RegisterOnShutdown(func() { close(ch) })
+	}
+	return ch
+}
+
 // admit reserves a connection slot. It answers the request itself (503 +
-// Retry-After) and returns false when the handler is draining or at its
-// connection cap.
-func (l *lifecycle) admit(w http.ResponseWriter, max int) bool {
+// Retry-After) and returns false when the handler is draining, at its
+// connection cap, or its server is shutting down (shutdown closed).
+func (l *lifecycle) admit(w http.ResponseWriter, max int, shutdown <-chan struct{}) bool {
 	n := l.active.Add(1)
 	l.mu.Lock()
 	draining := l.draining
 	l.mu.Unlock()
+	select {
+	case <-shutdown:
+		draining = true
+	default:
+	}
 	if draining || (max > 0 && n > int64(max)) {
 		l.release()
 		msg := "too many connections, retry later"

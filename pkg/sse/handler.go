@@ -105,9 +105,13 @@ func Serve(stream StreamFunc, onConnect OnConnect) *Handler {
 // Drain makes the handler refuse new streams (503), tells every open
 // stream's client to reconnect after about retry (jittered between half
 // and one and a half times it; 0 sends no hint), ends the streams, and
-// waits until they have all ended or ctx is done. Use it before
-// http.Server.Shutdown, which does not end streams by itself. Draining is
-// final for this Handler.
+// waits until they have all ended or ctx is done. Draining is final for
+// this Handler.
+//
+// http.Server.Shutdown alone also ends the streams that server serves,
+// without a hint (the handler registers with the server's
+// RegisterOnShutdown on its first stream); call Drain first to give the
+// clients one, and to end the streams of every server at once.
 func (h *Handler) Drain(ctx context.Context, retry time.Duration) error {
 	h.lc.init(h.Heartbeat)
 	return h.lc.drain(ctx, retry)
@@ -131,7 +135,8 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "Last-Event-ID is too long or contains CR, LF or NUL", http.StatusBadRequest)
 		return
 	}
-	if !h.lc.admit(w, h.MaxConnections) {
+	shutdown := h.lc.shutdownOf(r)
+	if !h.lc.admit(w, h.MaxConnections, shutdown) {
 		return
 	}
 	defer h.lc.release()
@@ -203,6 +208,8 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			}
 		case <-h.lc.drainCh:
 			_ = cw.write(appendRetryHint(nil, h.lc.drainRetry()))
+			finished = true
+		case <-shutdown:
 			finished = true
 		case <-ctx.Done():
 			finished = true

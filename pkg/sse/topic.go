@@ -40,7 +40,8 @@ type Metrics interface {
 	StreamOpened()
 	// StreamClosed: a stream ended; reason is "client" (the client went
 	// away), "slow" (it fell behind its queue limit or a write timed out),
-	// "drain" (the handler drained), "broker" (the subscription ended on the
+	// "drain" (the handler drained, or the http.Server serving it shut
+	// down), "broker" (the subscription ended on the
 	// broker's side), "expired" (the hook's ExpireAt time came) or "error".
 	StreamClosed(reason string)
 	// Delivered: a live event was written to one connection; now is the
@@ -132,7 +133,8 @@ type TopicHandler struct {
 	//
 	// HTTP/2 streams, and ResponseWriters that cannot be hijacked, stay on
 	// the ResponseWriter. false (the default): every stream is written
-	// through the ResponseWriter, like any handler's response.
+	// through the ResponseWriter, like any handler's response, and ends
+	// when its http.Server shuts down (see Drain).
 	Hijack bool
 	// NoPublisherWrites, with Hijack, makes every stream write from its
 	// own goroutine. By default, on a hijacked Linux TCP or Unix
@@ -160,6 +162,12 @@ type TopicHandler struct {
 // load balancer retries on another replica), tells every open stream's
 // client to reconnect after about retry (jittered), ends the streams and
 // waits until all ended or ctx is done. Draining is final.
+//
+// Without Hijack, http.Server.Shutdown alone also ends the streams that
+// server serves (without a retry hint; the handler registers with the
+// server's RegisterOnShutdown on its first stream) and refuses new ones,
+// so Shutdown returns once they ended. Hijacked streams are not the
+// server's: only Drain ends them.
 func (h *TopicHandler) Drain(ctx context.Context, retry time.Duration) error {
 	h.lc.init(h.Heartbeat)
 	return h.lc.drain(ctx, retry)
@@ -243,7 +251,8 @@ func (h *TopicHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if !connect(w, r, h.OnConnect) {
 		return
 	}
-	if !h.lc.admit(w, h.MaxConnections) {
+	shutdown := h.lc.shutdownOf(r)
+	if !h.lc.admit(w, h.MaxConnections, shutdown) {
 		return
 	}
 	handedOff := false
@@ -329,7 +338,7 @@ func (h *TopicHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	w.WriteHeader(http.StatusOK)
 	reason := "client"
 	if c.out.flush(nil, c.timeout) == nil {
-		reason = c.run()
+		reason = c.run(shutdown)
 	}
 	c.finish(reason)
 }
@@ -470,7 +479,7 @@ func (c *topicConn) serveHijacked(hdr http.Header) {
 		if c.park(stop) {
 			return
 		}
-		reason = c.run()
+		reason = c.run(nil) // the server does not see hijacked streams
 	}
 	c.finish(reason)
 	stop()
@@ -558,7 +567,10 @@ func (c *topicConn) finish(reason string) {
 	}
 }
 
-func (c *topicConn) run() string {
+// run serves the stream from its own goroutine until it ends, and returns
+// why. shutdown is closed when the http.Server serving it shuts down (nil:
+// never).
+func (c *topicConn) run(shutdown <-chan struct{}) string {
 	lc := &c.h.lc
 	slot := lc.joinHeartbeat()
 	defer lc.leaveHeartbeat()
@@ -573,6 +585,8 @@ func (c *topicConn) run() string {
 				return writeReason(err)
 			}
 		case <-lc.drainCh:
+			return c.drained()
+		case <-shutdown:
 			return c.drained()
 		case <-c.expired():
 			return ReasonExpired
