@@ -122,7 +122,7 @@ func New(ctx context.Context, cfg Config, opts Options) (*Server, error) {
 		MaxTopics:      cfg.MaxTopics,
 		MaxConnections: cfg.MaxConnections,
 		MaxCursorLen:   cfg.MaxLastEventIDBytes,
-		Metrics:        s.metrics,
+		Metrics:        s.metrics.streamMetrics(),
 		Logger:         log,
 	}
 	if s.auth.SubscribeProtected() {

@@ -26,9 +26,6 @@ func ExpireAt(r *http.Request, t time.Time) bool {
 	return true
 }
 
-// ReasonExpired is the StreamClosed reason of a stream ended by ExpireAt.
-const ReasonExpired = "expired"
-
 type expiryKey struct{}
 
 // expirySlot receives the hook's ExpireAt. Only the request's goroutine

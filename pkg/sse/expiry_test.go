@@ -34,7 +34,7 @@ func TestTopicExpireAt(t *testing.T) {
 			t.Errorf("stream ended %v after the event, expiry was 300ms", d)
 		}
 		waitUntil(t, "expired reason", func() bool {
-			return e.m.get(func(m *recMetrics) int { return m.closed[ReasonExpired] }) == 1
+			return e.m.get(func(m *recMetrics) int { return m.closed[CloseExpired] }) == 1
 		})
 		// The other stream is still served.
 		id2 := e.publish("a", "", "y")

@@ -158,7 +158,7 @@ func (c *topicConn) driveParked() {
 
 // step is one round of what run's loop does, without waiting for anything
 // but writes. It returns why the stream ends, or "".
-func (c *topicConn) step() string {
+func (c *topicConn) step() CloseReason {
 	lc := &c.h.lc
 	select {
 	case <-lc.drainCh:
@@ -166,10 +166,10 @@ func (c *topicConn) step() string {
 	default:
 	}
 	if c.ctx.Err() != nil {
-		return "client"
+		return CloseClient
 	}
 	if c.expiry != nil && !time.Now().Before(c.expireAt) {
-		return ReasonExpired
+		return CloseExpired
 	}
 	if reason := c.pull(); reason != "" {
 		return reason
@@ -184,18 +184,18 @@ func (c *topicConn) step() string {
 
 // drained ends a stream for a drain: no flusher writes from now on; the
 // client is told when to reconnect.
-func (c *topicConn) drained() string {
+func (c *topicConn) drained() CloseReason {
 	c.mu.Lock()
 	c.closed = true
 	c.mu.Unlock()
 	if hint := appendRetryHint(nil, c.h.lc.drainRetry()); len(hint) > 0 {
 		_ = c.write(hint)
 	}
-	return "drain"
+	return CloseDrain
 }
 
 // endParked releases what park took and ends the stream.
-func (c *topicConn) endParked(reason string) {
+func (c *topicConn) endParked(reason CloseReason) {
 	lc := &c.h.lc
 	lc.park[c.slot].remove(c)
 	lc.leaveHeartbeat()

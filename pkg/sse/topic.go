@@ -32,41 +32,47 @@ const ResetEventType = "herald.reset"
 const DefaultMaxTopics = 16
 
 // Metrics receives a TopicHandler's events, for counters and histograms.
-// Methods are called from stream goroutines (and, for Delivered and Reset,
-// from publishing goroutines) and must be cheap and
+// Every field is optional: a nil func is not called, so the zero value
+// reports nothing, and a later release can add a field without breaking
+// anyone. The funcs are called from the streams' goroutines and from the
+// flushers that write live events (Delivered, Replayed, Reset), for many
+// streams at once: they must be safe for concurrent use, cheap and
 // non-blocking.
-type Metrics interface {
+type Metrics struct {
 	// StreamOpened: a stream started (its headers are about to be sent).
-	StreamOpened()
-	// StreamClosed: a stream ended; reason is "client" (the client went
-	// away), "slow" (it fell behind its queue limit or a write timed out),
-	// "drain" (the handler drained, or the http.Server serving it shut
-	// down), "broker" (the subscription ended on the
-	// broker's side), "expired" (the hook's ExpireAt time came) or "error".
-	StreamClosed(reason string)
+	StreamOpened func()
+	// StreamClosed: a stream ended, and why.
+	StreamClosed func(reason CloseReason)
 	// Delivered: a live event was written to one connection; now is the
 	// time of the write. ev.Time is the publish time (zero if unknown).
-	Delivered(ev *broker.Event, now time.Time)
+	Delivered func(ev *broker.Event, now time.Time)
 	// Replayed: n events from history were written to one connection.
-	// With ReplayReasons implemented, ReplayedBecause is called instead.
-	Replayed(n int)
+	// after is "" for events that follow the position the client resumed
+	// from (its Last-Event-ID was honoured), else the reason of the reset
+	// that preceded them on their topic (broker.ReasonTruncated, ...).
+	Replayed func(n int, after broker.ResetReason)
 	// Reset: a reset event was sent for topic.
-	Reset(topic, reason string)
+	Reset func(topic string, reason broker.ResetReason)
 }
 
-// ReplayResume is the reason ReplayReasons gets for events replayed after
-// the position the client resumed from (its Last-Event-ID was honoured).
-// After a herald.reset, the replayed events carry the reset's reason.
-const ReplayResume = "resume"
+// CloseReason says why a stream ended (Metrics.StreamClosed).
+type CloseReason string
 
-// ReplayReasons is an optional extension of Metrics: a Metrics value that
-// implements it learns why events were replayed.
-type ReplayReasons interface {
-	// ReplayedBecause: n events from history were written to one
-	// connection, for reason: ReplayResume, or the reason of the reset that
-	// preceded them on their topic (broker.ReasonTruncated, ...).
-	ReplayedBecause(reason string, n int)
-}
+// The reasons a stream ends.
+const (
+	// CloseClient: the client went away, or a write to it failed.
+	CloseClient CloseReason = "client"
+	// CloseSlow: the client fell behind its queue limit, or a write to it
+	// timed out; it resumes from its cursor when it reconnects.
+	CloseSlow CloseReason = "slow"
+	// CloseDrain: the handler drained, or the http.Server serving the
+	// stream shut down.
+	CloseDrain CloseReason = "drain"
+	// CloseBroker: the subscription ended on the broker's side.
+	CloseBroker CloseReason = "broker"
+	// CloseExpired: the time the hook set with ExpireAt came.
+	CloseExpired CloseReason = "expired"
+)
 
 // TopicHandler serves GET ?topic=a[&topic=b...] as one event stream backed by
 // a Broker. It answers 400 for invalid topics or a malformed Last-Event-ID,
@@ -150,7 +156,8 @@ type TopicHandler struct {
 	// flusher could not finish, the end), which is most of what an idle
 	// stream costs.
 	NoPark bool
-	// Metrics, if set, is told about streams and deliveries.
+	// Metrics is told about streams and deliveries; the zero value
+	// reports nothing.
 	Metrics Metrics
 	// Logger receives stream-level logs; nil means slog.Default().
 	Logger *slog.Logger
@@ -323,7 +330,7 @@ func (h *TopicHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		if conn, _, err := http.NewResponseController(w).Hijack(); err == nil {
 			stopForward()
 			c.out = connSink{rawconn.New(conn)}
-			if h.Metrics != nil {
+			if h.Metrics.StreamOpened != nil {
 				h.Metrics.StreamOpened()
 			}
 			go c.serveHijacked(w.Header())
@@ -332,11 +339,11 @@ func (h *TopicHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	defer stopForward()
 	c.out = &responseSink{w: w, rc: http.NewResponseController(w)}
-	if h.Metrics != nil {
+	if h.Metrics.StreamOpened != nil {
 		h.Metrics.StreamOpened()
 	}
 	w.WriteHeader(http.StatusOK)
-	reason := "client"
+	reason := CloseClient
 	if c.out.flush(nil, c.timeout) == nil {
 		reason = c.run(shutdown)
 	}
@@ -365,18 +372,18 @@ type topicConn struct {
 	dirty   atomic.Bool // queued on flusher
 	parkedConn
 
-	mu       sync.Mutex      // guards the fields below
-	out      sink            // set before the stream starts
-	notifier broker.Notifier // set when publishers write live events (notify)
-	pos      []string        // pos[i]: last position of topics[i] known to this stream
-	sent     []byte          // the id the client holds now
-	posMove  bool            // a KindPosition moved pos since the last id written
-	why      []string        // why[i]: the last reset reason of topics[i]; nil until a reset
-	held     []*broker.Event // items kept until every topic has a position
-	busy     bool            // a writer has taken items and is writing them
-	pending  []byte          // what a flusher's write left unwritten: goes out first
-	werr     error           // a flusher's write failed: the stream ends
-	closed   bool            // the stream is ending: flushers write no more
+	mu       sync.Mutex           // guards the fields below
+	out      sink                 // set before the stream starts
+	notifier broker.Notifier      // set when publishers write live events (notify)
+	pos      []string             // pos[i]: last position of topics[i] known to this stream
+	sent     []byte               // the id the client holds now
+	posMove  bool                 // a KindPosition moved pos since the last id written
+	why      []broker.ResetReason // why[i]: the last reset reason of topics[i]; nil until a reset
+	held     []*broker.Event      // items kept until every topic has a position
+	busy     bool                 // a writer has taken items and is writing them
+	pending  []byte               // what a flusher's write left unwritten: goes out first
+	werr     error                // a flusher's write failed: the stream ends
+	closed   bool                 // the stream is ending: flushers write no more
 }
 
 // maxHeld bounds the items a stream keeps while waiting for the positions
@@ -473,7 +480,7 @@ func (s connSink) flush(bufs [][]byte, timeout time.Duration) error {
 func (c *topicConn) serveHijacked(hdr http.Header) {
 	conn := c.out.(connSink)
 	stop := netwatch.Default.Watch(conn.NetConn(), c.cancel)
-	reason := "client"
+	reason := CloseClient
 	if c.out.flush([][]byte{rawconn.Head(hdr)}, c.timeout) == nil {
 		c.enableNotify()
 		if c.park(stop) {
@@ -552,7 +559,7 @@ func (c *topicConn) flush() {
 }
 
 // finish releases the stream's subscription and slot and reports it.
-func (c *topicConn) finish(reason string) {
+func (c *topicConn) finish(reason CloseReason) {
 	c.mu.Lock()
 	c.closed = true
 	c.mu.Unlock()
@@ -562,7 +569,7 @@ func (c *topicConn) finish(reason string) {
 	}
 	c.sub.Close()
 	c.h.lc.release()
-	if c.h.Metrics != nil {
+	if c.h.Metrics.StreamClosed != nil {
 		c.h.Metrics.StreamClosed(reason)
 	}
 }
@@ -570,7 +577,7 @@ func (c *topicConn) finish(reason string) {
 // run serves the stream from its own goroutine until it ends, and returns
 // why. shutdown is closed when the http.Server serving it shuts down (nil:
 // never).
-func (c *topicConn) run(shutdown <-chan struct{}) string {
+func (c *topicConn) run(shutdown <-chan struct{}) CloseReason {
 	lc := &c.h.lc
 	slot := lc.joinHeartbeat()
 	defer lc.leaveHeartbeat()
@@ -589,9 +596,9 @@ func (c *topicConn) run(shutdown <-chan struct{}) string {
 		case <-shutdown:
 			return c.drained()
 		case <-c.expired():
-			return ReasonExpired
+			return CloseExpired
 		case <-c.ctx.Done():
-			return "client"
+			return CloseClient
 		}
 	}
 }
@@ -643,7 +650,7 @@ func (c *topicConn) release() {
 // pull is the goroutine's delivery: what a flusher left over, then
 // everything queued, written with the write timeout. It returns the reason
 // the stream ends, or "".
-func (c *topicConn) pull() string {
+func (c *topicConn) pull() CloseReason {
 	pending, werr := c.own()
 	if werr != nil {
 		c.mu.Unlock()
@@ -666,7 +673,7 @@ func (c *topicConn) pull() string {
 	c.release()
 	switch {
 	case slow:
-		return "slow"
+		return CloseSlow
 	case werr != nil:
 		return writeReason(werr)
 	case err != nil:
@@ -698,24 +705,24 @@ func (c *topicConn) tryWrite(b *batch) (rest []byte, err error) {
 	return rest, err
 }
 
-func (c *topicConn) subscriptionEnded(err error) string {
+func (c *topicConn) subscriptionEnded(err error) CloseReason {
 	switch {
 	case c.ctx.Err() != nil:
-		return "client"
+		return CloseClient
 	case errors.Is(err, broker.ErrSlowConsumer):
 		c.h.logger().Info("sse: disconnecting a slow client", "topics", c.topics, "remote", c.remote)
-		return "slow"
+		return CloseSlow
 	default:
 		c.h.logger().Warn("sse: subscription ended", "topics", c.topics, "err", err)
-		return "broker"
+		return CloseBroker
 	}
 }
 
-func writeReason(err error) string {
+func writeReason(err error) CloseReason {
 	if errors.Is(err, os.ErrDeadlineExceeded) {
-		return "slow"
+		return CloseSlow
 	}
-	return "client"
+	return CloseClient
 }
 
 func (c *topicConn) index(topic string) int {
@@ -732,9 +739,9 @@ func (c *topicConn) index(topic string) int {
 // frame as it is; multi-topic streams write their composite id line and the
 // frame's body. Call with mu held, as the stream's writer.
 func (c *topicConn) prepare(b *batch) {
-	m := c.h.Metrics
+	m := &c.h.Metrics
 	var now time.Time
-	if m != nil {
+	if m.Delivered != nil {
 		now = time.Now()
 	}
 	replayed := 0
@@ -780,20 +787,17 @@ func (c *topicConn) prepare(b *batch) {
 				c.sent = append(c.sent[:0], idbuf[at+4:len(idbuf)-1]...)
 			}
 			c.posMove = false
-			if m != nil {
-				if !ev.Time.IsZero() && ev.Time.Before(c.start) {
-					if c.why != nil && c.why[i] != "" {
-						if rr, ok := m.(ReplayReasons); ok {
-							rr.ReplayedBecause(c.why[i], 1) // rare: after a reset only
-						} else {
-							replayed++
-						}
-					} else {
-						replayed++
-					}
-				} else {
+			switch {
+			case ev.Time.IsZero() || !ev.Time.Before(c.start):
+				if m.Delivered != nil {
 					m.Delivered(ev, now)
 				}
+			case c.why != nil && c.why[i] != "":
+				if m.Replayed != nil {
+					m.Replayed(1, c.why[i]) // rare: after a reset only
+				}
+			default:
+				replayed++
 			}
 		case broker.KindPosition:
 			if c.pos[i] != ev.ID {
@@ -805,10 +809,10 @@ func (c *topicConn) prepare(b *batch) {
 			idbuf = appendReset(idbuf, ev.Topic, ev.Reason)
 			bufs = append(bufs, idbuf[at:len(idbuf):len(idbuf)])
 			if c.why == nil {
-				c.why = make([]string, len(c.topics))
+				c.why = make([]broker.ResetReason, len(c.topics))
 			}
 			c.why[i] = ev.Reason
-			if m != nil {
+			if m.Reset != nil {
 				m.Reset(ev.Topic, ev.Reason)
 			}
 		}
@@ -823,12 +827,8 @@ func (c *topicConn) prepare(b *batch) {
 			bufs = append(bufs, idbuf[at:len(idbuf):len(idbuf)])
 		}
 	}
-	if replayed > 0 {
-		if rr, ok := m.(ReplayReasons); ok {
-			rr.ReplayedBecause(ReplayResume, replayed)
-		} else {
-			m.Replayed(replayed)
-		}
+	if replayed > 0 && m.Replayed != nil {
+		m.Replayed(replayed, "")
 	}
 	b.bufs, b.idbuf = bufs, idbuf
 }
@@ -857,10 +857,10 @@ func frameBody(frame []byte) []byte {
 	return frame
 }
 
-func appendReset(dst []byte, topic, reason string) []byte {
+func appendReset(dst []byte, topic string, reason broker.ResetReason) []byte {
 	data, _ := json.Marshal(struct {
-		Topic  string `json:"topic"`
-		Reason string `json:"reason"`
+		Topic  string             `json:"topic"`
+		Reason broker.ResetReason `json:"reason"`
 	}{topic, reason})
 	dst = append(dst, "event: "+ResetEventType+"\ndata: "...)
 	dst = append(dst, data...)

@@ -88,8 +88,8 @@ type topicEnv struct {
 
 func newTopicEnv(t *testing.T, mode mode, cfg membroker.Config) *topicEnv {
 	b := membroker.New(cfg)
-	m := &recMetrics{closed: map[string]int{}, resets: map[string]int{}}
-	h := &TopicHandler{Broker: b, Heartbeat: -1, Metrics: m, Logger: discardLogger()}
+	m := newRecMetrics()
+	h := &TopicHandler{Broker: b, Heartbeat: -1, Metrics: m.metrics(), Logger: discardLogger()}
 	mode.set(h)
 	srv := httptest.NewServer(h)
 	t.Cleanup(func() { b.Close() })
@@ -121,27 +121,34 @@ func (e *topicEnv) open(query string, lastID string) (*http.Response, *eventRead
 	return resp, newEventReader(e.t, resp.Body)
 }
 
+// recMetrics records what a TopicHandler's Metrics are told.
 type recMetrics struct {
-	mu        sync.Mutex
-	opened    int
-	closed    map[string]int
-	delivered int
-	replayed  int
-	resets    map[string]int
+	mu            sync.Mutex
+	opened        int
+	closed        map[CloseReason]int
+	delivered     int
+	replayed      int                        // in total
+	replayedAfter map[broker.ResetReason]int // by reason ("": resumed)
+	resets        map[broker.ResetReason]int
 }
 
-func (m *recMetrics) StreamOpened() { m.mu.Lock(); m.opened++; m.mu.Unlock() }
-func (m *recMetrics) StreamClosed(r string) {
-	m.mu.Lock()
-	m.closed[r]++
-	m.mu.Unlock()
+func newRecMetrics() *recMetrics {
+	return &recMetrics{closed: map[CloseReason]int{}, replayedAfter: map[broker.ResetReason]int{}, resets: map[broker.ResetReason]int{}}
 }
-func (m *recMetrics) Delivered(*broker.Event, time.Time) { m.mu.Lock(); m.delivered++; m.mu.Unlock() }
-func (m *recMetrics) Replayed(n int)                     { m.mu.Lock(); m.replayed += n; m.mu.Unlock() }
-func (m *recMetrics) Reset(topic, reason string) {
-	m.mu.Lock()
-	m.resets[reason]++
-	m.mu.Unlock()
+
+func (m *recMetrics) metrics() Metrics {
+	return Metrics{
+		StreamOpened: func() { m.mu.Lock(); m.opened++; m.mu.Unlock() },
+		StreamClosed: func(r CloseReason) { m.mu.Lock(); m.closed[r]++; m.mu.Unlock() },
+		Delivered:    func(*broker.Event, time.Time) { m.mu.Lock(); m.delivered++; m.mu.Unlock() },
+		Replayed: func(n int, after broker.ResetReason) {
+			m.mu.Lock()
+			m.replayed += n
+			m.replayedAfter[after] += n
+			m.mu.Unlock()
+		},
+		Reset: func(topic string, reason broker.ResetReason) { m.mu.Lock(); m.resets[reason]++; m.mu.Unlock() },
+	}
 }
 func (m *recMetrics) get(f func(*recMetrics) int) int {
 	m.mu.Lock()
@@ -258,8 +265,8 @@ func testTopicResumeFromLastEventID(t *testing.T, m mode) {
 			}
 		})
 	}
-	if got := e.m.get(func(m *recMetrics) int { return m.replayed }); got != 10 {
-		t.Fatalf("Replayed total %d, want 10", got)
+	if got := e.m.get(func(m *recMetrics) int { return m.replayedAfter[""] }); got != 10 {
+		t.Fatalf("Replayed after a resume: %d, want 10 (%v)", got, e.m.replayedAfter)
 	}
 }
 
@@ -339,6 +346,19 @@ func testTopicResetEvents(t *testing.T, m mode) {
 				}
 			}
 		})
+	}
+	// The replayed history is counted with the reason of the reset before
+	// it, as the resets are.
+	want := map[broker.ResetReason]int{broker.ReasonTruncated: 3, broker.ReasonEpoch: 3, broker.ReasonUnknown: 6}
+	e.m.mu.Lock()
+	defer e.m.mu.Unlock()
+	for r, n := range want {
+		if e.m.replayedAfter[r] != n || e.m.resets[r] != n/3 {
+			t.Errorf("reason %s: %d resets, %d events replayed after them; want %d and %d", r, e.m.resets[r], e.m.replayedAfter[r], n/3, n)
+		}
+	}
+	if n := e.m.replayedAfter[""]; n != 0 {
+		t.Errorf("%d events counted as resumed, want 0", n)
 	}
 }
 
