@@ -2,7 +2,6 @@ package sse
 
 import (
 	"context"
-	"errors"
 	"math/rand/v2"
 	"net/http"
 	"sync"
@@ -15,10 +14,6 @@ const (
 	DefaultHeartbeat    = 15 * time.Second
 	DefaultWriteTimeout = 10 * time.Second
 )
-
-// ErrDraining is returned by Drain's callers' streams and marks refused
-// connections while a handler drains.
-var ErrDraining = errors.New("sse: handler is draining")
 
 // OnConnect decides whether a request may open a stream, and with which
 // status and headers. It runs before anything is written.

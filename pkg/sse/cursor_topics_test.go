@@ -155,7 +155,7 @@ func TestParseCursor(t *testing.T) {
 	if want := "h2." + topicTag("a") + ":pa." + topicTag("b") + ":pb"; ab != want {
 		t.Fatalf("FormatCursor = %q, want %q", ab, want)
 	}
-	u := UnknownPosition
+	u := unknownPosition
 	for _, tc := range []struct {
 		name   string
 		topics []string
@@ -208,7 +208,7 @@ func TestCursorTagCollision(t *testing.T) {
 	}
 	// A cursor that has only one of them places neither: the count differs.
 	got := parseCursor(topics, FormatCursor(broker.Cursor{x: "px", "z": "pz"}))
-	if got[x] != UnknownPosition || got[y] != UnknownPosition || got["z"] != "pz" {
+	if got[x] != unknownPosition || got[y] != unknownPosition || got["z"] != "pz" {
 		t.Fatalf("one of two colliding topics: %v", got)
 	}
 }
