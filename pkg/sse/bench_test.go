@@ -64,7 +64,7 @@ func BenchmarkDeliver(b *testing.B) {
 	for _, topics := range [][]string{{"a"}, {"a", "b", "c"}} {
 		b.Run(fmt.Sprintf("topics=%d", len(topics)), func(b *testing.B) {
 			w := &discardWriter{h: http.Header{}}
-			c := &topicConn{
+			c := &topicStream{
 				h: &TopicHandler{}, out: &responseSink{w: w, rc: http.NewResponseController(w)},
 				topics: topics, tags: cursorTags(topics), pos: make([]string, len(topics)), timeout: time.Second,
 			}

@@ -51,7 +51,7 @@ func (s *expirySlot) timer() *time.Timer {
 
 // expired returns the channel that fires when the stream's credentials
 // expire; nil (never firing) without an expiry.
-func (c *topicConn) expired() <-chan time.Time {
+func (c *topicStream) expired() <-chan time.Time {
 	if c.expiry == nil {
 		return nil
 	}

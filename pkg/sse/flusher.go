@@ -18,8 +18,8 @@ import (
 
 type flusher struct {
 	mu      sync.Mutex
-	list    []*topicConn // dirty streams, in the order they became dirty
-	spare   []*topicConn
+	list    []*topicStream // dirty streams, in the order they became dirty
+	spare   []*topicStream
 	running bool
 }
 
@@ -36,7 +36,7 @@ func flusherShard() *flusher {
 }
 
 // add queues c for a write and starts the flusher if it is idle.
-func (f *flusher) add(c *topicConn) {
+func (f *flusher) add(c *topicStream) {
 	f.mu.Lock()
 	f.list = append(f.list, c)
 	start := !f.running

@@ -13,7 +13,7 @@ import (
 // newFlushConn is a stream on a real TCP connection whose peer counts what
 // arrives (sent on the channel when the connection closes), with a
 // subscription of the given limit that the test pushes to.
-func newFlushConn(t testing.TB, limit int) (*topicConn, *broker.Sub, <-chan int64) {
+func newFlushConn(t testing.TB, limit int) (*topicStream, *broker.Sub, <-chan int64) {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -40,7 +40,7 @@ func newFlushConn(t testing.TB, limit int) (*topicConn, *broker.Sub, <-chan int6
 		t.Skip("no flusher writes on this platform")
 	}
 	sub := broker.NewSub(limit, nil)
-	c := &topicConn{
+	c := &topicStream{
 		h: &TopicHandler{}, sub: sub, out: connSink{raw},
 		topics: []string{"a"}, pos: []string{"e-0"}, timeout: time.Second,
 		notifier: sub,

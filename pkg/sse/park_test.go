@@ -22,7 +22,7 @@ func streamGoroutines() int {
 	n := runtime.Stack(buf, true)
 	count := 0
 	for _, g := range strings.Split(string(buf[:n]), "\n\n") {
-		if strings.Contains(g, "(*topicConn).run(") || strings.Contains(g, "(*topicConn).driveParked(") {
+		if strings.Contains(g, "(*topicStream).run(") || strings.Contains(g, "(*topicStream).driveParked(") {
 			count++
 		}
 	}

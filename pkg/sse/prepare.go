@@ -7,7 +7,7 @@ import (
 	"github.com/herald-sse/herald/pkg/broker"
 )
 
-func (c *topicConn) index(topic string) int {
+func (c *topicStream) index(topic string) int {
 	for i, t := range c.topics {
 		if t == topic {
 			return i
@@ -20,7 +20,7 @@ func (c *topicConn) index(topic string) int {
 // written with one writev. One-topic streams write each event's shared
 // frame as it is; multi-topic streams write their composite id line and the
 // frame's body. Call with mu held, as the stream's writer.
-func (c *topicConn) prepare(b *batch) {
+func (c *topicStream) prepare(b *batch) {
 	m := &c.h.Metrics
 	var now time.Time
 	if m.Delivered != nil {

@@ -15,14 +15,14 @@ import (
 	"github.com/herald-sse/herald/pkg/sse/internal/rawconn"
 )
 
-// topicConn is the state of one topic stream. It is served by one goroutine
+// topicStream is the state of one topic stream. It is served by one goroutine
 // of its own; on a hijacked connection, live events are also written by a
 // flusher (see notify). Whoever writes first becomes the stream's writer
 // (busy, under mu), takes the queued items and prepares the bytes under mu,
 // and writes with no lock held; a flusher that finds the stream busy leaves
 // the items to the stream's goroutine, which waits for a flusher's write
 // (never long: it does not block).
-type topicConn struct {
+type topicStream struct {
 	h       *TopicHandler
 	ctx     context.Context // done when the client is gone or the stream must end
 	cancel  context.CancelFunc
@@ -57,7 +57,7 @@ const maxHeld = broker.DefaultQueueLimit
 
 // positioned reports whether every topic has a position, counting those
 // that items (about to be delivered after the held ones) bring.
-func (c *topicConn) positioned(items []*broker.Event) bool {
+func (c *topicStream) positioned(items []*broker.Event) bool {
 	for i, p := range c.pos {
 		if p != "" {
 			continue
@@ -85,7 +85,7 @@ func (c *topicConn) positioned(items []*broker.Event) bool {
 //
 // A stream that can be parked (see park.go) is, after its head: this
 // goroutine then ends.
-func (c *topicConn) serveHijacked(hdr http.Header) {
+func (c *topicStream) serveHijacked(hdr http.Header) {
 	conn := c.out.(connSink)
 	stop := netwatch.Default.Watch(conn.NetConn(), c.cancel)
 	reason := CloseClient
@@ -104,7 +104,7 @@ func (c *topicConn) serveHijacked(hdr http.Header) {
 // enableNotify lets publishers write live events to the connection
 // themselves (see notify), when the connection and the subscription allow
 // it.
-func (c *topicConn) enableNotify() {
+func (c *topicStream) enableNotify() {
 	n, ok := c.sub.(broker.Notifier)
 	if !ok || c.h.NoPublisherWrites || !c.out.(connSink).CanTryWrite() {
 		return
@@ -120,7 +120,7 @@ func (c *topicConn) enableNotify() {
 // for this stream (broker.Notifier): it hands the stream to its flusher,
 // unless it is already waiting there (the item then goes out with the
 // others).
-func (c *topicConn) notify() {
+func (c *topicStream) notify() {
 	if !c.dirty.Swap(true) {
 		c.flusher.add(c)
 	}
@@ -133,7 +133,7 @@ func (c *topicConn) notify() {
 // finish (a full socket buffer, an error, the end of the queue) it hands to
 // the stream's goroutine, which waits for the socket with the write
 // timeout.
-func (c *topicConn) flush() {
+func (c *topicStream) flush() {
 	c.dirty.Store(false) // an item queued from now on comes back here
 	c.mu.Lock()
 	if c.busy || c.closed || c.werr != nil || c.pending != nil {
@@ -167,7 +167,7 @@ func (c *topicConn) flush() {
 }
 
 // finish releases the stream's subscription and slot and reports it.
-func (c *topicConn) finish(reason CloseReason) {
+func (c *topicStream) finish(reason CloseReason) {
 	c.mu.Lock()
 	c.closed = true
 	c.mu.Unlock()
@@ -185,7 +185,7 @@ func (c *topicConn) finish(reason CloseReason) {
 // run serves the stream from its own goroutine until it ends, and returns
 // why. shutdown is closed when the http.Server serving it shuts down (nil:
 // never).
-func (c *topicConn) run(shutdown <-chan struct{}) CloseReason {
+func (c *topicStream) run(shutdown <-chan struct{}) CloseReason {
 	lc := &c.h.lc
 	slot := lc.joinHeartbeat()
 	defer lc.leaveHeartbeat()
@@ -216,7 +216,7 @@ func (c *topicConn) run(shutdown <-chan struct{}) CloseReason {
 // unknown place would make a resume reset that topic. err is the end of the
 // subscription (after the items); slow reports too many held items. Call
 // with mu held.
-func (c *topicConn) intake(b *batch) (err error, slow bool) {
+func (c *topicStream) intake(b *batch) (err error, slow bool) {
 	b.items, err = c.sub.Take(b.items)
 	if !c.positioned(b.items) {
 		c.held = append(c.held, b.items...)
@@ -234,7 +234,7 @@ func (c *topicConn) intake(b *batch) (err error, slow bool) {
 // own makes the stream's goroutine its writer, waiting for a flusher's
 // write in progress (short: it does not block). It returns with mu held,
 // and with what a flusher left unwritten, or the error its write met.
-func (c *topicConn) own() (pending []byte, werr error) {
+func (c *topicStream) own() (pending []byte, werr error) {
 	c.mu.Lock()
 	for c.busy {
 		c.mu.Unlock()
@@ -247,7 +247,7 @@ func (c *topicConn) own() (pending []byte, werr error) {
 }
 
 // release ends a write begun with own.
-func (c *topicConn) release() {
+func (c *topicStream) release() {
 	c.mu.Lock()
 	c.busy = false
 	c.mu.Unlock()
@@ -256,7 +256,7 @@ func (c *topicConn) release() {
 // pull is the goroutine's delivery: what a flusher left over, then
 // everything queued, written with the write timeout. It returns the reason
 // the stream ends, or "".
-func (c *topicConn) pull() CloseReason {
+func (c *topicStream) pull() CloseReason {
 	pending, werr := c.own()
 	if werr != nil {
 		c.mu.Unlock()
@@ -290,7 +290,7 @@ func (c *topicConn) pull() CloseReason {
 
 // write writes one frame (a heartbeat, a retry hint) from the stream's
 // goroutine, after what a flusher left over.
-func (c *topicConn) write(frame []byte) error {
+func (c *topicStream) write(frame []byte) error {
 	pending, werr := c.own()
 	c.mu.Unlock()
 	defer c.release()
@@ -306,12 +306,12 @@ func (c *topicConn) write(frame []byte) error {
 
 // tryWrite writes a prepared batch without waiting (see flush). It returns
 // a copy of what the socket did not take now, or the error of the write.
-func (c *topicConn) tryWrite(b *batch) (rest []byte, err error) {
+func (c *topicStream) tryWrite(b *batch) (rest []byte, err error) {
 	rest, b.iov, err = c.out.(connSink).TryWrite(b.bufs, b.iov)
 	return rest, err
 }
 
-func (c *topicConn) subscriptionEnded(err error) CloseReason {
+func (c *topicStream) subscriptionEnded(err error) CloseReason {
 	switch {
 	case c.ctx.Err() != nil:
 		return CloseClient

@@ -245,7 +245,7 @@ func (h *TopicHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 
 	handedOff = true // from here on, finish releases the slot
-	c := &topicConn{
+	c := &topicStream{
 		h:       h,
 		ctx:     ctx,
 		cancel:  cancel,
