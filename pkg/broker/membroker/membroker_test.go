@@ -132,7 +132,7 @@ func FuzzParseID(f *testing.F) {
 		}
 		// A parsed ID is canonical: rendering it gives it back, and it is a
 		// valid ID for the sse layer.
-		tp := &topic{prefix: epoch + "-" + tag + "-"}
+		tp := &topicLog{prefix: epoch + "-" + tag + "-"}
 		if got := tp.id(seq); got != s {
 			t.Errorf("parseID(%q) = %q, %d: renders as %q", s, epoch, seq, got)
 		}
