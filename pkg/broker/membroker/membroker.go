@@ -528,13 +528,6 @@ func (b *Broker) sweep() {
 	}
 }
 
-// topicCount returns the number of topics held (for tests).
-func (b *Broker) topicCount() int {
-	b.mu.RLock()
-	defer b.mu.RUnlock()
-	return len(b.topics)
-}
-
 // subscriber is one Subscribe call: a broker.Subscription on a broker.Sub,
 // a member of each of its topics' topicLog.
 type subscriber struct {

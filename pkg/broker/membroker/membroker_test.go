@@ -454,3 +454,10 @@ func BenchmarkSubscribeReplay(b *testing.B) {
 		s.Close()
 	}
 }
+
+// topicCount returns the number of topics held.
+func (b *Broker) topicCount() int {
+	b.mu.RLock()
+	defer b.mu.RUnlock()
+	return len(b.topics)
+}
