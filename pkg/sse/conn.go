@@ -85,33 +85,6 @@ func connect(w http.ResponseWriter, r *http.Request, hook OnConnect) bool {
 	return false
 }
 
-// writer wraps the response of one stream. Only the handler goroutine uses
-// it.
-type writer struct {
-	w       http.ResponseWriter
-	rc      *http.ResponseController
-	timeout time.Duration
-}
-
-// write sends b and flushes, under a fresh write deadline (which also
-// overrides a server-wide WriteTimeout that would otherwise cut the stream).
-func (c *writer) write(b ...[]byte) error {
-	if c.timeout > 0 {
-		// ErrNotSupported from a writer that cannot set deadlines is not
-		// fatal: the write simply has no deadline.
-		_ = c.rc.SetWriteDeadline(time.Now().Add(c.timeout))
-	}
-	for _, p := range b {
-		if len(p) == 0 {
-			continue
-		}
-		if _, err := c.w.Write(p); err != nil {
-			return err
-		}
-	}
-	return c.rc.Flush()
-}
-
 // lifecycle is what Handler and TopicHandler share: the connection count
 // and cap, draining, and the heartbeat timer.
 type lifecycle struct {

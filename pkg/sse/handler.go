@@ -143,12 +143,13 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if !connect(w, r, h.OnConnect) {
 		return
 	}
-	cw := &writer{w: w, rc: http.NewResponseController(w), timeout: h.WriteTimeout}
-	if cw.timeout == 0 {
-		cw.timeout = DefaultWriteTimeout
+	cw := &responseSink{w: w, rc: http.NewResponseController(w)}
+	timeout := h.WriteTimeout
+	if timeout == 0 {
+		timeout = DefaultWriteTimeout
 	}
 	w.WriteHeader(http.StatusOK)
-	if err := cw.write(); err != nil {
+	if err := cw.flush(nil, timeout); err != nil {
 		return
 	}
 
@@ -187,7 +188,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 				}
 				break
 			}
-			if cw.write(batch...) != nil {
+			if cw.flush(batch, timeout) != nil {
 				finished = true
 			}
 		case streamErr = <-done:
@@ -196,18 +197,18 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			for len(s.frames) > 0 {
 				batch = append(batch, <-s.frames)
 			}
-			_ = cw.write(batch...)
+			_ = cw.flush(batch, timeout)
 			cancel()
 			if streamErr != nil && !errors.Is(streamErr, context.Canceled) && !errors.Is(streamErr, ErrStreamClosed) {
 				h.logger().Warn("sse: stream ended with an error", "path", r.URL.Path, "err", streamErr)
 			}
 			return
 		case <-h.lc.heartbeat(slot):
-			if cw.write([]byte(":\n\n")) != nil {
+			if cw.flush([][]byte{heartbeatFrame}, timeout) != nil {
 				finished = true
 			}
 		case <-h.lc.drainCh:
-			_ = cw.write(appendRetryHint(nil, h.lc.drainRetry()))
+			_ = cw.flush([][]byte{appendRetryHint(nil, h.lc.drainRetry())}, timeout)
 			finished = true
 		case <-shutdown:
 			finished = true

@@ -15,16 +15,26 @@ type sink interface {
 	flush(bufs [][]byte, timeout time.Duration) error
 }
 
+// responseSink is a ResponseWriter: a TopicHandler's stream without
+// Hijack, or a Handler's. Only the stream's writer uses it.
 type responseSink struct {
 	w  http.ResponseWriter
 	rc *http.ResponseController
 }
 
+// flush writes bufs and flushes, under a fresh write deadline of timeout
+// (none if timeout is negative).
 func (s *responseSink) flush(bufs [][]byte, timeout time.Duration) error {
 	// A fresh deadline per batch also overrides a server-wide WriteTimeout
-	// that would otherwise cut long streams. ErrNotSupported is not fatal.
-	_ = s.rc.SetWriteDeadline(time.Now().Add(timeout))
+	// that would otherwise cut long streams. ErrNotSupported from a writer
+	// that cannot set deadlines is not fatal: the write has none.
+	if timeout > 0 {
+		_ = s.rc.SetWriteDeadline(time.Now().Add(timeout))
+	}
 	for _, b := range bufs {
+		if len(b) == 0 {
+			continue
+		}
 		if _, err := s.w.Write(b); err != nil {
 			return err
 		}
