@@ -33,13 +33,13 @@ type topicStream struct {
 	start   time.Time
 	remote  string
 	expiry  *time.Timer // set by ExpireAt in the hook; nil without
-	flusher *flusher    // writes live events for publishers (see notify)
+	flusher *flusher    // writes live events queued for an idle stream (see notify)
 	dirty   atomic.Bool // queued on flusher
 	parkedConn
 
 	mu       sync.Mutex           // guards the fields below
 	out      sink                 // set before the stream starts
-	notifier broker.Notifier      // set when publishers write live events (notify)
+	notifier broker.Notifier      // set when the flusher writes live events (notify)
 	pos      []string             // pos[i]: last position of topics[i] known to this stream
 	sent     []byte               // the id the client holds now
 	posMove  bool                 // a KindPosition moved pos since the last id written
@@ -101,9 +101,8 @@ func (c *topicStream) serveHijacked(hdr http.Header) {
 	_ = conn.Close()
 }
 
-// enableNotify lets publishers write live events to the connection
-// themselves (see notify), when the connection and the subscription allow
-// it.
+// enableNotify has live events written by the stream's flusher (see
+// notify), when the connection and the subscription allow it.
 func (c *topicStream) enableNotify() {
 	n, ok := c.sub.(broker.Notifier)
 	if !ok || c.h.NoPublisherWrites || !c.out.(connSink).CanTryWrite() {
