@@ -531,3 +531,19 @@ func TestEndToEndCORSStream(t *testing.T) {
 		t.Fatalf("%d %v", resp.StatusCode, resp.Header)
 	}
 }
+
+// TestEventsOnTheFastPath: the server runs its streams on sse's fast path
+// (TopicHandler.Hijack): an HTTP/1.1 stream is the handler's own response
+// on the connection (Connection: close, no chunked encoding), not
+// net/http's.
+func TestEventsOnTheFastPath(t *testing.T) {
+	ls := startServer(t, nil)
+	resp, err := ls.client.Get(ls.URL + "/events?topic=fast")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK || !resp.Close || len(resp.TransferEncoding) != 0 {
+		t.Fatalf("status %d, Connection: close %v, Transfer-Encoding %q: want a hijacked stream's head", resp.StatusCode, resp.Close, resp.TransferEncoding)
+	}
+}

@@ -17,8 +17,8 @@ import (
 )
 
 // Metrics holds herald's Prometheus metrics on a registry of its own (plus
-// the process and Go runtime collectors). It implements the stream
-// handler's metrics hooks (sse.Metrics). Safe for concurrent use.
+// the process and Go runtime collectors). Its methods are the stream
+// handler's metrics hooks (see streamMetrics). Safe for concurrent use.
 type Metrics struct {
 	Registry *prometheus.Registry
 
@@ -110,7 +110,7 @@ func NewMetrics() *Metrics {
 		m.resets.WithLabelValues(r)
 		m.replayed.WithLabelValues(r)
 	}
-	m.replayed.WithLabelValues(sse.ReplayResume)
+	m.replayed.WithLabelValues(replayResume)
 	for _, r := range []string{redisbroker.ReconnectUnanswered, redisbroker.ReconnectError, redisbroker.ReconnectDemoted} {
 		m.reconnects.WithLabelValues(r)
 	}
@@ -122,6 +122,21 @@ func (m *Metrics) Handler() http.Handler {
 	return promhttp.HandlerFor(m.Registry, promhttp.HandlerOpts{})
 }
 
+// replayResume is the herald_replayed_events_total reason of events that
+// followed the client's Last-Event-ID.
+const replayResume = "resume"
+
+// streamMetrics returns the stream handler's hooks.
+func (m *Metrics) streamMetrics() sse.Metrics {
+	return sse.Metrics{
+		StreamOpened: m.StreamOpened,
+		StreamClosed: m.StreamClosed,
+		Delivered:    m.Delivered,
+		Replayed:     m.Replayed,
+		Reset:        m.Reset,
+	}
+}
+
 // StreamOpened counts a new stream.
 func (m *Metrics) StreamOpened() {
 	m.streams.Inc()
@@ -130,10 +145,10 @@ func (m *Metrics) StreamOpened() {
 
 // StreamClosed counts the end of a stream; reason "slow" also counts a slow
 // consumer disconnect.
-func (m *Metrics) StreamClosed(reason string) {
+func (m *Metrics) StreamClosed(reason sse.CloseReason) {
 	m.connections.Dec()
-	m.streamsClosed.WithLabelValues(reason).Inc()
-	if reason == "slow" {
+	m.streamsClosed.WithLabelValues(string(reason)).Inc()
+	if reason == sse.CloseSlow {
 		m.slowDisconnects.Inc()
 	}
 }
@@ -152,20 +167,21 @@ func (m *Metrics) Delivered(ev *broker.Event, now time.Time) {
 }
 
 // Reset counts a herald.reset event.
-func (m *Metrics) Reset(topic, reason string) {
-	m.resets.WithLabelValues(reason).Inc()
+func (m *Metrics) Reset(topic string, reason broker.ResetReason) {
+	m.resets.WithLabelValues(string(reason)).Inc()
 }
 
-// Replayed counts events delivered from history at the start of a stream
-// (sse.Metrics); the stream handler calls ReplayedBecause instead.
-func (m *Metrics) Replayed(n int) { m.ReplayedBecause(sse.ReplayResume, n) }
-
-// ReplayedBecause counts events delivered from history, by why
-// (sse.ReplayReasons).
-func (m *Metrics) ReplayedBecause(reason string, n int) {
-	if n > 0 {
-		m.replayed.WithLabelValues(reason).Add(float64(n))
+// Replayed counts events delivered from history, by why: after the
+// client's Last-Event-ID ("resume"), or after a reset (its reason).
+func (m *Metrics) Replayed(n int, after broker.ResetReason) {
+	if n <= 0 {
+		return
 	}
+	reason := replayResume
+	if after != "" {
+		reason = string(after)
+	}
+	m.replayed.WithLabelValues(reason).Add(float64(n))
 }
 
 // Published counts an accepted publish.

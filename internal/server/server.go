@@ -113,13 +113,16 @@ func New(ctx context.Context, cfg Config, opts Options) (*Server, error) {
 		}, func() float64 { return float64(mb.KeysEvicted()) }))
 	}
 	s.events = &sse.TopicHandler{
-		Broker:         s.broker,
+		Broker: s.broker,
+		// The fast path: hijacked HTTP/1.x streams, flusher writes, parked
+		// idle streams. Shutdown drains the streams before the HTTP server.
+		Hijack:         true,
 		Heartbeat:      cfg.Heartbeat,
 		WriteTimeout:   cfg.WriteTimeout,
 		MaxTopics:      cfg.MaxTopics,
 		MaxConnections: cfg.MaxConnections,
 		MaxCursorLen:   cfg.MaxLastEventIDBytes,
-		Metrics:        s.metrics,
+		Metrics:        s.metrics.streamMetrics(),
 		Logger:         log,
 	}
 	if s.auth.SubscribeProtected() {

@@ -144,21 +144,31 @@ const (
 	KindReset
 )
 
-// Reasons carried by KindReset items (and by herald's reset event).
+// ResetReason says why a subscriber's cursor could not be honoured
+// exactly: one of the Reason constants, carried by KindReset items and by
+// herald's reset event.
+//
+// It is an alias of string for now, so that brokers and their tests that
+// hold reasons in strings keep compiling; it may become a defined string
+// type in a later release (use the constants, and convert explicitly where
+// a string is needed).
+type ResetReason = string
+
+// The reasons of KindReset items.
 const (
 	// ReasonTruncated: the cursor is older than the retained history.
-	ReasonTruncated = "truncated"
+	ReasonTruncated ResetReason = "truncated"
 	// ReasonEpoch: the cursor belongs to another epoch of the topic's log
 	// (the broker restarted without its history, or the history was lost).
-	ReasonEpoch = "epoch"
+	ReasonEpoch ResetReason = "epoch"
 	// ReasonUnknown: the cursor is not one this broker can place (another
 	// format or version, or a position the log never reached).
-	ReasonUnknown = "unknown-cursor"
+	ReasonUnknown ResetReason = "unknown-cursor"
 	// ReasonFailover: events this subscriber received are no longer in the
 	// topic's log: a replica that had not received them yet was promoted
 	// (asynchronous replication lost the last acknowledged writes). What
 	// follows is the log as the new primary has it.
-	ReasonFailover = "failover"
+	ReasonFailover ResetReason = "failover"
 )
 
 // Event is one item of a subscription. Events are shared by every
@@ -177,7 +187,7 @@ type Event struct {
 	// publish-to-deliver latency.
 	Time time.Time
 	// Reason is set for KindReset: one of the Reason constants.
-	Reason string
+	Reason ResetReason
 
 	memo atomic.Pointer[[]byte]
 }

@@ -29,9 +29,11 @@ type Queue struct {
 }
 
 // Notifier is implemented by subscriptions built on Queue. A consumer that
-// can take and write items without blocking (pkg/sse on a raw connection)
-// uses it to deliver live items from the publisher's goroutine itself,
-// instead of waking a goroutine of its own per item.
+// can take and write items without blocking (pkg/sse on a hijacked
+// connection) uses it to hear of each live item on the pushing goroutine
+// instead of waking a goroutine of its own per item: pkg/sse's callback
+// only hands the stream to one of its flushers, which takes and writes
+// what is queued.
 type Notifier interface {
 	// SetNotify makes Push call fn, instead of signalling Ready, once the
 	// item is queued. fn runs on the pushing goroutine, possibly while the

@@ -64,9 +64,9 @@ func BenchmarkDeliver(b *testing.B) {
 	for _, topics := range [][]string{{"a"}, {"a", "b", "c"}} {
 		b.Run(fmt.Sprintf("topics=%d", len(topics)), func(b *testing.B) {
 			w := &discardWriter{h: http.Header{}}
-			c := &topicConn{
+			c := &topicStream{
 				h: &TopicHandler{}, out: &responseSink{w: w, rc: http.NewResponseController(w)},
-				topics: topics, pos: make([]string, len(topics)), timeout: time.Second,
+				topics: topics, tags: cursorTags(topics), pos: make([]string, len(topics)), timeout: time.Second,
 			}
 			evs := make([]*broker.Event, 64)
 			for i := range evs {
@@ -97,10 +97,10 @@ func BenchmarkDeliver(b *testing.B) {
 	}
 }
 
-// BenchmarkDeliverPublisherWrite measures the write path a publisher takes
-// for an idle stream on a hijacked connection: take the queued event,
-// encode (memoised) and one non-blocking writev to a real TCP socket whose
-// peer drains it. It must not allocate.
+// BenchmarkDeliverPublisherWrite measures the write path a flusher takes
+// for an idle stream on a hijacked connection: take the queued event, its
+// memoised frame and one non-blocking writev to a real TCP socket
+// whose peer drains it. It must not allocate.
 func BenchmarkDeliverPublisherWrite(b *testing.B) {
 	c, sub, _ := newFlushConn(b, 1<<20)
 	c.pos = []string{"3f9a1c2e-0"}
@@ -139,7 +139,7 @@ func BenchmarkFullStack(b *testing.B) {
 		b.Run(fmt.Sprintf("conns=%d", n), func(b *testing.B) {
 			br := membroker.New(membroker.Config{QueueLimit: 1 << 16})
 			defer br.Close()
-			h := &TopicHandler{Broker: br, Heartbeat: -1, Logger: discardLogger()}
+			h := &TopicHandler{Broker: br, Heartbeat: -1, Logger: discardLogger(), Hijack: true}
 			srv := httptest.NewServer(h)
 			defer srv.Close()
 			tr := &http.Transport{MaxIdleConnsPerHost: n, MaxConnsPerHost: 0}

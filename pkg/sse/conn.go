@@ -2,7 +2,6 @@ package sse
 
 import (
 	"context"
-	"errors"
 	"math/rand/v2"
 	"net/http"
 	"sync"
@@ -15,10 +14,6 @@ const (
 	DefaultHeartbeat    = 15 * time.Second
 	DefaultWriteTimeout = 10 * time.Second
 )
-
-// ErrDraining is returned by Drain's callers' streams and marks refused
-// connections while a handler drains.
-var ErrDraining = errors.New("sse: handler is draining")
 
 // OnConnect decides whether a request may open a stream, and with which
 // status and headers. It runs before anything is written.
@@ -90,33 +85,6 @@ func connect(w http.ResponseWriter, r *http.Request, hook OnConnect) bool {
 	return false
 }
 
-// writer wraps the response of one stream. Only the handler goroutine uses
-// it.
-type writer struct {
-	w       http.ResponseWriter
-	rc      *http.ResponseController
-	timeout time.Duration
-}
-
-// write sends b and flushes, under a fresh write deadline (which also
-// overrides a server-wide WriteTimeout that would otherwise cut the stream).
-func (c *writer) write(b ...[]byte) error {
-	if c.timeout > 0 {
-		// ErrNotSupported from a writer that cannot set deadlines is not
-		// fatal: the write simply has no deadline.
-		_ = c.rc.SetWriteDeadline(time.Now().Add(c.timeout))
-	}
-	for _, p := range b {
-		if len(p) == 0 {
-			continue
-		}
-		if _, err := c.w.Write(p); err != nil {
-			return err
-		}
-	}
-	return c.rc.Flush()
-}
-
 // lifecycle is what Handler and TopicHandler share: the connection count
 // and cap, draining, and the heartbeat timer.
 type lifecycle struct {
@@ -127,9 +95,12 @@ type lifecycle struct {
 	// idle is signalled (non-blocking) whenever a stream ends, for Drain.
 	idle chan struct{}
 
-	mu       sync.Mutex // guards draining and retry
+	mu       sync.Mutex // guards draining, retry and servers
 	draining bool
 	retry    time.Duration
+	// servers holds, for each http.Server that served a stream, the
+	// channel its Shutdown closes (see shutdownOf).
+	servers map[*http.Server]chan struct{}
 
 	park [heartbeatSlots]parkSlot // parked streams (park.go), by heartbeat slot
 }
@@ -148,14 +119,44 @@ func (l *lifecycle) init(heartbeat time.Duration) {
 	})
 }
 
+// shutdownOf returns a channel that is closed when the http.Server serving
+// r shuts down, or nil (never closed) when r does not tell its server
+// (http.ServerContextKey). The first stream of each server registers with
+// its RegisterOnShutdown.
+func (l *lifecycle) shutdownOf(r *http.Request) <-chan struct{} {
+	srv, _ := r.Context().Value(http.ServerContextKey).(*http.Server)
+	if srv == nil {
+		return nil
+	}
+	l.mu.Lock()
+	ch, ok := l.servers[srv]
+	if !ok {
+		if l.servers == nil {
+			l.servers = make(map[*http.Server]chan struct{})
+		}
+		ch = make(chan struct{})
+		l.servers[srv] = ch
+	}
+	l.mu.Unlock()
+	if !ok {
+		srv.RegisterOnShutdown(func() { close(ch) })
+	}
+	return ch
+}
+
 // admit reserves a connection slot. It answers the request itself (503 +
-// Retry-After) and returns false when the handler is draining or at its
-// connection cap.
-func (l *lifecycle) admit(w http.ResponseWriter, max int) bool {
+// Retry-After) and returns false when the handler is draining, at its
+// connection cap, or its server is shutting down (shutdown closed).
+func (l *lifecycle) admit(w http.ResponseWriter, max int, shutdown <-chan struct{}) bool {
 	n := l.active.Add(1)
 	l.mu.Lock()
 	draining := l.draining
 	l.mu.Unlock()
+	select {
+	case <-shutdown:
+		draining = true
+	default:
+	}
 	if draining || (max > 0 && n > int64(max)) {
 		l.release()
 		msg := "too many connections, retry later"

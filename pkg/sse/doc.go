@@ -14,14 +14,16 @@
 //   - TopicHandler: GET /events?topic=a&topic=b backed by a broker.Broker,
 //     with Last-Event-ID resume across topics, the herald.reset event when a
 //     cursor cannot be honoured exactly, and a bounded queue per connection.
-//     On a hijacked HTTP/1.x connection (Linux), a live event for an idle
-//     stream is written by a small pool of flushers (one per P) with one
-//     non-blocking writev, coalescing whatever queued meanwhile; the
-//     stream's own goroutine writes only what would block, heartbeats and
-//     the drain hint. Run it with GOMAXPROCS >= 2 (Go's default on any
-//     multi-core machine or CPU quota): with a single P the network is
-//     polled only when no goroutine is runnable, so a large fan-out delays
-//     reading the next publish and events coalesce less.
+//     By default it writes through the ResponseWriter like any handler.
+//     Its fast path (TopicHandler.Hijack) takes HTTP/1.x connections over,
+//     bypassing net/http's response writing, middleware and
+//     http.Server.Shutdown: on Linux, a live event for an idle stream is
+//     then written by a small pool of flushers (one per P) with one
+//     non-blocking writev, coalescing whatever queued meanwhile, and an
+//     idle stream holds no goroutine. Run it with GOMAXPROCS >= 2 (Go's
+//     default on any multi-core machine or CPU quota): with a single P the
+//     network is polled only when no goroutine is runnable, so a large
+//     fan-out delays reading the next publish and events coalesce less.
 //
 // Decoder and Client are the consuming side: a spec-exact parser and a
 // reconnecting client that sends Last-Event-ID.

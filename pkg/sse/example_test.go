@@ -5,8 +5,11 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"sync/atomic"
 	"time"
 
+	"github.com/herald-sse/herald/pkg/broker"
+	"github.com/herald-sse/herald/pkg/broker/membroker"
 	"github.com/herald-sse/herald/pkg/sse"
 )
 
@@ -81,4 +84,39 @@ func ExampleOnConnect() {
 	// Output:
 	// 401 text/plain; charset=utf-8 X-Stream=""
 	// 200 text/event-stream; charset=utf-8 X-Stream="granted"
+}
+
+// A TopicHandler over the in-memory broker, with two of its optional
+// metrics hooks. Hijack is left off (the default): the stream is an
+// ordinary response, which the logging middleware sees end.
+func ExampleTopicHandler() {
+	b := membroker.New(membroker.Config{})
+	defer b.Close()
+	var delivered atomic.Int64
+	closed := make(chan sse.CloseReason, 1)
+	events := &sse.TopicHandler{Broker: b, Metrics: sse.Metrics{
+		Delivered:    func(*broker.Event, time.Time) { delivered.Add(1) },
+		StreamClosed: func(reason sse.CloseReason) { closed <- reason },
+	}}
+	logged := make(chan string, 1)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		events.ServeHTTP(w, r)
+		logged <- r.URL.Path + " ended" // an access log line, at the end of the stream
+	}))
+	defer srv.Close()
+
+	ctx, cancel := context.WithCancel(context.Background())
+	var c sse.Client
+	c.OnOpen = func(*http.Response) {
+		_, _ = b.Publish(context.Background(), "news", broker.Message{Type: "update", Data: "hello"})
+	}
+	_ = c.Subscribe(ctx, srv.URL+"/events?topic=news", func(ev sse.Event) error {
+		fmt.Printf("%s: %s\n", ev.Type, ev.Data)
+		cancel()
+		return nil
+	})
+	fmt.Println(<-logged, <-closed, delivered.Load())
+	// Output:
+	// update: hello
+	// /events ended client 1
 }

@@ -26,9 +26,6 @@ func ExpireAt(r *http.Request, t time.Time) bool {
 	return true
 }
 
-// ReasonExpired is the StreamClosed reason of a stream ended by ExpireAt.
-const ReasonExpired = "expired"
-
 type expiryKey struct{}
 
 // expirySlot receives the hook's ExpireAt. Only the request's goroutine
@@ -54,7 +51,7 @@ func (s *expirySlot) timer() *time.Timer {
 
 // expired returns the channel that fires when the stream's credentials
 // expire; nil (never firing) without an expiry.
-func (c *topicConn) expired() <-chan time.Time {
+func (c *topicStream) expired() <-chan time.Time {
 	if c.expiry == nil {
 		return nil
 	}

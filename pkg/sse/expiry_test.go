@@ -12,8 +12,8 @@ import (
 // A hook's ExpireAt ends the stream at that time, with reason "expired";
 // streams without one stay open.
 func TestTopicExpireAt(t *testing.T) {
-	bothModes(t, func(t *testing.T) {
-		e := newTopicEnv(t, membroker.Config{HistorySize: 10})
+	eachMode(t, func(t *testing.T, m mode) {
+		e := newTopicEnv(t, m, membroker.Config{HistorySize: 10})
 		e.h.OnConnect = func(r *http.Request) (int, http.Header, error) {
 			if r.URL.Query().Get("expire") != "" {
 				if !ExpireAt(r, time.Now().Add(300*time.Millisecond)) {
@@ -34,7 +34,7 @@ func TestTopicExpireAt(t *testing.T) {
 			t.Errorf("stream ended %v after the event, expiry was 300ms", d)
 		}
 		waitUntil(t, "expired reason", func() bool {
-			return e.m.get(func(m *recMetrics) int { return m.closed[ReasonExpired] }) == 1
+			return e.m.get(func(m *recMetrics) int { return m.closed[CloseExpired] }) == 1
 		})
 		// The other stream is still served.
 		id2 := e.publish("a", "", "y")

@@ -6,20 +6,21 @@ import (
 	"sync/atomic"
 )
 
-// Publisher-side writes go through a small pool of flushers instead of
-// being made by the publishing goroutine itself: a publish only queues the
-// event and marks its idle streams dirty (cheap), and the flushers write
-// them, one non-blocking writev per stream. A publisher is never held up
-// by a fan-out, fan-outs use every P, and events published while a flusher
-// is still working through a list coalesce into one write per stream.
+// Live events for idle hijacked streams are written by a small pool of
+// flushers, neither by the publishing goroutine nor by the stream's: a
+// publish only queues the event and marks its idle streams dirty (cheap),
+// and the flushers write them, one non-blocking writev per stream. A
+// publisher is never held up by a fan-out, fan-outs use every P, and
+// events published while a flusher is still working through a list
+// coalesce into one write per stream.
 //
 // A flusher runs while it has work and exits when its list is empty, so an
 // idle process keeps no goroutine for it.
 
 type flusher struct {
 	mu      sync.Mutex
-	list    []*topicConn // dirty streams, in the order they became dirty
-	spare   []*topicConn
+	list    []*topicStream // dirty streams, in the order they became dirty
+	spare   []*topicStream
 	running bool
 }
 
@@ -36,7 +37,7 @@ func flusherShard() *flusher {
 }
 
 // add queues c for a write and starts the flusher if it is idle.
-func (f *flusher) add(c *topicConn) {
+func (f *flusher) add(c *topicStream) {
 	f.mu.Lock()
 	f.list = append(f.list, c)
 	start := !f.running

@@ -7,12 +7,13 @@ import (
 	"time"
 
 	"github.com/herald-sse/herald/pkg/broker"
+	"github.com/herald-sse/herald/pkg/sse/internal/rawconn"
 )
 
 // newFlushConn is a stream on a real TCP connection whose peer counts what
 // arrives (sent on the channel when the connection closes), with a
 // subscription of the given limit that the test pushes to.
-func newFlushConn(t testing.TB, limit int) (*topicConn, *broker.Sub, <-chan int64) {
+func newFlushConn(t testing.TB, limit int) (*topicStream, *broker.Sub, <-chan int64) {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -34,13 +35,13 @@ func newFlushConn(t testing.TB, limit int) (*topicConn, *broker.Sub, <-chan int6
 	if err != nil {
 		t.Fatal(err)
 	}
-	raw := newRawWriter(conn)
-	if raw == nil {
+	raw := rawconn.New(conn)
+	if !raw.CanTryWrite() {
 		t.Skip("no flusher writes on this platform")
 	}
 	sub := broker.NewSub(limit, nil)
-	c := &topicConn{
-		h: &TopicHandler{}, sub: sub, out: &connSink{conn: conn, raw: raw},
+	c := &topicStream{
+		h: &TopicHandler{}, sub: sub, out: connSink{raw},
 		topics: []string{"a"}, pos: []string{"e-0"}, timeout: time.Second,
 		notifier: sub,
 	}
@@ -73,7 +74,7 @@ func TestFlushLeavesBusyStreamToItsGoroutine(t *testing.T) {
 	if err != nil || len(items) != 1 {
 		t.Fatalf("the flusher took the item of a busy stream: %d left, %v", len(items), err)
 	}
-	c.out.(*connSink).conn.Close()
+	c.out.(connSink).Close()
 	if n := <-got; n != 0 {
 		t.Fatalf("the flusher wrote %d bytes to a busy stream", n)
 	}
@@ -119,7 +120,7 @@ func TestFlushWritesIdleStream(t *testing.T) {
 	if c.busy || c.pending != nil || c.werr != nil {
 		t.Fatalf("state after a complete write: busy %v, pending %d bytes, err %v", c.busy, len(c.pending), c.werr)
 	}
-	c.out.(*connSink).conn.Close()
+	c.out.(connSink).Close()
 	if n, want := <-got, int64(len(ev.Memo(encodeBrokerEvent))); n != want {
 		t.Fatalf("peer got %d bytes, want %d", n, want)
 	}

@@ -105,9 +105,13 @@ func Serve(stream StreamFunc, onConnect OnConnect) *Handler {
 // Drain makes the handler refuse new streams (503), tells every open
 // stream's client to reconnect after about retry (jittered between half
 // and one and a half times it; 0 sends no hint), ends the streams, and
-// waits until they have all ended or ctx is done. Use it before
-// http.Server.Shutdown, which does not end streams by itself. Draining is
-// final for this Handler.
+// waits until they have all ended or ctx is done. Draining is final for
+// this Handler.
+//
+// http.Server.Shutdown alone also ends the streams that server serves,
+// without a hint (the handler registers with the server's
+// RegisterOnShutdown on its first stream); call Drain first to give the
+// clients one, and to end the streams of every server at once.
 func (h *Handler) Drain(ctx context.Context, retry time.Duration) error {
 	h.lc.init(h.Heartbeat)
 	return h.lc.drain(ctx, retry)
@@ -131,19 +135,21 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "Last-Event-ID is too long or contains CR, LF or NUL", http.StatusBadRequest)
 		return
 	}
-	if !h.lc.admit(w, h.MaxConnections) {
+	shutdown := h.lc.shutdownOf(r)
+	if !h.lc.admit(w, h.MaxConnections, shutdown) {
 		return
 	}
 	defer h.lc.release()
 	if !connect(w, r, h.OnConnect) {
 		return
 	}
-	cw := &writer{w: w, rc: http.NewResponseController(w), timeout: h.WriteTimeout}
-	if cw.timeout == 0 {
-		cw.timeout = DefaultWriteTimeout
+	cw := &responseSink{w: w, rc: http.NewResponseController(w)}
+	timeout := h.WriteTimeout
+	if timeout == 0 {
+		timeout = DefaultWriteTimeout
 	}
 	w.WriteHeader(http.StatusOK)
-	if err := cw.write(); err != nil {
+	if err := cw.flush(nil, timeout); err != nil {
 		return
 	}
 
@@ -182,7 +188,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 				}
 				break
 			}
-			if cw.write(batch...) != nil {
+			if cw.flush(batch, timeout) != nil {
 				finished = true
 			}
 		case streamErr = <-done:
@@ -191,18 +197,20 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			for len(s.frames) > 0 {
 				batch = append(batch, <-s.frames)
 			}
-			_ = cw.write(batch...)
+			_ = cw.flush(batch, timeout)
 			cancel()
 			if streamErr != nil && !errors.Is(streamErr, context.Canceled) && !errors.Is(streamErr, ErrStreamClosed) {
 				h.logger().Warn("sse: stream ended with an error", "path", r.URL.Path, "err", streamErr)
 			}
 			return
 		case <-h.lc.heartbeat(slot):
-			if cw.write([]byte(":\n\n")) != nil {
+			if cw.flush([][]byte{heartbeatFrame}, timeout) != nil {
 				finished = true
 			}
 		case <-h.lc.drainCh:
-			_ = cw.write(appendRetryHint(nil, h.lc.drainRetry()))
+			_ = cw.flush([][]byte{appendRetryHint(nil, h.lc.drainRetry())}, timeout)
+			finished = true
+		case <-shutdown:
 			finished = true
 		case <-ctx.Done():
 			finished = true

@@ -303,7 +303,7 @@ func (m *httpModel) open(rt *rapid.T) {
 	s.h = &TopicHandler{
 		Broker:            m.b,
 		Heartbeat:         -1,
-		NoHijack:          rapid.Bool().Draw(rt, "no hijack"),
+		Hijack:            rapid.Bool().Draw(rt, "hijack"),
 		NoPublisherWrites: rapid.Bool().Draw(rt, "no publisher writes"),
 		NoPark:            rapid.Bool().Draw(rt, "no park"),
 		Logger:            discardLogger(),

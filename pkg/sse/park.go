@@ -39,17 +39,17 @@ const (
 // they share.
 type parkSlot struct {
 	mu    sync.Mutex
-	conns []*topicConn // conns[i].parkIdx == i
+	conns []*topicStream // conns[i].parkIdx == i
 }
 
-func (s *parkSlot) add(c *topicConn) {
+func (s *parkSlot) add(c *topicStream) {
 	s.mu.Lock()
 	c.parkIdx = len(s.conns)
 	s.conns = append(s.conns, c)
 	s.mu.Unlock()
 }
 
-func (s *parkSlot) remove(c *topicConn) {
+func (s *parkSlot) remove(c *topicStream) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	i := c.parkIdx
@@ -63,14 +63,14 @@ func (s *parkSlot) remove(c *topicConn) {
 	s.conns = s.conns[:last]
 	c.parkIdx = -1
 	if cap(s.conns) > 64 && len(s.conns) < cap(s.conns)/4 {
-		s.conns = append([]*topicConn(nil), s.conns...)
+		s.conns = append([]*topicStream(nil), s.conns...)
 	}
 }
 
 // each calls fn for every stream of the slot, outside the slot's lock.
-func (s *parkSlot) each(fn func(*topicConn)) {
+func (s *parkSlot) each(fn func(*topicStream)) {
 	s.mu.Lock()
-	list := append([]*topicConn(nil), s.conns...)
+	list := append([]*topicStream(nil), s.conns...)
 	s.mu.Unlock()
 	for _, c := range list {
 		fn(c)
@@ -80,7 +80,7 @@ func (s *parkSlot) each(fn func(*topicConn)) {
 // heartbeatParked is the heartbeat timer's call for slot: every parked
 // stream of it gets a heartbeat through its flusher.
 func (l *lifecycle) heartbeatParked(slot int) {
-	l.park[slot].each(func(c *topicConn) {
+	l.park[slot].each(func(c *topicStream) {
 		c.hbDue.Store(true)
 		c.notify()
 	})
@@ -89,14 +89,14 @@ func (l *lifecycle) heartbeatParked(slot int) {
 // kickParked wakes every parked stream (a drain).
 func (l *lifecycle) kickParked() {
 	for i := range l.park {
-		l.park[i].each((*topicConn).kick)
+		l.park[i].each((*topicStream).kick)
 	}
 }
 
 // park turns the stream into a parked one and returns true, or returns
 // false when it cannot be parked (the caller then runs it on its goroutine).
 // Call after enableNotify, on the goroutine that wrote the response head.
-func (c *topicConn) park(unwatch func()) bool {
+func (c *topicStream) park(unwatch func()) bool {
 	w, ok := c.sub.(broker.Waker)
 	if !ok || c.notifier == nil || c.h.NoPark {
 		return false
@@ -123,7 +123,7 @@ func (c *topicConn) park(unwatch func()) bool {
 // kick makes sure a goroutine looks at the stream soon: it starts one, or
 // tells the running one to go round once more. It never blocks: it runs
 // under brokers' locks (broker.Waker) and on publishers' goroutines.
-func (c *topicConn) kick() {
+func (c *topicStream) kick() {
 	for {
 		switch s := c.drive.Load(); s {
 		case parkIdle:
@@ -143,7 +143,7 @@ func (c *topicConn) kick() {
 
 // driveParked does the stream's work until there is none, then parks it
 // again — or ends it.
-func (c *topicConn) driveParked() {
+func (c *topicStream) driveParked() {
 	for {
 		if reason := c.step(); reason != "" {
 			c.endParked(reason) // the state stays running: no kick starts another
@@ -158,7 +158,7 @@ func (c *topicConn) driveParked() {
 
 // step is one round of what run's loop does, without waiting for anything
 // but writes. It returns why the stream ends, or "".
-func (c *topicConn) step() string {
+func (c *topicStream) step() CloseReason {
 	lc := &c.h.lc
 	select {
 	case <-lc.drainCh:
@@ -166,10 +166,10 @@ func (c *topicConn) step() string {
 	default:
 	}
 	if c.ctx.Err() != nil {
-		return "client"
+		return CloseClient
 	}
 	if c.expiry != nil && !time.Now().Before(c.expireAt) {
-		return ReasonExpired
+		return CloseExpired
 	}
 	if reason := c.pull(); reason != "" {
 		return reason
@@ -184,28 +184,28 @@ func (c *topicConn) step() string {
 
 // drained ends a stream for a drain: no flusher writes from now on; the
 // client is told when to reconnect.
-func (c *topicConn) drained() string {
+func (c *topicStream) drained() CloseReason {
 	c.mu.Lock()
 	c.closed = true
 	c.mu.Unlock()
 	if hint := appendRetryHint(nil, c.h.lc.drainRetry()); len(hint) > 0 {
 		_ = c.write(hint)
 	}
-	return "drain"
+	return CloseDrain
 }
 
 // endParked releases what park took and ends the stream.
-func (c *topicConn) endParked(reason string) {
+func (c *topicStream) endParked(reason CloseReason) {
 	lc := &c.h.lc
 	lc.park[c.slot].remove(c)
 	lc.leaveHeartbeat()
 	c.stopCtx()
 	c.finish(reason)
 	c.unwatch()
-	_ = c.out.(*connSink).conn.Close()
+	_ = c.out.(connSink).Close()
 }
 
-// parkedConn is what parking adds to a topicConn.
+// parkedConn is what parking adds to a topicStream.
 type parkedConn struct {
 	drive    atomic.Int32 // parkIdle, parkRunning, parkAgain
 	hbDue    atomic.Bool  // a heartbeat is to be written

@@ -22,7 +22,7 @@ func streamGoroutines() int {
 	n := runtime.Stack(buf, true)
 	count := 0
 	for _, g := range strings.Split(string(buf[:n]), "\n\n") {
-		if strings.Contains(g, "(*topicConn).run(") || strings.Contains(g, "(*topicConn).driveParked(") {
+		if strings.Contains(g, "(*topicStream).run(") || strings.Contains(g, "(*topicStream).driveParked(") {
 			count++
 		}
 	}
@@ -98,7 +98,7 @@ func TestParkedStreamsHoldNoGoroutine(t *testing.T) {
 		{false, func(g int) bool { return g == 0 }},
 		{true, func(g int) bool { return g == n }},
 	} {
-		h := &TopicHandler{Heartbeat: -1, NoPark: tc.noPark}
+		h := &TopicHandler{Hijack: true, Heartbeat: -1, NoPark: tc.noPark}
 		b, srv := parkEnv(t, h)
 		addr := srv.Listener.Addr().String()
 		type cl struct {
@@ -149,7 +149,7 @@ func waitConns(t *testing.T, h *TopicHandler, want int) {
 // TestParkedHeartbeats: a parked stream gets its heartbeats without a
 // goroutine waiting for them.
 func TestParkedHeartbeats(t *testing.T) {
-	h := &TopicHandler{Heartbeat: 40 * time.Millisecond}
+	h := &TopicHandler{Hijack: true, Heartbeat: 40 * time.Millisecond}
 	_, srv := parkEnv(t, h)
 	conn, br := rawStream(t, srv.Listener.Addr().String(), "topic=hb")
 	start := time.Now()
@@ -164,8 +164,8 @@ func TestParkedHeartbeats(t *testing.T) {
 // TestParkedDrain: a drain reaches parked streams: the retry hint, then
 // the end; Drain returns once they have ended.
 func TestParkedDrain(t *testing.T) {
-	m := &recMetrics{closed: map[string]int{}, resets: map[string]int{}}
-	h := &TopicHandler{Heartbeat: -1, Metrics: m}
+	m := newRecMetrics()
+	h := &TopicHandler{Hijack: true, Heartbeat: -1, Metrics: m.metrics()}
 	_, srv := parkEnv(t, h)
 	addr := srv.Listener.Addr().String()
 	var conns []net.Conn
@@ -196,8 +196,8 @@ func TestParkedDrain(t *testing.T) {
 
 // TestParkedExpiry: a parked stream ends when its credentials expire.
 func TestParkedExpiry(t *testing.T) {
-	m := &recMetrics{closed: map[string]int{}, resets: map[string]int{}}
-	h := &TopicHandler{Heartbeat: -1, Metrics: m, OnConnect: func(r *http.Request) (int, http.Header, error) {
+	m := newRecMetrics()
+	h := &TopicHandler{Hijack: true, Heartbeat: -1, Metrics: m.metrics(), OnConnect: func(r *http.Request) (int, http.Header, error) {
 		ExpireAt(r, time.Now().Add(150*time.Millisecond))
 		return DefaultOnConnect(r)
 	}}
@@ -205,7 +205,7 @@ func TestParkedExpiry(t *testing.T) {
 	c, br := rawStream(t, srv.Listener.Addr().String(), "topic=e")
 	readUntil(t, c, br, "id: ", wait)
 	waitConns(t, h, 0)
-	if got := m.get(func(m *recMetrics) int { return m.closed[ReasonExpired] }); got != 1 {
+	if got := m.get(func(m *recMetrics) int { return m.closed[CloseExpired] }); got != 1 {
 		t.Errorf("closed as expired: %d", got)
 	}
 }
@@ -213,8 +213,8 @@ func TestParkedExpiry(t *testing.T) {
 // TestParkedPeerGone: a parked stream whose client left is released (the
 // connection watcher cancels it) without any event or heartbeat.
 func TestParkedPeerGone(t *testing.T) {
-	m := &recMetrics{closed: map[string]int{}, resets: map[string]int{}}
-	h := &TopicHandler{Heartbeat: -1, Metrics: m}
+	m := newRecMetrics()
+	h := &TopicHandler{Hijack: true, Heartbeat: -1, Metrics: m.metrics()}
 	_, srv := parkEnv(t, h)
 	c, br := rawStream(t, srv.Listener.Addr().String(), "topic=g")
 	readUntil(t, c, br, "id: ", wait)
@@ -228,8 +228,8 @@ func TestParkedPeerGone(t *testing.T) {
 // TestParkedSlowClient: a parked stream whose client stops reading is
 // written by a goroutine with the write timeout, and cut.
 func TestParkedSlowClient(t *testing.T) {
-	m := &recMetrics{closed: map[string]int{}, resets: map[string]int{}}
-	h := &TopicHandler{Heartbeat: -1, Metrics: m, WriteTimeout: 200 * time.Millisecond}
+	m := newRecMetrics()
+	h := &TopicHandler{Hijack: true, Heartbeat: -1, Metrics: m.metrics(), WriteTimeout: 200 * time.Millisecond}
 	b, srv := parkEnv(t, h)
 	c, br := rawStream(t, srv.Listener.Addr().String(), "topic=s")
 	readUntil(t, c, br, "id: ", wait)

@@ -1,25 +1,17 @@
 package sse
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
-	"net"
 	"net/http"
 	"net/url"
-	"os"
-	"runtime"
 	"slices"
-	"strings"
-	"sync"
-	"sync/atomic"
 	"time"
 
-	"github.com/herald-sse/herald/internal/netwatch"
 	"github.com/herald-sse/herald/pkg/broker"
+	"github.com/herald-sse/herald/pkg/sse/internal/rawconn"
 )
 
 // ResetEventType is the event type of the reset event: the stream could not
@@ -31,42 +23,6 @@ const ResetEventType = "herald.reset"
 
 // DefaultMaxTopics is the default cap on topics per stream.
 const DefaultMaxTopics = 16
-
-// Metrics receives a TopicHandler's events, for counters and histograms.
-// Methods are called from stream goroutines (and, for Delivered and Reset,
-// from publishing goroutines) and must be cheap and
-// non-blocking.
-type Metrics interface {
-	// StreamOpened: a stream started (its headers are about to be sent).
-	StreamOpened()
-	// StreamClosed: a stream ended; reason is "client" (the client went
-	// away), "slow" (it fell behind its queue limit or a write timed out),
-	// "drain" (the handler drained), "broker" (the subscription ended on the
-	// broker's side), "expired" (the hook's ExpireAt time came) or "error".
-	StreamClosed(reason string)
-	// Delivered: a live event was written to one connection; now is the
-	// time of the write. ev.Time is the publish time (zero if unknown).
-	Delivered(ev *broker.Event, now time.Time)
-	// Replayed: n events from history were written to one connection.
-	// With ReplayReasons implemented, ReplayedBecause is called instead.
-	Replayed(n int)
-	// Reset: a reset event was sent for topic.
-	Reset(topic, reason string)
-}
-
-// ReplayResume is the reason ReplayReasons gets for events replayed after
-// the position the client resumed from (its Last-Event-ID was honoured).
-// After a herald.reset, the replayed events carry the reset's reason.
-const ReplayResume = "resume"
-
-// ReplayReasons is an optional extension of Metrics: a Metrics value that
-// implements it learns why events were replayed.
-type ReplayReasons interface {
-	// ReplayedBecause: n events from history were written to one
-	// connection, for reason: ReplayResume, or the reason of the reset that
-	// preceded them on their topic (broker.ReasonTruncated, ...).
-	ReplayedBecause(reason string, n int)
-}
 
 // TopicHandler serves GET ?topic=a[&topic=b...] as one event stream backed by
 // a Broker. It answers 400 for invalid topics or a malformed Last-Event-ID,
@@ -106,27 +62,52 @@ type TopicHandler struct {
 	// MaxCursorLen caps Last-Event-ID in bytes; 0 means
 	// DefaultMaxCursorLen, raised if needed to fit MaxTopics positions.
 	MaxCursorLen int
-	// NoPublisherWrites makes every stream write from its own goroutine.
-	// By default, on a hijacked Linux TCP or Unix connection, a publisher
-	// that queues a live event for an idle stream writes it itself with
-	// one non-blocking writev (no goroutine wakes per event and stream).
-	NoPublisherWrites bool
-	// NoPark keeps a goroutine per stream while it is idle. By default a
-	// stream on which publishers write (see NoPublisherWrites) is parked
-	// after its response head: it holds no goroutine until there is work
-	// (a replay, a write that would block, a heartbeat the flusher could
-	// not finish, the end), which is most of what an idle stream costs.
-	NoPark bool
 
-	// NoHijack keeps HTTP/1.x streams on the ResponseWriter instead of
-	// taking the connection over. Taking it over (the default) frees
-	// net/http's per-request buffers and goroutine and writes each batch
-	// with one writev; http.Server.Shutdown then does not see the streams,
-	// so call Drain first (which a graceful shutdown needs anyway). HTTP/2
-	// streams, and writers that cannot be hijacked, always use the
-	// ResponseWriter.
-	NoHijack bool
-	// Metrics, if set, is told about streams and deliveries.
+	// Hijack turns on the fast path for HTTP/1.x streams, for servers
+	// with many connections: once the hook has admitted a stream, the
+	// handler takes the connection over (http.ResponseController.Hijack)
+	// and serves the stream on it itself. That frees net/http's
+	// per-request buffers and goroutine, and writes each batch with one
+	// writev; on Linux, live events for idle streams are written by a
+	// small pool of flushers with non-blocking writes and idle streams
+	// hold no goroutine (see NoPublisherWrites and NoPark).
+	//
+	// What the fast path bypasses:
+	//   - net/http's response writing: the handler writes the status line
+	//     and headers itself (HTTP/1.1 200, the hook's headers, Date,
+	//     Connection: close; no chunked encoding: the body ends when the
+	//     connection closes);
+	//   - middleware around the handler: a wrapping ResponseWriter sees
+	//     neither the status nor the bytes (access logs, response metrics,
+	//     compression), and ServeHTTP returns as soon as the stream
+	//     starts, so a middleware's "after" code (an access log line, a
+	//     tracing span's end) runs then, not when the stream ends;
+	//   - http.Server: Shutdown neither ends nor waits for the streams,
+	//     and Close does not close them; call Drain first (which a
+	//     graceful shutdown needs anyway). The request's context is not
+	//     the stream's: a departed client is noticed on the socket.
+	//
+	// HTTP/2 streams, and ResponseWriters that cannot be hijacked, stay on
+	// the ResponseWriter. false (the default): every stream is written
+	// through the ResponseWriter, like any handler's response, and ends
+	// when its http.Server shuts down (see Drain).
+	Hijack bool
+	// NoPublisherWrites, with Hijack, makes every stream write from its
+	// own goroutine. By default, on a hijacked Linux TCP or Unix
+	// connection, a live event queued for an idle stream is written by a
+	// flusher (a small pool shared by all streams, one per P) with one
+	// non-blocking writev, coalescing whatever queued meanwhile: no
+	// goroutine of the stream wakes per event.
+	NoPublisherWrites bool
+	// NoPark, with Hijack, keeps a goroutine per stream while it is idle.
+	// By default a stream that the flushers write (see NoPublisherWrites)
+	// is parked after its response head: it holds no goroutine until
+	// there is work (a replay, a write that would block, a heartbeat the
+	// flusher could not finish, the end), which is most of what an idle
+	// stream costs.
+	NoPark bool
+	// Metrics is told about streams and deliveries; the zero value
+	// reports nothing.
 	Metrics Metrics
 	// Logger receives stream-level logs; nil means slog.Default().
 	Logger *slog.Logger
@@ -138,6 +119,12 @@ type TopicHandler struct {
 // load balancer retries on another replica), tells every open stream's
 // client to reconnect after about retry (jittered), ends the streams and
 // waits until all ended or ctx is done. Draining is final.
+//
+// Without Hijack, http.Server.Shutdown alone also ends the streams that
+// server serves (without a retry hint; the handler registers with the
+// server's RegisterOnShutdown on its first stream) and refuses new ones,
+// so Shutdown returns once they ended. Hijacked streams are not the
+// server's: only Drain ends them.
 func (h *TopicHandler) Drain(ctx context.Context, retry time.Duration) error {
 	h.lc.init(h.Heartbeat)
 	return h.lc.drain(ctx, retry)
@@ -221,7 +208,8 @@ func (h *TopicHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if !connect(w, r, h.OnConnect) {
 		return
 	}
-	if !h.lc.admit(w, h.MaxConnections) {
+	shutdown := h.lc.shutdownOf(r)
+	if !h.lc.admit(w, h.MaxConnections, shutdown) {
 		return
 	}
 	handedOff := false
@@ -232,7 +220,7 @@ func (h *TopicHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}()
 
 	// The subscription lives as long as the stream, which may outlive this
-	// call (see hijack below), so its context is not the request's (which
+	// call (see Hijack below), so its context is not the request's (which
 	// would also keep net/http's connection state alive for the stream's
 	// lifetime); the request's cancellation is forwarded while ServeHTTP
 	// runs.
@@ -257,7 +245,7 @@ func (h *TopicHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 
 	handedOff = true // from here on, finish releases the slot
-	c := &topicConn{
+	c := &topicStream{
 		h:       h,
 		ctx:     ctx,
 		cancel:  cancel,
@@ -288,11 +276,11 @@ func (h *TopicHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	// goroutine, so the stream holds none of net/http's per-request state
 	// (read and write buffers, a second goroutine watching for the client
 	// going away, a deep stack); batches go out with one writev.
-	if !h.NoHijack && r.ProtoMajor == 1 {
+	if h.Hijack && r.ProtoMajor == 1 {
 		if conn, _, err := http.NewResponseController(w).Hijack(); err == nil {
 			stopForward()
-			c.out = &connSink{conn: conn, raw: newRawWriter(conn)}
-			if h.Metrics != nil {
+			c.out = connSink{rawconn.New(conn)}
+			if h.Metrics.StreamOpened != nil {
 				h.Metrics.StreamOpened()
 			}
 			go c.serveHijacked(w.Header())
@@ -301,610 +289,13 @@ func (h *TopicHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	defer stopForward()
 	c.out = &responseSink{w: w, rc: http.NewResponseController(w)}
-	if h.Metrics != nil {
+	if h.Metrics.StreamOpened != nil {
 		h.Metrics.StreamOpened()
 	}
 	w.WriteHeader(http.StatusOK)
-	reason := "client"
+	reason := CloseClient
 	if c.out.flush(nil, c.timeout) == nil {
-		reason = c.run()
+		reason = c.run(shutdown)
 	}
 	c.finish(reason)
-}
-
-// topicConn is the state of one topic stream. It is served by one goroutine
-// of its own; on a hijacked connection, live events are also written by a
-// flusher (see notify). Whoever writes first becomes the stream's writer
-// (busy, under mu), takes the queued items and prepares the bytes under mu,
-// and writes with no lock held; a flusher that finds the stream busy leaves
-// the items to the stream's goroutine, which waits for a flusher's write
-// (never long: it does not block).
-type topicConn struct {
-	h       *TopicHandler
-	ctx     context.Context // done when the client is gone or the stream must end
-	cancel  context.CancelFunc
-	sub     broker.Subscription
-	timeout time.Duration
-	topics  []string // sorted, unique
-	tags    []string // cursorTags(topics), for composite cursors; nil for one topic
-	start   time.Time
-	remote  string
-	expiry  *time.Timer // set by ExpireAt in the hook; nil without
-	flusher *flusher    // writes live events for publishers (see notify)
-	dirty   atomic.Bool // queued on flusher
-	parkedConn
-
-	mu       sync.Mutex      // guards the fields below
-	out      sink            // set before the stream starts
-	notifier broker.Notifier // set when publishers write live events (notify)
-	pos      []string        // pos[i]: last position of topics[i] known to this stream
-	sent     []byte          // the id the client holds now
-	posMove  bool            // a KindPosition moved pos since the last id written
-	why      []string        // why[i]: the last reset reason of topics[i]; nil until a reset
-	held     []*broker.Event // items kept until every topic has a position
-	busy     bool            // a writer has taken items and is writing them
-	pending  []byte          // what a flusher's write left unwritten: goes out first
-	werr     error           // a flusher's write failed: the stream ends
-	closed   bool            // the stream is ending: flushers write no more
-}
-
-// maxHeld bounds the items a stream keeps while waiting for the positions
-// of all its topics; beyond, it ends as slow (the client resumes).
-const maxHeld = broker.DefaultQueueLimit
-
-// positioned reports whether every topic has a position, counting those
-// that items (about to be delivered after the held ones) bring.
-func (c *topicConn) positioned(items []*broker.Event) bool {
-	for i, p := range c.pos {
-		if p != "" {
-			continue
-		}
-		found := false
-		for _, list := range [][]*broker.Event{c.held, items} {
-			for _, ev := range list {
-				if ev.Kind == broker.KindPosition && ev.Topic == c.topics[i] {
-					found = true
-					break
-				}
-			}
-		}
-		if !found {
-			return false
-		}
-	}
-	return true
-}
-
-// batch is the scratch space of one delivery: the items taken from the
-// subscription, the pieces to write, and the bytes of composite ids and
-// small frames. Batches come from a pool shared by all streams, so an idle
-// stream holds no scratch memory at all.
-type batch struct {
-	items []*broker.Event
-	bufs  [][]byte
-	idbuf []byte
-	iov   iovScratch
-}
-
-var batchPool = sync.Pool{New: func() any { return new(batch) }}
-
-func getBatch() *batch { return batchPool.Get().(*batch) }
-
-func putBatch(b *batch) {
-	clear(b.items) // don't pin events
-	clear(b.bufs)
-	if cap(b.items) > 1<<14 || cap(b.bufs) > 1<<15 || cap(b.idbuf) > 1<<20 {
-		return // an outsized burst: let it go
-	}
-	b.items, b.bufs, b.idbuf = b.items[:0], b.bufs[:0], b.idbuf[:0]
-	batchPool.Put(b)
-}
-
-// sink is where a stream's bytes go: a hijacked connection or a
-// ResponseWriter.
-type sink interface {
-	// flush writes bufs (which it may clobber) and pushes them to the
-	// client within timeout.
-	flush(bufs [][]byte, timeout time.Duration) error
-}
-
-type responseSink struct {
-	w  http.ResponseWriter
-	rc *http.ResponseController
-}
-
-func (s *responseSink) flush(bufs [][]byte, timeout time.Duration) error {
-	// A fresh deadline per batch also overrides a server-wide WriteTimeout
-	// that would otherwise cut long streams. ErrNotSupported is not fatal.
-	_ = s.rc.SetWriteDeadline(time.Now().Add(timeout))
-	for _, b := range bufs {
-		if _, err := s.w.Write(b); err != nil {
-			return err
-		}
-	}
-	return s.rc.Flush()
-}
-
-type connSink struct {
-	conn  net.Conn
-	raw   *rawWriter // non-blocking writes by publishers; nil: none
-	armed time.Time  // the write deadline currently set on conn
-}
-
-func (s *connSink) flush(bufs [][]byte, timeout time.Duration) error {
-	if len(bufs) == 0 {
-		return nil
-	}
-	// Moving a deadline costs a runtime timer update: re-arm it only when
-	// less than half the timeout is left, so a busy stream touches its
-	// timer at most twice per timeout and every write still gets at least
-	// half of it.
-	if now := time.Now(); s.armed.Sub(now) < timeout/2 {
-		s.armed = now.Add(timeout)
-		if err := s.conn.SetWriteDeadline(s.armed); err != nil {
-			return err
-		}
-	}
-	nb := net.Buffers(bufs)
-	_, err := nb.WriteTo(s.conn)
-	return err
-}
-
-// serveHijacked runs a stream on a hijacked HTTP/1.x connection: it writes
-// the response head itself (no chunked encoding: the body ends when the
-// connection closes) and then the stream, and releases everything at the
-// end.
-//
-// A stream that can be parked (see park.go) is, after its head: this
-// goroutine then ends.
-func (c *topicConn) serveHijacked(hdr http.Header) {
-	conn := c.out.(*connSink).conn
-	stop := netwatch.Default.Watch(conn, c.cancel)
-	reason := "client"
-	if c.out.flush([][]byte{responseHead(hdr)}, c.timeout) == nil {
-		c.enableNotify()
-		if c.park(stop) {
-			return
-		}
-		reason = c.run()
-	}
-	c.finish(reason)
-	stop()
-	_ = conn.Close()
-}
-
-// enableNotify lets publishers write live events to the connection
-// themselves (see notify), when the connection and the subscription allow
-// it.
-func (c *topicConn) enableNotify() {
-	n, ok := c.sub.(broker.Notifier)
-	if !ok || c.h.NoPublisherWrites || c.out.(*connSink).raw == nil {
-		return
-	}
-	c.mu.Lock()
-	c.notifier = n
-	c.flusher = flusherShard()
-	c.mu.Unlock()
-	n.SetNotify(c.notify)
-}
-
-// notify runs on a publisher's goroutine right after it queued a live item
-// for this stream (broker.Notifier): it hands the stream to its flusher,
-// unless it is already waiting there (the item then goes out with the
-// others).
-func (c *topicConn) notify() {
-	if !c.dirty.Swap(true) {
-		c.flusher.add(c)
-	}
-}
-
-// flush runs on a flusher. If the stream is idle — its goroutine not
-// writing, nothing left over — it takes what is queued and writes it with
-// one non-blocking writev: a fan-out to thousands of idle streams costs one
-// system call each and wakes none of their goroutines. Anything it cannot
-// finish (a full socket buffer, an error, the end of the queue) it hands to
-// the stream's goroutine, which waits for the socket with the write
-// timeout.
-func (c *topicConn) flush() {
-	c.dirty.Store(false) // an item queued from now on comes back here
-	c.mu.Lock()
-	if c.busy || c.closed || c.werr != nil || c.pending != nil {
-		c.mu.Unlock()
-		c.notifier.Signal() // the goroutine takes this item
-		return
-	}
-	c.busy = true
-	b := getBatch()
-	err, slow := c.intake(b)
-	if len(b.items) > 0 && !slow {
-		c.prepare(b)
-	}
-	if c.hbDue.Swap(false) && len(b.bufs) == 0 && err == nil && !slow {
-		b.bufs = append(b.bufs, heartbeatFrame) // a parked stream's heartbeat
-	}
-	c.mu.Unlock()
-	var rest []byte
-	var werr error
-	if len(b.bufs) > 0 {
-		rest, werr = c.tryWrite(b)
-	}
-	putBatch(b)
-	c.mu.Lock()
-	c.busy = false
-	c.pending, c.werr = rest, werr
-	c.mu.Unlock()
-	if err != nil || slow || rest != nil || werr != nil {
-		c.notifier.Signal()
-	}
-}
-
-// finish releases the stream's subscription and slot and reports it.
-func (c *topicConn) finish(reason string) {
-	c.mu.Lock()
-	c.closed = true
-	c.mu.Unlock()
-	c.cancel()
-	if c.expiry != nil {
-		c.expiry.Stop()
-	}
-	c.sub.Close()
-	c.h.lc.release()
-	if c.h.Metrics != nil {
-		c.h.Metrics.StreamClosed(reason)
-	}
-}
-
-// responseHead is the status line and headers of a hijacked stream.
-func responseHead(hdr http.Header) []byte {
-	b := make([]byte, 0, 256)
-	b = append(b, "HTTP/1.1 200 OK\r\n"...)
-	for k, vs := range hdr {
-		switch http.CanonicalHeaderKey(k) {
-		case "Connection", "Content-Length", "Transfer-Encoding", "Keep-Alive":
-			continue
-		}
-		if !validHeaderKey(k) {
-			continue
-		}
-		for _, v := range vs {
-			if strings.ContainsAny(v, "\r\n\x00") {
-				continue
-			}
-			b = append(b, k...)
-			b = append(b, ": "...)
-			b = append(b, v...)
-			b = append(b, "\r\n"...)
-		}
-	}
-	b = append(b, "Date: "...)
-	b = time.Now().UTC().AppendFormat(b, http.TimeFormat)
-	return append(b, "\r\nConnection: close\r\n\r\n"...)
-}
-
-func validHeaderKey(k string) bool {
-	if k == "" {
-		return false
-	}
-	for i := 0; i < len(k); i++ {
-		if c := k[i]; c <= ' ' || c >= 0x7f || c == ':' {
-			return false
-		}
-	}
-	return true
-}
-
-func (c *topicConn) run() string {
-	lc := &c.h.lc
-	slot := lc.joinHeartbeat()
-	defer lc.leaveHeartbeat()
-	for {
-		select {
-		case <-c.sub.Ready():
-			if reason := c.pull(); reason != "" {
-				return reason
-			}
-		case <-lc.heartbeat(slot):
-			if err := c.write(heartbeatFrame); err != nil {
-				return writeReason(err)
-			}
-		case <-lc.drainCh:
-			return c.drained()
-		case <-c.expired():
-			return ReasonExpired
-		case <-c.ctx.Done():
-			return "client"
-		}
-	}
-}
-
-var heartbeatFrame = []byte(":\n\n")
-
-// intake takes the queued items into b, holding them back (in c.held) while
-// a multi-topic stream does not know every topic's position: an id with an
-// unknown place would make a resume reset that topic. err is the end of the
-// subscription (after the items); slow reports too many held items. Call
-// with mu held.
-func (c *topicConn) intake(b *batch) (err error, slow bool) {
-	b.items, err = c.sub.Take(b.items)
-	if !c.positioned(b.items) {
-		c.held = append(c.held, b.items...)
-		clear(b.items)
-		b.items = b.items[:0]
-		return err, len(c.held) > maxHeld
-	}
-	if len(c.held) > 0 {
-		b.items = append(c.held, b.items...)
-		c.held = nil
-	}
-	return err, false
-}
-
-// own makes the stream's goroutine its writer, waiting for a flusher's
-// write in progress (short: it does not block). It returns with mu held,
-// and with what a flusher left unwritten, or the error its write met.
-func (c *topicConn) own() (pending []byte, werr error) {
-	c.mu.Lock()
-	for c.busy {
-		c.mu.Unlock()
-		runtime.Gosched()
-		c.mu.Lock()
-	}
-	c.busy = true
-	pending, c.pending = c.pending, nil
-	return pending, c.werr
-}
-
-// release ends a write begun with own.
-func (c *topicConn) release() {
-	c.mu.Lock()
-	c.busy = false
-	c.mu.Unlock()
-}
-
-// pull is the goroutine's delivery: what a flusher left over, then
-// everything queued, written with the write timeout. It returns the reason
-// the stream ends, or "".
-func (c *topicConn) pull() string {
-	pending, werr := c.own()
-	if werr != nil {
-		c.mu.Unlock()
-		c.release()
-		return writeReason(werr)
-	}
-	b := getBatch()
-	err, slow := c.intake(b)
-	if len(b.items) > 0 && !slow {
-		c.prepare(b)
-	}
-	c.mu.Unlock()
-	if pending != nil {
-		werr = c.out.flush([][]byte{pending}, c.timeout)
-	}
-	if werr == nil && len(b.bufs) > 0 {
-		werr = c.out.flush(b.bufs, c.timeout)
-	}
-	putBatch(b)
-	c.release()
-	switch {
-	case slow:
-		return "slow"
-	case werr != nil:
-		return writeReason(werr)
-	case err != nil:
-		return c.subscriptionEnded(err)
-	}
-	return ""
-}
-
-// write writes one frame (a heartbeat, a retry hint) from the stream's
-// goroutine, after what a flusher left over.
-func (c *topicConn) write(frame []byte) error {
-	pending, werr := c.own()
-	c.mu.Unlock()
-	defer c.release()
-	if werr != nil {
-		return werr
-	}
-	bufs := [][]byte{frame}
-	if pending != nil {
-		bufs = [][]byte{pending, frame}
-	}
-	return c.out.flush(bufs, c.timeout)
-}
-
-// tryWrite writes a prepared batch without waiting (see flush). It returns
-// a copy of what the socket did not take now, or the error of the write.
-func (c *topicConn) tryWrite(b *batch) (rest []byte, err error) {
-	s := c.out.(*connSink)
-	n, attempted, iov, err := s.raw.tryWritev(b.bufs, b.iov)
-	b.iov = iov
-	if err != nil {
-		return nil, err
-	}
-	total := 0
-	for _, p := range b.bufs {
-		total += len(p)
-	}
-	if attempted && n == total {
-		return nil, nil
-	}
-	rest = make([]byte, 0, total-n)
-	for _, p := range b.bufs {
-		if n >= len(p) {
-			n -= len(p)
-			continue
-		}
-		rest = append(rest, p[n:]...)
-		n = 0
-	}
-	return rest, nil
-}
-
-func (c *topicConn) subscriptionEnded(err error) string {
-	switch {
-	case c.ctx.Err() != nil:
-		return "client"
-	case errors.Is(err, broker.ErrSlowConsumer):
-		c.h.logger().Info("sse: disconnecting a slow client", "topics", c.topics, "remote", c.remote)
-		return "slow"
-	default:
-		c.h.logger().Warn("sse: subscription ended", "topics", c.topics, "err", err)
-		return "broker"
-	}
-}
-
-func writeReason(err error) string {
-	if errors.Is(err, os.ErrDeadlineExceeded) {
-		return "slow"
-	}
-	return "client"
-}
-
-func (c *topicConn) index(topic string) int {
-	for i, t := range c.topics {
-		if t == topic {
-			return i
-		}
-	}
-	return -1
-}
-
-// prepare turns a batch of items into the pieces to write (b.bufs), all
-// written with one writev. One-topic streams write each event's shared
-// frame as it is; multi-topic streams write their composite id line and the
-// frame's body. Call with mu held, as the stream's writer.
-func (c *topicConn) prepare(b *batch) {
-	m := c.h.Metrics
-	var now time.Time
-	if m != nil {
-		now = time.Now()
-	}
-	replayed := 0
-	single := len(c.topics) == 1
-	if !single {
-		// A topic's first position is its first item (after a reset):
-		// take it before writing any id, so that an event of another topic
-		// earlier in the batch does not go out without this topic's place.
-		for i := range c.pos {
-			if c.pos[i] != "" {
-				continue
-			}
-			for _, ev := range b.items {
-				if ev.Kind == broker.KindPosition && ev.Topic == c.topics[i] {
-					c.pos[i] = ev.ID
-					c.posMove = true
-					break
-				}
-			}
-		}
-	}
-	bufs, idbuf := b.bufs[:0], b.idbuf[:0]
-	for _, ev := range b.items {
-		i := c.index(ev.Topic)
-		if i < 0 {
-			continue // not ours; a broker bug, but never a wire problem
-		}
-		switch ev.Kind {
-		case broker.KindEvent:
-			c.pos[i] = ev.ID
-			frame := ev.Memo(encodeBrokerEvent)
-			if single {
-				bufs = append(bufs, frame)
-				c.sent = append(c.sent[:0], ev.ID...)
-			} else {
-				// Earlier pieces of idbuf stay valid if it grows: they keep
-				// the old array.
-				at := len(idbuf)
-				idbuf = append(idbuf, "id: "...)
-				idbuf = appendCursor(idbuf, c.tags, c.pos)
-				idbuf = append(idbuf, '\n')
-				bufs = append(bufs, idbuf[at:len(idbuf):len(idbuf)], frameBody(frame))
-				c.sent = append(c.sent[:0], idbuf[at+4:len(idbuf)-1]...)
-			}
-			c.posMove = false
-			if m != nil {
-				if !ev.Time.IsZero() && ev.Time.Before(c.start) {
-					if c.why != nil && c.why[i] != "" {
-						if rr, ok := m.(ReplayReasons); ok {
-							rr.ReplayedBecause(c.why[i], 1) // rare: after a reset only
-						} else {
-							replayed++
-						}
-					} else {
-						replayed++
-					}
-				} else {
-					m.Delivered(ev, now)
-				}
-			}
-		case broker.KindPosition:
-			if c.pos[i] != ev.ID {
-				c.pos[i] = ev.ID
-				c.posMove = true
-			}
-		case broker.KindReset:
-			at := len(idbuf)
-			idbuf = appendReset(idbuf, ev.Topic, ev.Reason)
-			bufs = append(bufs, idbuf[at:len(idbuf):len(idbuf)])
-			if c.why == nil {
-				c.why = make([]string, len(c.topics))
-			}
-			c.why[i] = ev.Reason
-			if m != nil {
-				m.Reset(ev.Topic, ev.Reason)
-			}
-		}
-	}
-	if c.posMove {
-		c.posMove = false
-		at := len(idbuf)
-		idbuf = appendCursor(idbuf, c.tags, c.pos)
-		if cur := idbuf[at:]; len(cur) > 0 && !bytes.Equal(cur, c.sent) {
-			c.sent = append(c.sent[:0], cur...)
-			idbuf = append(append(append(idbuf[:at], "id: "...), c.sent...), '\n', '\n')
-			bufs = append(bufs, idbuf[at:len(idbuf):len(idbuf)])
-		}
-	}
-	if replayed > 0 {
-		if rr, ok := m.(ReplayReasons); ok {
-			rr.ReplayedBecause(ReplayResume, replayed)
-		} else {
-			m.Replayed(replayed)
-		}
-	}
-	b.bufs, b.idbuf = bufs, idbuf
-}
-
-// encodeBrokerEvent is the memoised wire form of a broker event: its own id
-// line (what a one-topic stream sends as is), then the event and data
-// lines. Multi-topic streams skip the id line and write their composite
-// cursor instead. Brokers validate IDs and types, so encoding cannot fail;
-// a bad one would be written without the offending field rather than
-// injecting one.
-func encodeBrokerEvent(ev *broker.Event) []byte {
-	e := Event{ID: ev.ID, Type: ev.Type, Data: ev.Data}
-	b, err := AppendEvent(make([]byte, 0, 16+len(ev.ID)+len(ev.Type)+len(ev.Data)), &e)
-	if err != nil {
-		e.ID, e.Type = "", ""
-		b, _ = AppendEvent(b[:0], &e)
-	}
-	return b
-}
-
-// frameBody returns a memoised frame without its leading id line.
-func frameBody(frame []byte) []byte {
-	if bytes.HasPrefix(frame, []byte("id: ")) {
-		return frame[bytes.IndexByte(frame, '\n')+1:]
-	}
-	return frame
-}
-
-func appendReset(dst []byte, topic, reason string) []byte {
-	data, _ := json.Marshal(struct {
-		Topic  string `json:"topic"`
-		Reason string `json:"reason"`
-	}{topic, reason})
-	dst = append(dst, "event: "+ResetEventType+"\ndata: "...)
-	dst = append(dst, data...)
-	return append(dst, '\n', '\n')
 }

@@ -86,10 +86,11 @@ type topicEnv struct {
 	m   *recMetrics
 }
 
-func newTopicEnv(t *testing.T, cfg membroker.Config) *topicEnv {
+func newTopicEnv(t *testing.T, mode mode, cfg membroker.Config) *topicEnv {
 	b := membroker.New(cfg)
-	m := &recMetrics{closed: map[string]int{}, resets: map[string]int{}}
-	h := &TopicHandler{Broker: b, Heartbeat: -1, Metrics: m, Logger: discardLogger(), NoHijack: noHijack, NoPublisherWrites: noPublisherWrites, NoPark: noPark}
+	m := newRecMetrics()
+	h := &TopicHandler{Broker: b, Heartbeat: -1, Metrics: m.metrics(), Logger: discardLogger()}
+	mode.set(h)
 	srv := httptest.NewServer(h)
 	t.Cleanup(func() { b.Close() })
 	t.Cleanup(srv.Close)
@@ -120,27 +121,34 @@ func (e *topicEnv) open(query string, lastID string) (*http.Response, *eventRead
 	return resp, newEventReader(e.t, resp.Body)
 }
 
+// recMetrics records what a TopicHandler's Metrics are told.
 type recMetrics struct {
-	mu        sync.Mutex
-	opened    int
-	closed    map[string]int
-	delivered int
-	replayed  int
-	resets    map[string]int
+	mu            sync.Mutex
+	opened        int
+	closed        map[CloseReason]int
+	delivered     int
+	replayed      int                        // in total
+	replayedAfter map[broker.ResetReason]int // by reason ("": resumed)
+	resets        map[broker.ResetReason]int
 }
 
-func (m *recMetrics) StreamOpened() { m.mu.Lock(); m.opened++; m.mu.Unlock() }
-func (m *recMetrics) StreamClosed(r string) {
-	m.mu.Lock()
-	m.closed[r]++
-	m.mu.Unlock()
+func newRecMetrics() *recMetrics {
+	return &recMetrics{closed: map[CloseReason]int{}, replayedAfter: map[broker.ResetReason]int{}, resets: map[broker.ResetReason]int{}}
 }
-func (m *recMetrics) Delivered(*broker.Event, time.Time) { m.mu.Lock(); m.delivered++; m.mu.Unlock() }
-func (m *recMetrics) Replayed(n int)                     { m.mu.Lock(); m.replayed += n; m.mu.Unlock() }
-func (m *recMetrics) Reset(topic, reason string) {
-	m.mu.Lock()
-	m.resets[reason]++
-	m.mu.Unlock()
+
+func (m *recMetrics) metrics() Metrics {
+	return Metrics{
+		StreamOpened: func() { m.mu.Lock(); m.opened++; m.mu.Unlock() },
+		StreamClosed: func(r CloseReason) { m.mu.Lock(); m.closed[r]++; m.mu.Unlock() },
+		Delivered:    func(*broker.Event, time.Time) { m.mu.Lock(); m.delivered++; m.mu.Unlock() },
+		Replayed: func(n int, after broker.ResetReason) {
+			m.mu.Lock()
+			m.replayed += n
+			m.replayedAfter[after] += n
+			m.mu.Unlock()
+		},
+		Reset: func(topic string, reason broker.ResetReason) { m.mu.Lock(); m.resets[reason]++; m.mu.Unlock() },
+	}
 }
 func (m *recMetrics) get(f func(*recMetrics) int) int {
 	m.mu.Lock()
@@ -150,37 +158,46 @@ func (m *recMetrics) get(f func(*recMetrics) int) int {
 
 const wait = 10 * time.Second
 
-// noHijack and noPublisherWrites select the TopicHandler's connection mode
-// for newTopicEnv.
-var noHijack, noPublisherWrites, noPark bool
+// mode is a TopicHandler's connection mode: Hijack and its knobs.
+type mode struct {
+	name                              string
+	hijack, noPublisherWrites, noPark bool
+}
 
-// bothModes runs a stream test in every connection mode: hijacked with
-// publisher-side writes (the default), hijacked with every write from the
-// stream's goroutine, and on the ResponseWriter path.
-func bothModes(t *testing.T, f func(t *testing.T)) {
-	for _, mode := range []struct {
-		name                                string
-		noHijack, noPublisherWrites, noPark bool
-	}{
-		{"hijack", false, false, false},
-		{"hijack-unparked", false, false, true},
-		{"hijack-goroutine", false, true, false},
-		{"responsewriter", true, false, false},
-	} {
-		t.Run(mode.name, func(t *testing.T) {
-			noHijack, noPublisherWrites, noPark = mode.noHijack, mode.noPublisherWrites, mode.noPark
-			defer func() { noHijack, noPublisherWrites, noPark = false, false, false }()
-			f(t)
+func (m mode) set(h *TopicHandler) {
+	h.Hijack, h.NoPublisherWrites, h.NoPark = m.hijack, m.noPublisherWrites, m.noPark
+}
+
+// The connection modes: hijacked with flusher writes and parked streams
+// (what cmd/server runs), hijacked without parking, hijacked with every
+// write from the stream's goroutine, and the ResponseWriter (the default).
+var (
+	hijacked       = mode{name: "hijack", hijack: true}
+	responseWriter = mode{name: "responsewriter"}
+	modes          = []mode{
+		hijacked,
+		{name: "hijack-unparked", hijack: true, noPark: true},
+		{name: "hijack-goroutine", hijack: true, noPublisherWrites: true},
+		responseWriter,
+	}
+)
+
+// eachMode runs a stream test in every connection mode, in parallel.
+func eachMode(t *testing.T, f func(t *testing.T, m mode)) {
+	for _, m := range modes {
+		t.Run(m.name, func(t *testing.T) {
+			t.Parallel()
+			f(t, m)
 		})
 	}
 }
 
 func TestTopicLiveEventsCarryPublishIDs(t *testing.T) {
-	bothModes(t, testTopicLiveEventsCarryPublishIDs)
+	eachMode(t, testTopicLiveEventsCarryPublishIDs)
 }
 
-func testTopicLiveEventsCarryPublishIDs(t *testing.T) {
-	e := newTopicEnv(t, membroker.Config{})
+func testTopicLiveEventsCarryPublishIDs(t *testing.T, m mode) {
+	e := newTopicEnv(t, m, membroker.Config{})
 	_, er := e.open("topic=news", "")
 	// The publish right after the headers must arrive: the subscription is
 	// registered before the headers go out.
@@ -202,11 +219,11 @@ func testTopicLiveEventsCarryPublishIDs(t *testing.T) {
 }
 
 func TestTopicStartPositionSentBeforeFirstEvent(t *testing.T) {
-	bothModes(t, testTopicStartPositionSentBeforeFirstEvent)
+	eachMode(t, testTopicStartPositionSentBeforeFirstEvent)
 }
 
-func testTopicStartPositionSentBeforeFirstEvent(t *testing.T) {
-	e := newTopicEnv(t, membroker.Config{})
+func testTopicStartPositionSentBeforeFirstEvent(t *testing.T, m mode) {
+	e := newTopicEnv(t, m, membroker.Config{})
 	before := e.publish("news", "", "old")
 	resp := get(t, nil, e.srv.URL+"/events?topic=news")
 	// No event yet, but the client already holds a resumable position.
@@ -221,10 +238,10 @@ func testTopicStartPositionSentBeforeFirstEvent(t *testing.T) {
 	}
 }
 
-func TestTopicResumeFromLastEventID(t *testing.T) { bothModes(t, testTopicResumeFromLastEventID) }
+func TestTopicResumeFromLastEventID(t *testing.T) { eachMode(t, testTopicResumeFromLastEventID) }
 
-func testTopicResumeFromLastEventID(t *testing.T) {
-	e := newTopicEnv(t, membroker.Config{})
+func testTopicResumeFromLastEventID(t *testing.T, m mode) {
+	e := newTopicEnv(t, m, membroker.Config{})
 	for _, how := range []string{"header", "query"} {
 		t.Run(how, func(t *testing.T) {
 			var ids []string
@@ -248,17 +265,17 @@ func testTopicResumeFromLastEventID(t *testing.T) {
 			}
 		})
 	}
-	if got := e.m.get(func(m *recMetrics) int { return m.replayed }); got != 10 {
-		t.Fatalf("Replayed total %d, want 10", got)
+	if got := e.m.get(func(m *recMetrics) int { return m.replayedAfter[""] }); got != 10 {
+		t.Fatalf("Replayed after a resume: %d, want 10 (%v)", got, e.m.replayedAfter)
 	}
 }
 
 func TestTopicMultiTopicCompositeCursorResume(t *testing.T) {
-	bothModes(t, testTopicMultiTopicCompositeCursorResume)
+	eachMode(t, testTopicMultiTopicCompositeCursorResume)
 }
 
-func testTopicMultiTopicCompositeCursorResume(t *testing.T) {
-	e := newTopicEnv(t, membroker.Config{})
+func testTopicMultiTopicCompositeCursorResume(t *testing.T, m mode) {
+	e := newTopicEnv(t, m, membroker.Config{})
 	resp, er := e.open("topic=b&topic=a&topic=b", "") // unordered, duplicated: canonicalised
 	a1 := e.publish("a", "", "a1")
 	b1 := e.publish("b", "", "b1")
@@ -294,14 +311,14 @@ func testTopicMultiTopicCompositeCursorResume(t *testing.T) {
 	}
 }
 
-func TestTopicResetEvents(t *testing.T) { bothModes(t, testTopicResetEvents) }
+func TestTopicResetEvents(t *testing.T) { eachMode(t, testTopicResetEvents) }
 
-func testTopicResetEvents(t *testing.T) {
+func testTopicResetEvents(t *testing.T, m mode) {
 	other := membroker.New(membroker.Config{})
 	defer other.Close()
 	foreign, _ := other.Publish(context.Background(), "t", broker.Message{Data: "x"})
 
-	e := newTopicEnv(t, membroker.Config{HistorySize: 3})
+	e := newTopicEnv(t, m, membroker.Config{HistorySize: 3})
 	var ids []string
 	for i := 1; i <= 6; i++ {
 		ids = append(ids, e.publish("t", "", fmt.Sprint(i)))
@@ -330,12 +347,25 @@ func testTopicResetEvents(t *testing.T) {
 			}
 		})
 	}
+	// The replayed history is counted with the reason of the reset before
+	// it, as the resets are.
+	want := map[broker.ResetReason]int{broker.ReasonTruncated: 3, broker.ReasonEpoch: 3, broker.ReasonUnknown: 6}
+	e.m.mu.Lock()
+	defer e.m.mu.Unlock()
+	for r, n := range want {
+		if e.m.replayedAfter[r] != n || e.m.resets[r] != n/3 {
+			t.Errorf("reason %s: %d resets, %d events replayed after them; want %d and %d", r, e.m.resets[r], e.m.replayedAfter[r], n/3, n)
+		}
+	}
+	if n := e.m.replayedAfter[""]; n != 0 {
+		t.Errorf("%d events counted as resumed, want 0", n)
+	}
 }
 
-func TestTopicBadRequests(t *testing.T) { bothModes(t, testTopicBadRequests) }
+func TestTopicBadRequests(t *testing.T) { eachMode(t, testTopicBadRequests) }
 
-func testTopicBadRequests(t *testing.T) {
-	e := newTopicEnv(t, membroker.Config{})
+func testTopicBadRequests(t *testing.T, m mode) {
+	e := newTopicEnv(t, m, membroker.Config{})
 	e.h.MaxTopics = 3
 	cases := []struct {
 		name, query string
@@ -378,11 +408,11 @@ func testTopicBadRequests(t *testing.T) {
 }
 
 func TestTopicOnConnectRunsBeforeSubscribe(t *testing.T) {
-	bothModes(t, testTopicOnConnectRunsBeforeSubscribe)
+	eachMode(t, testTopicOnConnectRunsBeforeSubscribe)
 }
 
-func testTopicOnConnectRunsBeforeSubscribe(t *testing.T) {
-	e := newTopicEnv(t, membroker.Config{})
+func testTopicOnConnectRunsBeforeSubscribe(t *testing.T, m mode) {
+	e := newTopicEnv(t, m, membroker.Config{})
 	e.h.OnConnect = func(r *http.Request) (int, http.Header, error) {
 		if r.Header.Get("Authorization") != "Bearer good" {
 			return http.StatusUnauthorized, nil, errors.New("missing or invalid token")
@@ -403,10 +433,10 @@ func testTopicOnConnectRunsBeforeSubscribe(t *testing.T) {
 // TestTopicSlowClientIsDropped: one client stops reading; it is disconnected
 // while a reading client receives everything and the publisher never
 // blocks.
-func TestTopicSlowClientIsDropped(t *testing.T) { bothModes(t, testTopicSlowClientIsDropped) }
+func TestTopicSlowClientIsDropped(t *testing.T) { eachMode(t, testTopicSlowClientIsDropped) }
 
-func testTopicSlowClientIsDropped(t *testing.T) {
-	e := newTopicEnv(t, membroker.Config{QueueLimit: 64, HistorySize: 10})
+func testTopicSlowClientIsDropped(t *testing.T, m mode) {
+	e := newTopicEnv(t, m, membroker.Config{QueueLimit: 64, HistorySize: 10})
 	e.h.WriteTimeout = 500 * time.Millisecond
 
 	// The slow client: a raw connection that never reads after the headers.
@@ -468,16 +498,16 @@ func testTopicSlowClientIsDropped(t *testing.T) {
 }
 
 func TestTopicPausedReaderGetsEverythingInOrder(t *testing.T) {
-	bothModes(t, testTopicPausedReaderGetsEverythingInOrder)
+	eachMode(t, testTopicPausedReaderGetsEverythingInOrder)
 }
 
 // A client that stops reading for a while (its socket buffers fill, so
 // writes stop part-way and must be finished later) but stays within its
 // queue limit and the write timeout gets every event once, in order, when
 // it reads again — while a second, fast client keeps up all along.
-func testTopicPausedReaderGetsEverythingInOrder(t *testing.T) {
+func testTopicPausedReaderGetsEverythingInOrder(t *testing.T, m mode) {
 	const n = 1000
-	e := newTopicEnv(t, membroker.Config{QueueLimit: 2 * n, HistorySize: 10})
+	e := newTopicEnv(t, m, membroker.Config{QueueLimit: 2 * n, HistorySize: 10})
 	e.h.WriteTimeout = 20 * time.Second
 
 	conn, err := net.Dial("tcp", e.srv.Listener.Addr().String())
@@ -533,21 +563,21 @@ func testTopicPausedReaderGetsEverythingInOrder(t *testing.T) {
 }
 
 func TestTopicConcurrentWritersKeepOrder(t *testing.T) {
-	bothModes(t, testTopicConcurrentWritersKeepOrder)
+	eachMode(t, testTopicConcurrentWritersKeepOrder)
 }
 
 // Every writer of a stream at once — concurrent publishers (flushers),
 // heartbeats every millisecond from the stream's goroutine, readers that
 // pause now and then so that writes stop part-way — and every client still
 // gets every event once, in publish order.
-func testTopicConcurrentWritersKeepOrder(t *testing.T) {
+func testTopicConcurrentWritersKeepOrder(t *testing.T, m mode) {
 	const (
 		clients    = 20
 		publishers = 4
 		perPub     = 500
 		total      = publishers * perPub
 	)
-	e := newTopicEnv(t, membroker.Config{QueueLimit: 2 * total, HistorySize: 10})
+	e := newTopicEnv(t, m, membroker.Config{QueueLimit: 2 * total, HistorySize: 10})
 	e.h.Heartbeat = time.Millisecond
 	readers := make([]*eventReader, clients)
 	for i := range readers {
@@ -611,10 +641,10 @@ func testTopicConcurrentWritersKeepOrder(t *testing.T) {
 	}
 }
 
-func TestTopicDrain(t *testing.T) { bothModes(t, testTopicDrain) }
+func TestTopicDrain(t *testing.T) { eachMode(t, testTopicDrain) }
 
-func testTopicDrain(t *testing.T) {
-	e := newTopicEnv(t, membroker.Config{})
+func testTopicDrain(t *testing.T, m mode) {
+	e := newTopicEnv(t, m, membroker.Config{})
 	_, er := e.open("topic=a", "")
 	id := e.publish("a", "", "x")
 	er.next(wait)
@@ -639,10 +669,10 @@ func testTopicDrain(t *testing.T) {
 	}
 }
 
-func TestTopicBrokerCloseEndsStream(t *testing.T) { bothModes(t, testTopicBrokerCloseEndsStream) }
+func TestTopicBrokerCloseEndsStream(t *testing.T) { eachMode(t, testTopicBrokerCloseEndsStream) }
 
-func testTopicBrokerCloseEndsStream(t *testing.T) {
-	e := newTopicEnv(t, membroker.Config{})
+func testTopicBrokerCloseEndsStream(t *testing.T, m mode) {
+	e := newTopicEnv(t, m, membroker.Config{})
 	_, er := e.open("topic=a", "")
 	waitFor(t, wait, func() bool { return e.h.Connections() == 1 }, "stream open")
 	e.b.Close()
@@ -656,10 +686,10 @@ func testTopicBrokerCloseEndsStream(t *testing.T) {
 	}
 }
 
-func TestTopicHeartbeat(t *testing.T) { bothModes(t, testTopicHeartbeat) }
+func TestTopicHeartbeat(t *testing.T) { eachMode(t, testTopicHeartbeat) }
 
-func testTopicHeartbeat(t *testing.T) {
-	e := newTopicEnv(t, membroker.Config{})
+func testTopicHeartbeat(t *testing.T, m mode) {
+	e := newTopicEnv(t, m, membroker.Config{})
 	e.h.Heartbeat = 30 * time.Millisecond
 	resp := get(t, nil, e.srv.URL+"/events?topic=a")
 	lr := newLineReader(t, resp.Body)
@@ -678,7 +708,7 @@ func testTopicHeartbeat(t *testing.T) {
 // TestTopicHijackedResponseHead checks the response head a hijacked stream
 // writes itself, and that a client disconnect is noticed without a write.
 func TestTopicHijackedResponseHead(t *testing.T) {
-	e := newTopicEnv(t, membroker.Config{})
+	e := newTopicEnv(t, hijacked, membroker.Config{})
 	e.h.OnConnect = func(r *http.Request) (int, http.Header, error) {
 		_, h, _ := DefaultOnConnect(r)
 		h.Set("X-Ok", "yes")
@@ -739,10 +769,10 @@ func (w *wrapped) Unwrap() http.ResponseWriter { return w.ResponseWriter }
 
 // TestTopicThroughMiddleware: a stream works behind a middleware that wraps
 // the ResponseWriter (flushes and hijacking go through Unwrap).
-func TestTopicThroughMiddleware(t *testing.T) { bothModes(t, testTopicThroughMiddleware) }
+func TestTopicThroughMiddleware(t *testing.T) { eachMode(t, testTopicThroughMiddleware) }
 
-func testTopicThroughMiddleware(t *testing.T) {
-	e := newTopicEnv(t, membroker.Config{})
+func testTopicThroughMiddleware(t *testing.T, m mode) {
+	e := newTopicEnv(t, m, membroker.Config{})
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		e.h.ServeHTTP(&wrapped{ResponseWriter: w}, r)
 	}))
@@ -752,5 +782,110 @@ func testTopicThroughMiddleware(t *testing.T) {
 	id := e.publish("mw", "", "through middleware")
 	if ev := er.next(wait); ev.ID != id || ev.Data != "through middleware" {
 		t.Fatalf("got %+v", ev)
+	}
+}
+
+// accessLog is an ordinary middleware's ResponseWriter: it sees the status
+// and counts the bytes, and offers Unwrap as the net/http docs ask.
+type accessLog struct {
+	http.ResponseWriter
+	status int
+	bytes  int
+}
+
+func (w *accessLog) WriteHeader(code int) {
+	if w.status == 0 {
+		w.status = code
+	}
+	w.ResponseWriter.WriteHeader(code)
+}
+
+func (w *accessLog) Write(p []byte) (int, error) {
+	if w.status == 0 {
+		w.status = http.StatusOK
+	}
+	n, err := w.ResponseWriter.Write(p)
+	w.bytes += n
+	return n, err
+}
+
+func (w *accessLog) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+
+// countingReader counts the bytes read through it.
+type countingReader struct {
+	r io.Reader
+	n atomic.Int64
+}
+
+func (c *countingReader) Read(p []byte) (int, error) {
+	n, err := c.r.Read(p)
+	c.n.Add(int64(n))
+	return n, err
+}
+
+// TestTopicDefaultComposesWithMiddleware: without Hijack a stream is an
+// ordinary response. A middleware's wrapper sees its status and every byte
+// the client got, and the middleware's code after the handler (an access
+// log line) runs when the stream ends, not before. With Hijack, the
+// documented bypass: the wrapper sees nothing and that code runs at once.
+func TestTopicDefaultComposesWithMiddleware(t *testing.T) {
+	for _, mode := range []mode{responseWriter, hijacked} {
+		t.Run(mode.name, func(t *testing.T) {
+			t.Parallel()
+			b := membroker.New(membroker.Config{})
+			t.Cleanup(func() { b.Close() })
+			h := &TopicHandler{Broker: b, Heartbeat: -1, Logger: discardLogger()}
+			mode.set(h)
+			logged := make(chan accessLog, 1)
+			srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				lw := &accessLog{ResponseWriter: w}
+				h.ServeHTTP(lw, r)
+				logged <- accessLog{status: lw.status, bytes: lw.bytes}
+			}))
+			t.Cleanup(srv.Close) // after the client's body is closed
+			resp := get(t, nil, srv.URL+"/events?topic=a")
+			if resp.StatusCode != http.StatusOK {
+				t.Fatalf("status %d", resp.StatusCode)
+			}
+			cr := &countingReader{r: resp.Body}
+			er := newEventReader(t, struct {
+				io.Reader
+				io.Closer
+			}{cr, resp.Body})
+			for i := range 3 {
+				id, err := b.Publish(context.Background(), "a", broker.Message{Data: fmt.Sprint("event ", i)})
+				if err != nil {
+					t.Fatal(err)
+				}
+				if ev := er.next(wait); ev.ID != id {
+					t.Fatalf("event %d: got %+v, want id %q", i, ev, id)
+				}
+			}
+			if !mode.hijack {
+				select {
+				case l := <-logged:
+					t.Fatalf("the middleware logged %+v while the stream was open", l)
+				default:
+				}
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), wait)
+			defer cancel()
+			if err := h.Drain(ctx, 0); err != nil {
+				t.Fatal(err)
+			}
+			er.closed(wait)
+			var l accessLog
+			select {
+			case l = <-logged:
+			case <-time.After(wait):
+				t.Fatal("the middleware's code after the handler did not run")
+			}
+			switch {
+			case mode.hijack && (l.status != 0 || l.bytes != 0):
+				t.Errorf("hijacked: the middleware saw status %d and %d bytes, want nothing", l.status, l.bytes)
+			case !mode.hijack && (l.status != http.StatusOK || int64(l.bytes) != cr.n.Load()):
+				t.Errorf("the middleware saw status %d and %d bytes; the client got 200 and %d bytes", l.status, l.bytes, cr.n.Load())
+			}
+		})
 	}
 }

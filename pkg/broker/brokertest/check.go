@@ -10,8 +10,9 @@ import (
 	"github.com/herald-sse/herald/pkg/broker"
 )
 
-// MaxIDLen is the longest event ID or position the contract allows.
-const MaxIDLen = 128
+// MaxIDLen is the longest event ID or position the contract allows
+// (broker.MaxIDLen).
+const MaxIDLen = broker.MaxIDLen
 
 // ValidID reports whether id is a well-formed event ID or position:
 // 1-128 bytes of [0-9A-Za-z_-]. pkg/sse joins IDs of several topics with

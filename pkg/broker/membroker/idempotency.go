@@ -33,7 +33,7 @@ type queued struct {
 // in the order they were made, so one FIFO serves for expiry and eviction.
 // Callers hold the topic's lock around get and put, which makes the check
 // and the append one step per topic; keys' own lock is taken inside it
-// (lock order: topic.mu before keys.mu).
+// (lock order: topicLog.mu before keys.mu).
 type keys struct {
 	window  time.Duration
 	max     int

@@ -92,7 +92,7 @@ func (b *Broker) TopicInfo(ctx context.Context, name string) (broker.TopicInfo, 
 	info := broker.TopicInfo{Epoch: b.epoch}
 	if t == nil {
 		tag := topicTag(name)
-		probe := &topic{prefix: b.epoch + "-" + tag + "-"}
+		probe := &topicLog{prefix: b.epoch + "-" + tag + "-"}
 		info.LastID = probe.id(high)
 		return info, nil
 	}
@@ -110,7 +110,7 @@ func (b *Broker) TopicInfo(ctx context.Context, name string) (broker.TopicInfo, 
 // LocalTopics implements broker.Inspector.
 func (b *Broker) LocalTopics(fn func(topic string, subscribers int) bool) {
 	b.mu.RLock()
-	topics := make([]*topic, 0, len(b.topics))
+	topics := make([]*topicLog, 0, len(b.topics))
 	for _, t := range b.topics {
 		topics = append(topics, t)
 	}

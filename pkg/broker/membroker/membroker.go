@@ -113,9 +113,9 @@ type Broker struct {
 	lastLive    atomic.Int64 // UnixNano of the last publish
 	dir         directory    // broker.Directory's records
 
-	// Lock order: Broker.mu before topic.mu before broker.Queue's lock.
-	mu       sync.RWMutex      // guards the fields below
-	topics   map[string]*topic // nil once closed
+	// Lock order: Broker.mu before topicLog.mu before broker.Queue's lock.
+	mu       sync.RWMutex         // guards the fields below
+	topics   map[string]*topicLog // nil once closed
 	closed   bool
 	dropHigh uint64 // highest head of any dropped topic: a new topic's seq starts here
 
@@ -132,7 +132,7 @@ func New(cfg Config) *Broker {
 		ttl:         cfg.HistoryTTL,
 		queueLimit:  cfg.QueueLimit,
 		now:         cfg.Now,
-		topics:      map[string]*topic{},
+		topics:      map[string]*topicLog{},
 	}
 	if b.historySize == 0 {
 		b.historySize = DefaultHistorySize
@@ -177,7 +177,7 @@ func topicTag(name string) string {
 }
 
 // id renders the position seq of topic t.
-func (t *topic) id(seq uint64) string {
+func (t *topicLog) id(seq uint64) string {
 	var buf [40]byte
 	return string(strconv.AppendUint(append(buf[:0], t.prefix...), seq, 10))
 }
@@ -205,8 +205,8 @@ func parseID(id string) (epoch, tag string, seq uint64, ok bool) {
 	return id[:8], id[9:17], seq, true
 }
 
-// topic is one topic's log and subscribers.
-type topic struct {
+// topicLog is one topic's log (its retained history) and its subscribers.
+type topicLog struct {
 	name   string
 	tag    string // topicTag(name)
 	prefix string // "<epoch>-<tag>-": every ID of the topic starts with it
@@ -222,16 +222,16 @@ type topic struct {
 }
 
 // member is a subscription's entry in a topic: s.slot[k] is its index in
-// topic.subs, where k is the topic's index in s.topics.
+// topicLog.subs, where k is the topic's index in s.topics.
 type member struct {
-	s *subscription
+	s *subscriber
 	k int
 }
 
-func (t *topic) at(i int) *broker.Event { return t.ring[(t.first+i)%len(t.ring)] }
+func (t *topicLog) at(i int) *broker.Event { return t.ring[(t.first+i)%len(t.ring)] }
 
 // appendEvent adds e to the history, dropping the oldest beyond size.
-func (t *topic) appendEvent(e *broker.Event, size int) {
+func (t *topicLog) appendEvent(e *broker.Event, size int) {
 	if size == 0 {
 		return
 	}
@@ -255,7 +255,7 @@ func (t *topic) appendEvent(e *broker.Event, size int) {
 }
 
 // expire drops events published before now-ttl.
-func (t *topic) expire(now time.Time, ttl time.Duration) {
+func (t *topicLog) expire(now time.Time, ttl time.Duration) {
 	if ttl <= 0 {
 		return
 	}
@@ -271,10 +271,10 @@ func (t *topic) expire(now time.Time, ttl time.Duration) {
 }
 
 // idle reports whether the topic may be dropped.
-func (t *topic) idle() bool { return len(t.subs) == 0 && t.n == 0 && !t.dead }
+func (t *topicLog) idle() bool { return len(t.subs) == 0 && t.n == 0 && !t.dead }
 
 // remove takes subs[i] out of the topic.
-func (t *topic) remove(i int) {
+func (t *topicLog) remove(i int) {
 	m := t.subs[i]
 	m.s.slot[m.k] = -1
 	last := len(t.subs) - 1
@@ -288,7 +288,7 @@ func (t *topic) remove(i int) {
 }
 
 // lockTopic returns the topic called name, locked, creating it if needed.
-func (b *Broker) lockTopic(name string) (*topic, error) {
+func (b *Broker) lockTopic(name string) (*topicLog, error) {
 	for {
 		b.mu.RLock()
 		t, closed := b.topics[name], b.closed
@@ -304,7 +304,7 @@ func (b *Broker) lockTopic(name string) (*topic, error) {
 			}
 			if t = b.topics[name]; t == nil {
 				tag := topicTag(name)
-				t = &topic{name: name, tag: tag, prefix: b.epoch + "-" + tag + "-", seq: b.dropHigh}
+				t = &topicLog{name: name, tag: tag, prefix: b.epoch + "-" + tag + "-", seq: b.dropHigh}
 				b.topics[name] = t
 			}
 			b.mu.Unlock()
@@ -323,7 +323,7 @@ func (b *Broker) lockTopic(name string) (*topic, error) {
 }
 
 // drop removes t from the broker if it is still idle.
-func (b *Broker) drop(t *topic) {
+func (b *Broker) drop(t *topicLog) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	t.mu.Lock()
@@ -395,9 +395,9 @@ func (b *Broker) Subscribe(ctx context.Context, topics []string, from broker.Cur
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
-	s := &subscription{
+	s := &subscriber{
 		b:      b,
-		topics: make([]*topic, len(topics)),
+		topics: make([]*topicLog, len(topics)),
 		slot:   make([]int, len(topics)),
 	}
 	s.Sub = broker.NewSub(b.queueLimit, s.unregister)
@@ -419,7 +419,7 @@ func (b *Broker) Subscribe(ctx context.Context, topics []string, from broker.Cur
 
 // replay queues, for t locked, what follows cursor: an optional reset, the
 // position, then the retained events after it.
-func (b *Broker) replay(q *broker.Queue, t *topic, cursor string) {
+func (b *Broker) replay(q *broker.Queue, t *topicLog, cursor string) {
 	t.expire(b.now(), b.ttl)
 	if cursor == "" {
 		q.Preload(&broker.Event{Kind: broker.KindPosition, Topic: t.name, ID: t.id(t.seq)})
@@ -478,7 +478,7 @@ func (b *Broker) Close() error {
 		close(b.stopSweep)
 		<-b.swept
 	}
-	var subs []*subscription
+	var subs []*subscriber
 	for _, t := range topics {
 		t.mu.Lock()
 		t.closed = true
@@ -511,7 +511,7 @@ func (b *Broker) sweeper(interval time.Duration) {
 // sweep expires every topic's history and drops the idle ones.
 func (b *Broker) sweep() {
 	b.mu.RLock()
-	topics := make([]*topic, 0, len(b.topics))
+	topics := make([]*topicLog, 0, len(b.topics))
 	for _, t := range b.topics {
 		topics = append(topics, t)
 	}
@@ -528,24 +528,18 @@ func (b *Broker) sweep() {
 	}
 }
 
-// topicCount returns the number of topics held (for tests).
-func (b *Broker) topicCount() int {
-	b.mu.RLock()
-	defer b.mu.RUnlock()
-	return len(b.topics)
-}
-
-// subscription implements broker.Subscription on a broker.Sub.
-type subscription struct {
+// subscriber is one Subscribe call: a broker.Subscription on a broker.Sub,
+// a member of each of its topics' topicLog.
+type subscriber struct {
 	*broker.Sub
 	b      *Broker
-	topics []*topic // nil entries: not registered (Subscribe failed)
-	slot   []int    // slot[k] guarded by topics[k].mu: index in topics[k].subs, -1 once removed
+	topics []*topicLog // nil entries: not registered (Subscribe failed)
+	slot   []int       // slot[k] guarded by topics[k].mu: index in topics[k].subs, -1 once removed
 }
 
 // unregister removes s from its topics once it has ended, dropping topics
 // left idle.
-func (s *subscription) unregister() {
+func (s *subscriber) unregister() {
 	for k, t := range s.topics {
 		if t == nil {
 			continue

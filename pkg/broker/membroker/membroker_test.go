@@ -132,7 +132,7 @@ func FuzzParseID(f *testing.F) {
 		}
 		// A parsed ID is canonical: rendering it gives it back, and it is a
 		// valid ID for the sse layer.
-		tp := &topic{prefix: epoch + "-" + tag + "-"}
+		tp := &topicLog{prefix: epoch + "-" + tag + "-"}
 		if got := tp.id(seq); got != s {
 			t.Errorf("parseID(%q) = %q, %d: renders as %q", s, epoch, seq, got)
 		}
@@ -453,4 +453,11 @@ func BenchmarkSubscribeReplay(b *testing.B) {
 		clear(items)
 		s.Close()
 	}
+}
+
+// topicCount returns the number of topics held.
+func (b *Broker) topicCount() int {
+	b.mu.RLock()
+	defer b.mu.RUnlock()
+	return len(b.topics)
 }

@@ -71,8 +71,8 @@ func seqData(topic string, n int) []string {
 // covers resume exactly; the others get a reset and their retained history.
 // (Reproduces issue 9, item 1: c0..c3 were skipped without a reset.)
 func TestCursorNeverPlacedOnAnotherTopic(t *testing.T) {
-	bothModes(t, func(t *testing.T) {
-		env := newTopicEnv(t, membroker.Config{})
+	eachMode(t, func(t *testing.T, m mode) {
+		env := newTopicEnv(t, m, membroker.Config{})
 		for _, tp := range []struct {
 			name string
 			n    int
@@ -155,7 +155,7 @@ func TestParseCursor(t *testing.T) {
 	if want := "h2." + topicTag("a") + ":pa." + topicTag("b") + ":pb"; ab != want {
 		t.Fatalf("FormatCursor = %q, want %q", ab, want)
 	}
-	u := UnknownPosition
+	u := unknownPosition
 	for _, tc := range []struct {
 		name   string
 		topics []string
@@ -208,7 +208,7 @@ func TestCursorTagCollision(t *testing.T) {
 	}
 	// A cursor that has only one of them places neither: the count differs.
 	got := parseCursor(topics, FormatCursor(broker.Cursor{x: "px", "z": "pz"}))
-	if got[x] != UnknownPosition || got[y] != UnknownPosition || got["z"] != "pz" {
+	if got[x] != unknownPosition || got[y] != unknownPosition || got["z"] != "pz" {
 		t.Fatalf("one of two colliding topics: %v", got)
 	}
 }

@@ -40,10 +40,10 @@ const (
 	tagLen      = 8
 )
 
-// UnknownPosition is the position handed to the broker for a topic whose
+// unknownPosition is the position handed to the broker for a topic whose
 // place the client's cursor does not tell (another cursor format, a topic
 // the cursor does not cover). The broker answers it with a reset.
-const UnknownPosition = "?"
+const unknownPosition = "?"
 
 // DefaultMaxCursorLen caps Last-Event-ID unless TopicHandler.MaxCursorLen says
 // otherwise.
@@ -54,20 +54,20 @@ func maxCursorLen(n int) int {
 	return len(compositeV2) + n*(tagLen+1+broker.MaxIDLen+1)
 }
 
-// ErrBadCursor: a Last-Event-ID that breaks the wire rules (too long, or a
+// errBadCursor: a Last-Event-ID that breaks the wire rules (too long, or a
 // byte outside printable ASCII). Such a request gets 400.
-var ErrBadCursor = errors.New("sse: malformed Last-Event-ID")
+var errBadCursor = errors.New("sse: malformed Last-Event-ID")
 
 // checkCursor enforces the wire rules only: length and printable ASCII
 // without spaces. A well-formed cursor the broker cannot place is not an
 // error; it gets the reset event.
 func checkCursor(id string, maxLen int) error {
 	if len(id) > maxLen {
-		return fmt.Errorf("%w: %d bytes, the limit is %d", ErrBadCursor, len(id), maxLen)
+		return fmt.Errorf("%w: %d bytes, the limit is %d", errBadCursor, len(id), maxLen)
 	}
 	for i := 0; i < len(id); i++ {
 		if c := id[i]; c < 0x21 || c > 0x7e {
-			return fmt.Errorf("%w: byte 0x%02x at offset %d (only printable ASCII is allowed)", ErrBadCursor, c, i)
+			return fmt.Errorf("%w: byte 0x%02x at offset %d (only printable ASCII is allowed)", errBadCursor, c, i)
 		}
 	}
 	return nil
@@ -103,14 +103,14 @@ func cursorTags(topics []string) []string {
 
 // parseCursor maps the client's last event ID onto topics (sorted, unique).
 // An empty id means "start live". A topic the id does not cover gets
-// UnknownPosition (a reset).
+// unknownPosition (a reset).
 func parseCursor(topics []string, id string) broker.Cursor {
 	if id == "" {
 		return nil
 	}
 	c := make(broker.Cursor, len(topics))
 	for _, t := range topics {
-		c[t] = UnknownPosition
+		c[t] = unknownPosition
 	}
 	switch {
 	case strings.HasPrefix(id, compositeV2):
@@ -143,7 +143,7 @@ func parseCursor(topics []string, id string) broker.Cursor {
 // stream share a tag with probability 2^-32; they are written in sorted
 // order and read back in it). A tag that the cursor holds a different
 // number of times than the stream has topics with it places nothing, and a
-// malformed entry is ignored: those topics keep UnknownPosition.
+// malformed entry is ignored: those topics keep unknownPosition.
 func placeTagged(c broker.Cursor, topics []string, entries string) {
 	byTag := make(map[string][]string, len(topics))
 	for entries != "" {
@@ -186,7 +186,7 @@ func isLowerHex(s string) bool {
 // appendCursor appends the wire cursor for positions (aligned with the
 // sorted topics of the stream and their cursorTags). In a composite, a
 // topic whose position is not known yet (its broker position has not
-// arrived and the client sent none) is written as UnknownPosition: a resume
+// arrived and the client sent none) is written as unknownPosition: a resume
 // from it gets a reset and the retained history for that topic, never a
 // silent live start.
 func appendCursor(dst []byte, tags, positions []string) []byte {
@@ -198,7 +198,7 @@ func appendCursor(dst []byte, tags, positions []string) []byte {
 		dst = append(dst, '.')
 		dst = append(dst, tags[i]...)
 		if p == "" {
-			p = UnknownPosition
+			p = unknownPosition
 		}
 		dst = append(dst, p...)
 	}

@@ -62,10 +62,11 @@ func (s *scriptSub) waitTaken(t *testing.T, n int32) {
 // KindPosition must carry b's position from the client's own cursor (resume),
 // and must not go out with an empty place for b (live start), which a resume
 // would read as "b: start live" — a silent gap in b.
-func TestRedteamCompositeCursorBeforeEveryPosition(t *testing.T) {
-	bothModes(t, func(t *testing.T) {
+func TestCompositeCursorBeforeEveryPosition(t *testing.T) {
+	eachMode(t, func(t *testing.T, m mode) {
 		b := &scriptBroker{subs: make(chan *scriptSub, 1)}
-		h := &TopicHandler{Broker: b, Heartbeat: -1, Logger: discardLogger(), NoHijack: noHijack}
+		h := &TopicHandler{Broker: b, Heartbeat: -1, Logger: discardLogger()}
+		m.set(h)
 		srv := httptest.NewServer(h)
 		defer srv.Close()
 		ev := func(kind broker.Kind, topic, id string) *broker.Event {

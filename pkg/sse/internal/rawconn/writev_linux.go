@@ -1,6 +1,6 @@
 //go:build linux
 
-package sse
+package rawconn
 
 import (
 	"net"
@@ -12,11 +12,11 @@ import (
 // rest left to the stream's goroutine.
 const maxIovecs = 1024
 
-// iovScratch is a batch's reusable iovec array.
-type iovScratch = []syscall.Iovec
+// Iovecs is a batch's reusable iovec array, scratch space for TryWrite.
+type Iovecs = []syscall.Iovec
 
-// rawWriter makes non-blocking writev(2) calls on a connection, for
-// publishers writing to idle streams. Its callback is bound once, so a call
+// rawWriter makes non-blocking writev(2) calls on a connection, for the
+// flushers writing to idle streams. Its callback is bound once, so a call
 // allocates nothing.
 type rawWriter struct {
 	raw syscall.RawConn
@@ -63,7 +63,7 @@ func (w *rawWriter) call(fd uintptr) bool {
 // run (the connection is closing or its write deadline has passed); err is
 // a failure of the call other than "would block". iov is scratch space,
 // returned for reuse.
-func (w *rawWriter) tryWritev(bufs [][]byte, iov iovScratch) (n int, attempted bool, _ iovScratch, err error) {
+func (w *rawWriter) tryWritev(bufs [][]byte, iov Iovecs) (n int, attempted bool, _ Iovecs, err error) {
 	iov = iov[:0]
 	for _, b := range bufs {
 		if len(b) == 0 {

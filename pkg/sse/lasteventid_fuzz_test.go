@@ -10,7 +10,7 @@ import (
 
 // FuzzCursor: any Last-Event-ID is either refused by checkCursor (400) or
 // mapped onto every topic of the stream, each to a position the id
-// carried or to UnknownPosition (which the broker answers with a reset);
+// carried or to unknownPosition (which the broker answers with a reset);
 // it never panics. Cursors the handler writes read back to their
 // positions.
 func FuzzCursor(f *testing.F) {
@@ -41,7 +41,7 @@ func FuzzCursor(f *testing.F) {
 		}
 		for _, tp := range topics {
 			p, ok := c[tp]
-			if !ok || (p != UnknownPosition && !strings.Contains(id, p)) {
+			if !ok || (p != unknownPosition && !strings.Contains(id, p)) {
 				t.Fatalf("topic %s: position %q not from id %q", tp, p, id)
 			}
 		}

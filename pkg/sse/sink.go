@@ -1,0 +1,50 @@
+package sse
+
+import (
+	"net/http"
+	"time"
+
+	"github.com/herald-sse/herald/pkg/sse/internal/rawconn"
+)
+
+// sink is where a stream's bytes go: a hijacked connection or a
+// ResponseWriter.
+type sink interface {
+	// flush writes bufs (which it may clobber) and pushes them to the
+	// client within timeout.
+	flush(bufs [][]byte, timeout time.Duration) error
+}
+
+// responseSink is a ResponseWriter: a TopicHandler's stream without
+// Hijack, or a Handler's. Only the stream's writer uses it.
+type responseSink struct {
+	w  http.ResponseWriter
+	rc *http.ResponseController
+}
+
+// flush writes bufs and flushes, under a fresh write deadline of timeout
+// (none if timeout is negative).
+func (s *responseSink) flush(bufs [][]byte, timeout time.Duration) error {
+	// A fresh deadline per batch also overrides a server-wide WriteTimeout
+	// that would otherwise cut long streams. ErrNotSupported from a writer
+	// that cannot set deadlines is not fatal: the write has none.
+	if timeout > 0 {
+		_ = s.rc.SetWriteDeadline(time.Now().Add(timeout))
+	}
+	for _, b := range bufs {
+		if len(b) == 0 {
+			continue
+		}
+		if _, err := s.w.Write(b); err != nil {
+			return err
+		}
+	}
+	return s.rc.Flush()
+}
+
+// connSink is a hijacked connection.
+type connSink struct{ *rawconn.Conn }
+
+func (s connSink) flush(bufs [][]byte, timeout time.Duration) error {
+	return s.WriteBatch(bufs, timeout)
+}
