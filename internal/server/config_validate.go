@@ -8,8 +8,8 @@ import (
 	"net/url"
 	"strconv"
 
-	"github.com/herald-sse/herald/pkg/broker"
 	"github.com/herald-sse/herald/pkg/broker/redisbroker"
+	"github.com/herald-sse/herald/pkg/sse"
 )
 
 // Validate checks the configuration, naming the flag of a bad value.
@@ -104,9 +104,9 @@ func (c *Config) validate(setting func(string) string) error {
 	if c.PublishRate < 0 || math.IsNaN(c.PublishRate) || math.IsInf(c.PublishRate, 0) {
 		return bad("publish-rate", "must be a number of requests per second, 0 for no limit")
 	}
-	if c.MaxLastEventIDBytes > 0 && c.MaxLastEventIDBytes < 4+c.MaxTopics*(broker.MaxIDLen+1) {
+	if least := sse.MaxCursorLen(c.MaxTopics); c.MaxLastEventIDBytes > 0 && c.MaxLastEventIDBytes < least {
 		return bad("max-last-event-id-bytes", "%d cannot hold the cursor of a stream of --max-topics=%d topics (at least %d)",
-			c.MaxLastEventIDBytes, c.MaxTopics, 4+c.MaxTopics*(broker.MaxIDLen+1))
+			c.MaxLastEventIDBytes, c.MaxTopics, least)
 	}
 	if c.NodeID != "" {
 		if err := validateNodeID(c.NodeID); err != nil {

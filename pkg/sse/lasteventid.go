@@ -49,8 +49,10 @@ const unknownPosition = "?"
 // otherwise.
 const DefaultMaxCursorLen = 4096
 
-// maxCursorLen is the length of the longest composite cursor of n topics.
-func maxCursorLen(n int) int {
+// MaxCursorLen returns the length of the longest Last-Event-ID a stream
+// of n topics sends (every topic at an ID of broker.MaxIDLen bytes): the
+// least TopicHandler.MaxCursorLen that lets every such stream resume.
+func MaxCursorLen(n int) int {
 	return len(compositeV2) + n*(tagLen+1+broker.MaxIDLen+1)
 }
 

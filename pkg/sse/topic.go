@@ -151,7 +151,7 @@ func (h *TopicHandler) maxCursorLen() int {
 	if h.MaxCursorLen > 0 {
 		return h.MaxCursorLen
 	}
-	return max(DefaultMaxCursorLen, maxCursorLen(h.maxTopics()))
+	return max(DefaultMaxCursorLen, MaxCursorLen(h.maxTopics()))
 }
 
 // canonicalTopics sorts and deduplicates topics in place.
