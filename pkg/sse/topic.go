@@ -26,8 +26,8 @@ const DefaultMaxTopics = 16
 
 // TopicHandler serves GET ?topic=a[&topic=b...] as one event stream backed by
 // a Broker. It answers 400 for invalid topics or a malformed Last-Event-ID,
-// 405 for other methods, 503 at the connection cap, while draining, or when
-// the broker refuses the subscription.
+// 405 for other methods, 503 at the connection cap, while draining or its
+// http.Server shuts down, or when the broker refuses the subscription.
 //
 // Every event carries an id that resumes the stream in all its topics: the
 // event's own ID on a one-topic stream, a composite cursor on a multi-topic
