@@ -229,3 +229,8 @@ var (
 	// another event of the topic (another type or data).
 	ErrKeyConflict = errors.New("broker: idempotency key conflict")
 )
+
+// DefaultQueueLimit is the number of pending items a subscriber may fall
+// behind before a broker disconnects it with ErrSlowConsumer, unless
+// configured otherwise.
+const DefaultQueueLimit = 1024

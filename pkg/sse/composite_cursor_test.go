@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/herald-sse/herald/pkg/broker"
+	"github.com/herald-sse/herald/pkg/broker/brokerutil"
 )
 
 // scriptBroker hands each subscription to the test, which decides what the
@@ -24,7 +25,7 @@ func (b *scriptBroker) Publish(context.Context, string, broker.Message) (string,
 }
 
 func (b *scriptBroker) Subscribe(ctx context.Context, topics []string, from broker.Cursor) (broker.Subscription, error) {
-	s := &scriptSub{Queue: broker.NewQueue(0), from: from}
+	s := &scriptSub{Queue: brokerutil.NewQueue(0), from: from}
 	b.subs <- s
 	return s, nil
 }
@@ -32,7 +33,7 @@ func (b *scriptBroker) Subscribe(ctx context.Context, topics []string, from brok
 func (b *scriptBroker) Close() error { return nil }
 
 type scriptSub struct {
-	*broker.Queue
+	*brokerutil.Queue
 	from  broker.Cursor
 	taken atomic.Int32
 }

@@ -7,13 +7,14 @@ import (
 	"time"
 
 	"github.com/herald-sse/herald/pkg/broker"
+	"github.com/herald-sse/herald/pkg/broker/brokerutil"
 	"github.com/herald-sse/herald/pkg/sse/internal/rawconn"
 )
 
 // newFlushConn is a stream on a real TCP connection whose peer counts what
 // arrives (sent on the channel when the connection closes), with a
 // subscription of the given limit that the test pushes to.
-func newFlushConn(t testing.TB, limit int) (*topicStream, *broker.Sub, <-chan int64) {
+func newFlushConn(t testing.TB, limit int) (*topicStream, *brokerutil.Sub, <-chan int64) {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -39,7 +40,7 @@ func newFlushConn(t testing.TB, limit int) (*topicStream, *broker.Sub, <-chan in
 	if !raw.CanTryWrite() {
 		t.Skip("no flusher writes on this platform")
 	}
-	sub := broker.NewSub(limit, nil)
+	sub := brokerutil.NewSub(limit, nil)
 	c := &topicStream{
 		h: &TopicHandler{}, sub: sub, out: connSink{raw},
 		topics: []string{"a"}, pos: []string{"e-0"}, timeout: time.Second,
@@ -49,7 +50,7 @@ func newFlushConn(t testing.TB, limit int) (*topicStream, *broker.Sub, <-chan in
 	return c, sub, got
 }
 
-func drainReady(sub *broker.Sub) bool {
+func drainReady(sub *brokerutil.Sub) bool {
 	select {
 	case <-sub.Ready():
 		return true

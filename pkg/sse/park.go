@@ -6,11 +6,11 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/herald-sse/herald/pkg/broker"
+	"github.com/herald-sse/herald/pkg/broker/brokerutil"
 )
 
 // Parked streams. A stream on a raw connection whose subscription can call
-// back (broker.Notifier for live items, broker.Waker for everything else)
+// back (brokerutil.Notifier for live items, brokerutil.Waker for everything else)
 // holds no goroutine while it is idle: after its response head it is state
 // in shared machinery, and a goroutine exists only while work is in flight.
 //
@@ -97,7 +97,7 @@ func (l *lifecycle) kickParked() {
 // false when it cannot be parked (the caller then runs it on its goroutine).
 // Call after enableNotify, on the goroutine that wrote the response head.
 func (c *topicStream) park(unwatch func()) bool {
-	w, ok := c.sub.(broker.Waker)
+	w, ok := c.sub.(brokerutil.Waker)
 	if !ok || c.notifier == nil || c.h.NoPark {
 		return false
 	}
@@ -122,7 +122,7 @@ func (c *topicStream) park(unwatch func()) bool {
 
 // kick makes sure a goroutine looks at the stream soon: it starts one, or
 // tells the running one to go round once more. It never blocks: it runs
-// under brokers' locks (broker.Waker) and on publishers' goroutines.
+// under brokers' locks (brokerutil.Waker) and on publishers' goroutines.
 func (c *topicStream) kick() {
 	for {
 		switch s := c.drive.Load(); s {

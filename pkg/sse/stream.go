@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/herald-sse/herald/pkg/broker"
+	"github.com/herald-sse/herald/pkg/broker/brokerutil"
 	"github.com/herald-sse/herald/pkg/sse/internal/netwatch"
 	"github.com/herald-sse/herald/pkg/sse/internal/rawconn"
 )
@@ -39,7 +40,7 @@ type topicStream struct {
 
 	mu       sync.Mutex           // guards the fields below
 	out      sink                 // set before the stream starts
-	notifier broker.Notifier      // set when the flusher writes live events (notify)
+	notifier brokerutil.Notifier  // set when the flusher writes live events (notify)
 	pos      []string             // pos[i]: last position of topics[i] known to this stream
 	sent     []byte               // the id the client holds now
 	posMove  bool                 // a KindPosition moved pos since the last id written
@@ -104,7 +105,7 @@ func (c *topicStream) serveHijacked(hdr http.Header) {
 // enableNotify has live events written by the stream's flusher (see
 // notify), when the connection and the subscription allow it.
 func (c *topicStream) enableNotify() {
-	n, ok := c.sub.(broker.Notifier)
+	n, ok := c.sub.(brokerutil.Notifier)
 	if !ok || c.h.NoPublisherWrites || !c.out.(connSink).CanTryWrite() {
 		return
 	}
@@ -116,7 +117,7 @@ func (c *topicStream) enableNotify() {
 }
 
 // notify runs on a publisher's goroutine right after it queued a live item
-// for this stream (broker.Notifier): it hands the stream to its flusher,
+// for this stream (brokerutil.Notifier): it hands the stream to its flusher,
 // unless it is already waiting there (the item then goes out with the
 // others).
 func (c *topicStream) notify() {

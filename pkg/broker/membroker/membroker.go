@@ -58,6 +58,7 @@ import (
 
 	"github.com/google/uuid"
 	"github.com/herald-sse/herald/pkg/broker"
+	"github.com/herald-sse/herald/pkg/broker/brokerutil"
 )
 
 // DefaultHistorySize is the number of events kept per topic when
@@ -113,7 +114,7 @@ type Broker struct {
 	lastLive    atomic.Int64 // UnixNano of the last publish
 	dir         directory    // broker.Directory's records
 
-	// Lock order: Broker.mu before topicLog.mu before broker.Queue's lock.
+	// Lock order: Broker.mu before topicLog.mu before brokerutil.Queue's lock.
 	mu       sync.RWMutex         // guards the fields below
 	topics   map[string]*topicLog // nil once closed
 	closed   bool
@@ -400,7 +401,7 @@ func (b *Broker) Subscribe(ctx context.Context, topics []string, from broker.Cur
 		topics: make([]*topicLog, len(topics)),
 		slot:   make([]int, len(topics)),
 	}
-	s.Sub = broker.NewSub(b.queueLimit, s.unregister)
+	s.Sub = brokerutil.NewSub(b.queueLimit, s.unregister)
 	for k, name := range topics {
 		t, err := b.lockTopic(name)
 		if err != nil {
@@ -419,7 +420,7 @@ func (b *Broker) Subscribe(ctx context.Context, topics []string, from broker.Cur
 
 // replay queues, for t locked, what follows cursor: an optional reset, the
 // position, then the retained events after it.
-func (b *Broker) replay(q *broker.Queue, t *topicLog, cursor string) {
+func (b *Broker) replay(q *brokerutil.Queue, t *topicLog, cursor string) {
 	t.expire(b.now(), b.ttl)
 	if cursor == "" {
 		q.Preload(&broker.Event{Kind: broker.KindPosition, Topic: t.name, ID: t.id(t.seq)})
@@ -528,10 +529,10 @@ func (b *Broker) sweep() {
 	}
 }
 
-// subscriber is one Subscribe call: a broker.Subscription on a broker.Sub,
+// subscriber is one Subscribe call: a broker.Subscription on a brokerutil.Sub,
 // a member of each of its topics' topicLog.
 type subscriber struct {
-	*broker.Sub
+	*brokerutil.Sub
 	b      *Broker
 	topics []*topicLog // nil entries: not registered (Subscribe failed)
 	slot   []int       // slot[k] guarded by topics[k].mu: index in topics[k].subs, -1 once removed

@@ -120,6 +120,7 @@ import (
 	"time"
 
 	"github.com/herald-sse/herald/pkg/broker"
+	"github.com/herald-sse/herald/pkg/broker/brokerutil"
 	"github.com/redis/go-redis/v9"
 )
 
@@ -829,7 +830,7 @@ func (b *Broker) Subscribe(ctx context.Context, topics []string, from broker.Cur
 	}
 
 	s := &subscription{b: b, loaded: make(chan struct{})}
-	s.Sub = broker.NewSub(b.queueLimit, func() { b.release(s) })
+	s.Sub = brokerutil.NewSub(b.queueLimit, func() { b.release(s) })
 	s.pending.Store(int32(len(topics)))
 	var ts []*topic
 	newTopic := false
@@ -937,10 +938,10 @@ func (b *Broker) release(s *subscription) {
 	}
 }
 
-// subscription implements broker.Subscription on a broker.Sub, which
+// subscription implements broker.Subscription on a brokerutil.Sub, which
 // releases it from the broker when it ends.
 type subscription struct {
-	*broker.Sub
+	*brokerutil.Sub
 	b       *Broker
 	members []*member     // set before the subscription is published
 	pending atomic.Int32  // members whose KindPosition is not queued yet

@@ -1,4 +1,4 @@
-package broker
+package brokerutil
 
 import (
 	"context"
@@ -6,6 +6,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+
+	"github.com/herald-sse/herald/pkg/broker"
 )
 
 func TestSubEndsOnceAndReleases(t *testing.T) {
@@ -19,7 +21,7 @@ func TestSubEndsOnceAndReleases(t *testing.T) {
 		go func() { defer wg.Done(); _ = s.Close() }()
 	}
 	cancel()
-	s.End(ErrSlowConsumer)
+	s.End(broker.ErrSlowConsumer)
 	wg.Wait()
 	if n := released.Load(); n != 1 {
 		t.Fatalf("released %d times, want 1", n)
@@ -27,7 +29,7 @@ func TestSubEndsOnceAndReleases(t *testing.T) {
 	if _, err := s.Take(nil); err == nil {
 		t.Fatal("Take after the end returned no error")
 	}
-	if s.Push(&Event{}) {
+	if s.Push(&broker.Event{}) {
 		t.Fatal("Push after the end accepted")
 	}
 }
@@ -37,7 +39,7 @@ func TestSubContextEndsIt(t *testing.T) {
 	s := NewSub(4, func() { close(released) })
 	ctx, cancel := context.WithCancel(context.Background())
 	s.EndWhenDone(ctx)
-	s.Push(&Event{ID: "1"})
+	s.Push(&broker.Event{ID: "1"})
 	cancel()
 	<-released
 	got, err := s.Take(nil)
@@ -51,11 +53,11 @@ func TestSubContextEndsIt(t *testing.T) {
 
 func TestSubEndedBeforeWatch(t *testing.T) {
 	s := NewSub(4, nil)
-	s.End(ErrClosed)
+	s.End(broker.ErrClosed)
 	ctx, cancel := context.WithCancel(context.Background())
 	s.EndWhenDone(ctx) // must not leave an AfterFunc registered
 	cancel()
-	if _, err := s.Take(nil); !errors.Is(err, ErrClosed) {
-		t.Fatalf("err %v, want ErrClosed (the first end wins)", err)
+	if _, err := s.Take(nil); !errors.Is(err, broker.ErrClosed) {
+		t.Fatalf("err %v, want broker.ErrClosed (the first end wins)", err)
 	}
 }

@@ -1,15 +1,17 @@
-package broker
+package brokerutil
 
 import (
 	"sync"
 	"sync/atomic"
+
+	"github.com/herald-sse/herald/pkg/broker"
 )
 
 // Queue is the bounded, ordered hand-off between a broker's fan-out and one
-// subscriber. It implements Ready and Take of Subscription; brokers embed it.
+// subscriber. It implements Ready and Take of broker.Subscription; brokers embed it.
 //
 // Overflow policy: disconnect. Push never blocks; when more than Limit items
-// are pending the queue ends with ErrSlowConsumer, the subscriber sees the
+// are pending the queue ends with broker.ErrSlowConsumer, the subscriber sees the
 // error after taking what was queued, and resumes later from its cursor. The
 // initial replay (Preload) does not count against the limit.
 //
@@ -18,7 +20,7 @@ type Queue struct {
 	ready chan struct{} // capacity 1: a pending wake-up
 
 	mu      sync.Mutex // guards the fields below
-	items   []*Event
+	items   []*broker.Event
 	bound   int    // current limit on len(items): limit, plus the preload until first drained
 	limit   int    // configured limit
 	err     error  // terminal error; set once
@@ -62,14 +64,11 @@ var (
 	_ Waker    = (*Queue)(nil)
 )
 
-// DefaultQueueLimit is the pending-item limit used when NewQueue gets 0.
-const DefaultQueueLimit = 1024
-
 // NewQueue returns a queue that holds at most limit pending items
-// (DefaultQueueLimit if limit <= 0).
+// (broker.DefaultQueueLimit if limit <= 0).
 func NewQueue(limit int) *Queue {
 	if limit <= 0 {
-		limit = DefaultQueueLimit
+		limit = broker.DefaultQueueLimit
 	}
 	return &Queue{ready: make(chan struct{}, 1), limit: limit, bound: limit}
 }
@@ -106,7 +105,7 @@ func (q *Queue) wake() {
 
 // Preload appends items regardless of the limit (a replay is bounded by the
 // history size). It returns false if the queue has ended.
-func (q *Queue) Preload(items ...*Event) bool {
+func (q *Queue) Preload(items ...*broker.Event) bool {
 	q.mu.Lock()
 	if q.dropped {
 		q.mu.Unlock()
@@ -120,9 +119,9 @@ func (q *Queue) Preload(items ...*Event) bool {
 }
 
 // Push appends one item. It returns false if the queue has ended, either
-// before or because of this push (overflow: ErrSlowConsumer). A broker
+// before or because of this push (overflow: broker.ErrSlowConsumer). A broker
 // should stop delivering to a queue once Push returned false.
-func (q *Queue) Push(e *Event) bool {
+func (q *Queue) Push(e *broker.Event) bool {
 	q.mu.Lock()
 	if q.dropped {
 		q.mu.Unlock()
@@ -130,7 +129,7 @@ func (q *Queue) Push(e *Event) bool {
 	}
 	if len(q.items) >= q.bound {
 		q.dropped = true
-		q.err = ErrSlowConsumer
+		q.err = broker.ErrSlowConsumer
 		q.mu.Unlock()
 		q.wake()
 		return false
@@ -153,7 +152,7 @@ func (q *Queue) Push(e *Event) bool {
 // subscriber at once. One that was already behind counts them against its
 // limit, as Push does. It returns false if the queue has ended, before or
 // because of this refill.
-func (q *Queue) Refill(items ...*Event) bool {
+func (q *Queue) Refill(items ...*broker.Event) bool {
 	q.mu.Lock()
 	if q.dropped {
 		q.mu.Unlock()
@@ -164,7 +163,7 @@ func (q *Queue) Refill(items ...*Event) bool {
 		q.bound = q.limit + len(items)
 	case len(q.items)+len(items) > q.bound:
 		q.dropped = true
-		q.err = ErrSlowConsumer
+		q.err = broker.ErrSlowConsumer
 		q.mu.Unlock()
 		q.wake()
 		return false
@@ -177,10 +176,10 @@ func (q *Queue) Refill(items ...*Event) bool {
 
 // Fail ends the queue with err: no more items are accepted, those already
 // pending are still delivered, then Take returns err. The first error wins.
-// A nil err is taken as ErrClosed (Take must report the end somehow).
+// A nil err is taken as broker.ErrClosed (Take must report the end somehow).
 func (q *Queue) Fail(err error) {
 	if err == nil {
-		err = ErrClosed
+		err = broker.ErrClosed
 	}
 	q.mu.Lock()
 	if !q.dropped {
@@ -198,11 +197,11 @@ func (q *Queue) Ended() bool {
 	return q.dropped
 }
 
-// Ready implements Subscription.
+// Ready implements broker.Subscription.
 func (q *Queue) Ready() <-chan struct{} { return q.ready }
 
-// Take implements Subscription.
-func (q *Queue) Take(dst []*Event) ([]*Event, error) {
+// Take implements broker.Subscription.
+func (q *Queue) Take(dst []*broker.Event) ([]*broker.Event, error) {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	if len(q.items) == 0 {

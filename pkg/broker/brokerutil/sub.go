@@ -1,11 +1,13 @@
-package broker
+package brokerutil
 
 import (
 	"context"
 	"sync"
+
+	"github.com/herald-sse/herald/pkg/broker"
 )
 
-// Sub is a ready-made Subscription for Broker implementations: a Queue that
+// Sub is a ready-made broker.Subscription for Broker implementations: a Queue that
 // ends exactly once — on Close, when its context is done, or when the
 // broker ends it — and then calls the broker's release function once, to
 // unregister it from the broker's topics. Embed it (as a pointer) in the
@@ -41,7 +43,7 @@ func (s *Sub) EndWhenDone(ctx context.Context) {
 }
 
 // End ends the subscription with err (the queue keeps its first error, so
-// a slow consumer stays ErrSlowConsumer) and releases it. It is idempotent
+// a slow consumer stays broker.ErrSlowConsumer) and releases it. It is idempotent
 // and safe for concurrent use.
 func (s *Sub) End(err error) {
 	s.mu.Lock()
@@ -61,8 +63,8 @@ func (s *Sub) End(err error) {
 	}
 }
 
-// Close implements Subscription: it ends the subscription with ErrClosed.
+// Close implements broker.Subscription: it ends the subscription with broker.ErrClosed.
 func (s *Sub) Close() error {
-	s.End(ErrClosed)
+	s.End(broker.ErrClosed)
 	return nil
 }

@@ -1,4 +1,4 @@
-package broker
+package brokerutil
 
 import (
 	"errors"
@@ -6,11 +6,15 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/herald-sse/herald/pkg/broker"
 )
 
-func ev(i int) *Event { return &Event{Kind: KindEvent, Topic: "t", ID: fmt.Sprint(i)} }
+func ev(i int) *broker.Event {
+	return &broker.Event{Kind: broker.KindEvent, Topic: "t", ID: fmt.Sprint(i)}
+}
 
-func ids(items []*Event) []string {
+func ids(items []*broker.Event) []string {
 	out := make([]string, len(items))
 	for i, e := range items {
 		out[i] = e.ID
@@ -29,8 +33,8 @@ func ready(q *Queue) bool {
 
 func TestQueueDefaultLimit(t *testing.T) {
 	for _, limit := range []int{0, -1} {
-		if q := NewQueue(limit); q.limit != DefaultQueueLimit {
-			t.Errorf("NewQueue(%d) has limit %d, want %d", limit, q.limit, DefaultQueueLimit)
+		if q := NewQueue(limit); q.limit != broker.DefaultQueueLimit {
+			t.Errorf("NewQueue(%d) has limit %d, want %d", limit, q.limit, broker.DefaultQueueLimit)
 		}
 	}
 }
@@ -61,8 +65,8 @@ func TestQueueOverflow(t *testing.T) {
 		t.Error("no wake-up for the pending error after taking the items")
 	}
 	for range 2 {
-		if items, err := q.Take(nil); !errors.Is(err, ErrSlowConsumer) || len(items) != 0 {
-			t.Errorf("Take = %v, %v; want ErrSlowConsumer", ids(items), err)
+		if items, err := q.Take(nil); !errors.Is(err, broker.ErrSlowConsumer) || len(items) != 0 {
+			t.Errorf("Take = %v, %v; want broker.ErrSlowConsumer", ids(items), err)
 		}
 	}
 }
@@ -82,7 +86,7 @@ func TestQueueTakeResetsLimit(t *testing.T) {
 func TestQueuePreloadNotCounted(t *testing.T) {
 	const limit, replay = 3, 50
 	q := NewQueue(limit)
-	batch := make([]*Event, replay)
+	batch := make([]*broker.Event, replay)
 	for i := range batch {
 		batch[i] = ev(i)
 	}
@@ -112,7 +116,7 @@ func TestQueuePreloadNotCounted(t *testing.T) {
 // for the life of the subscription.
 func TestQueueReleasesBigBuffer(t *testing.T) {
 	q := NewQueue(4)
-	batch := make([]*Event, 1000)
+	batch := make([]*broker.Event, 1000)
 	for i := range batch {
 		batch[i] = ev(i)
 	}
@@ -149,15 +153,15 @@ func TestQueueFail(t *testing.T) {
 func TestQueueFailNil(t *testing.T) {
 	q := NewQueue(0)
 	q.Fail(nil)
-	if _, err := q.Take(nil); !errors.Is(err, ErrClosed) {
-		t.Errorf("Take after Fail(nil) = %v, want ErrClosed", err)
+	if _, err := q.Take(nil); !errors.Is(err, broker.ErrClosed) {
+		t.Errorf("Take after Fail(nil) = %v, want broker.ErrClosed", err)
 	}
 }
 
 func TestQueueTakeAppends(t *testing.T) {
 	q := NewQueue(0)
 	q.Push(ev(2))
-	dst := []*Event{ev(1)}
+	dst := []*broker.Event{ev(1)}
 	items, err := q.Take(dst)
 	if err != nil || fmt.Sprint(ids(items)) != "[1 2]" {
 		t.Errorf("Take(dst) = %v, %v; want dst with the item appended", ids(items), err)
@@ -180,15 +184,15 @@ func TestQueueConcurrent(t *testing.T) {
 				return
 			}
 		}
-		q.Fail(ErrClosed)
+		q.Fail(broker.ErrClosed)
 	})
-	var got []*Event
+	var got []*broker.Event
 	deadline := time.After(30 * time.Second)
 	for {
 		var err error
 		got, err = q.Take(got)
 		if err != nil {
-			if !errors.Is(err, ErrClosed) {
+			if !errors.Is(err, broker.ErrClosed) {
 				t.Errorf("Take: %v", err)
 			}
 			break
@@ -213,7 +217,7 @@ func TestQueueConcurrent(t *testing.T) {
 func TestEventMemo(t *testing.T) {
 	e := ev(1)
 	calls := 0
-	build := func(e *Event) []byte { calls++; return []byte("id: " + e.ID) }
+	build := func(e *broker.Event) []byte { calls++; return []byte("id: " + e.ID) }
 	a, b := e.Memo(build), e.Memo(build)
 	if string(a) != "id: 1" || string(b) != "id: 1" || calls != 1 {
 		t.Errorf("Memo = %q, %q after %d builds; want one build", a, b, calls)
@@ -221,10 +225,10 @@ func TestEventMemo(t *testing.T) {
 }
 
 func TestQueueRefill(t *testing.T) {
-	ev := func(n int) []*Event {
-		out := make([]*Event, n)
+	ev := func(n int) []*broker.Event {
+		out := make([]*broker.Event, n)
 		for i := range out {
-			out[i] = &Event{ID: fmt.Sprint(i)}
+			out[i] = &broker.Event{ID: fmt.Sprint(i)}
 		}
 		return out
 	}
@@ -239,33 +243,33 @@ func TestQueueRefill(t *testing.T) {
 		}
 		// The limit is back to 4 afterwards.
 		for i := 0; i < 4; i++ {
-			if !q.Push(&Event{}) {
+			if !q.Push(&broker.Event{}) {
 				t.Fatalf("push %d refused", i)
 			}
 		}
-		if q.Push(&Event{}) {
+		if q.Push(&broker.Event{}) {
 			t.Fatal("fifth push accepted over a limit of 4")
 		}
 	})
 	t.Run("behind: counted", func(t *testing.T) {
 		q := NewQueue(4)
-		q.Push(&Event{})
+		q.Push(&broker.Event{})
 		if q.Refill(ev(4)...) {
 			t.Fatal("refill past the limit of a queue that is behind accepted")
 		}
 		got, _ := q.Take(nil)
-		if _, err := q.Take(nil); len(got) != 1 || !errors.Is(err, ErrSlowConsumer) {
-			t.Fatalf("took %d, then %v; want 1 and ErrSlowConsumer", len(got), err)
+		if _, err := q.Take(nil); len(got) != 1 || !errors.Is(err, broker.ErrSlowConsumer) {
+			t.Fatalf("took %d, then %v; want 1 and broker.ErrSlowConsumer", len(got), err)
 		}
 		q2 := NewQueue(4)
-		q2.Push(&Event{})
+		q2.Push(&broker.Event{})
 		if !q2.Refill(ev(3)...) {
 			t.Fatal("refill within the limit refused")
 		}
 	})
 	t.Run("ended", func(t *testing.T) {
 		q := NewQueue(4)
-		q.Fail(ErrClosed)
+		q.Fail(broker.ErrClosed)
 		if q.Refill(ev(1)...) {
 			t.Fatal("refill of an ended queue accepted")
 		}
