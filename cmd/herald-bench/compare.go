@@ -67,6 +67,7 @@ var metrics = []metric{
 	{"server CPU ns/delivery", func(r *result) float64 { return r.ProcServerCPU * 1e9 / float64(r.Delivered) }, "%.0f", func(r *result) bool { return r.Delivered > 0 && r.ProcServerCPU > 0 }},
 	{"Redis CPU µs/event", func(r *result) float64 { return r.ProcRedisCPU * 1e6 / float64(r.Published) }, "%.1f", func(r *result) bool { return r.Published > 0 && r.ProcRedisCPU > 0 }},
 	{"Redis CPU ns/delivery", func(r *result) float64 { return r.ProcRedisCPU * 1e9 / float64(r.Delivered) }, "%.0f", func(r *result) bool { return r.Delivered > 0 && r.ProcRedisCPU > 0 }},
+	{"connect all ms", func(r *result) float64 { return r.ConnectAll }, "%.0f", func(r *result) bool { return r.Subs >= 1000 && r.ConnectAll > 0 }},
 	{"held connections", func(r *result) float64 { return float64(r.Held) }, "%.0f", func(r *result) bool { return r.Subs >= 1000 }},
 	{"RSS bytes/conn", func(r *result) float64 { return float64(r.BytesPerConn) }, "%.0f", func(r *result) bool { return r.Subs >= 1000 && r.BytesPerConn > 0 }},
 	{"incomplete subs", func(r *result) float64 { return float64(r.IncompleteSubs) }, "%.0f", func(r *result) bool { return r.Published > 0 }},

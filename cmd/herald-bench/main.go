@@ -7,7 +7,8 @@
 //	herald-bench -url http://127.0.0.1:8080 -subs 1000 -topics 1 -events 1000 -rate 200
 //
 // It reports deliveries per second, publish-to-receive latency (the send
-// time travels in the payload), connect-time percentiles, completeness per
+// time travels in the payload), connect-time percentiles and the time to
+// connect them all (first dial to last response head), completeness per
 // subscriber and followed topic (lost, duplicated, reordered events, from
 // per-topic sequence numbers in the payload), errors, and the server's
 // resident memory (from /proc/<pid>/status with -pid, or from a Prometheus

@@ -32,8 +32,9 @@ type result struct {
 	Connected     int         `json:"connected"`
 	ConnectErrors int         `json:"connect_errors"`
 	Connect       percentiles `json:"connect"`
-	Held          int         `json:"held"`          // open after connecting (and -hold), before publishing
-	StreamErrors  int         `json:"stream_errors"` // streams the server or network ended during the run
+	ConnectAll    float64     `json:"connect_all_ms"` // wall time from the first dial to the last connected stream's response head
+	Held          int         `json:"held"`           // open after connecting (and -hold), before publishing
+	StreamErrors  int         `json:"stream_errors"`  // streams the server or network ended during the run
 	OpenAtEnd     int         `json:"open_at_end"`
 
 	Published     uint64      `json:"published"`
@@ -292,6 +293,7 @@ func run(ctx context.Context, cfg config, progress io.Writer) (*result, error) {
 				opened.Done()
 				return
 			}
+			s.opened = time.Since(r.t0)
 			s.connected = true
 			s.alive.Store(true)
 			opened.Done()
@@ -306,18 +308,22 @@ func run(ctx context.Context, cfg config, progress io.Writer) (*result, error) {
 	}
 	opened.Wait()
 	connHist := &shardedHist{}
+	var lastOpened time.Duration
 	for _, s := range subs {
 		if s.connected {
 			res.Connected++
 			connHist.record(s.idx, s.connectTime)
+			lastOpened = max(lastOpened, s.opened)
 		} else if s.connErr != nil {
 			res.ConnectErrors++
 			r.noteErr("connect", s.connErr)
 		}
 	}
 	res.Connect = connHist.summary().percentiles()
+	connectAll := max(0, lastOpened-connStart.Sub(r.t0))
+	res.ConnectAll = round3(float64(connectAll) / 1e6)
 	if !cfg.quiet {
-		fmt.Fprintf(progress, "herald-bench: %d/%d connected in %v\n", res.Connected, cfg.subs, time.Since(connStart).Round(time.Millisecond))
+		fmt.Fprintf(progress, "herald-bench: %d/%d connected in %v\n", res.Connected, cfg.subs, connectAll.Round(time.Millisecond))
 	}
 	sleepCtx(runCtx, cfg.settle)
 	res.RSSConnected = readMem()
@@ -592,7 +598,7 @@ func (res *result) printTable(w io.Writer) {
 	}
 	fmt.Fprintf(w, "%-16s %d on %s (%d topics, %d per subscriber, payload %d B, nofile %d)\n", "subscribers",
 		res.Subs, strings.Join(res.URLs, ","), res.Topics, max(res.SubTopics, 1), res.Payload, res.NoFile)
-	fmt.Fprintf(w, "%-16s %d ok, %d failed; %s\n", "connected", res.Connected, res.ConnectErrors, dist(res.Connect))
+	fmt.Fprintf(w, "%-16s %d ok in %.1f ms (first dial to last response head), %d failed; each %s\n", "connected", res.Connected, res.ConnectAll, res.ConnectErrors, dist(res.Connect))
 	fmt.Fprintf(w, "%-16s %d before publishing, %d at the end, %d ended by server/network\n", "held", res.Held, res.OpenAtEnd, res.StreamErrors)
 	fmt.Fprintf(w, "%-16s %d ok, %d failed via %s (batch %d%s), %.0f/s; rtt per request %s\n", "published",
 		res.Published, res.PublishErrors, res.Publish, max(res.Batch, 1), map[bool]string{true: ", idempotency keys"}[res.Idempotent],

@@ -204,6 +204,11 @@ func TestRunComplete(t *testing.T) {
 	if res.Latency.N != 120 || res.Latency.Max <= 0 || res.Latency.P50 > res.Latency.P99 {
 		t.Errorf("latency %+v", res.Latency)
 	}
+	// From the first dial to the last response head: at least the
+	// slowest single connect.
+	if res.ConnectAll <= 0 || res.ConnectAll < res.Connect.Max {
+		t.Errorf("connect_all_ms %v, slowest connect %v ms", res.ConnectAll, res.Connect.Max)
+	}
 	if res.RSSBefore != 12345000 || res.MemSource == "" {
 		t.Errorf("memory from /metrics: %d (%s)", res.RSSBefore, res.MemSource)
 	}
@@ -291,9 +296,9 @@ func TestRealMainJSONAndCompare(t *testing.T) {
 	}
 
 	file := t.TempDir() + "/r.jsonl"
-	base := result{Scenario: "S1", Target: "refserver", Published: 1, DeliveriesPerS: 1000}
+	base := result{Scenario: "S1", Target: "refserver", Published: 1, DeliveriesPerS: 1000, Subs: 1000, ConnectAll: 1000}
 	other := result{Scenario: "S1", Target: "herald", Published: 1000, Delivered: 2000, DeliveriesPerS: 900,
-		ProcServerCPU: 0.05, ProcRedisCPU: 0.01}
+		ProcServerCPU: 0.05, ProcRedisCPU: 0.01, Subs: 1000, ConnectAll: 1500}
 	var buf bytes.Buffer
 	for _, r := range []result{other, base} {
 		b, _ := json.Marshal(r)
@@ -308,7 +313,8 @@ func TestRealMainJSONAndCompare(t *testing.T) {
 	}
 	if !strings.Contains(out.String(), "| S1 | deliveries/s | 1000 | 900 | 0.90× |") ||
 		!strings.Contains(out.String(), "| S1 | server CPU µs/event | — | 50.0 | — |") ||
-		!strings.Contains(out.String(), "| S1 | Redis CPU ns/delivery | — | 5000 | — |") {
+		!strings.Contains(out.String(), "| S1 | Redis CPU ns/delivery | — | 5000 | — |") ||
+		!strings.Contains(out.String(), "| S1 | connect all ms | 1000 | 1500 | 1.50× |") {
 		t.Errorf("comparison:\n%s", out.String())
 	}
 	if code := realMain([]string{"-subs", "1"}, &out, &errb); code != 2 {

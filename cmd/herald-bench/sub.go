@@ -26,7 +26,8 @@ type subscriber struct {
 	url    string
 	conn   net.Conn
 
-	connectTime time.Duration
+	connectTime time.Duration // dial to response headers
+	opened      time.Duration // response headers read, since the run's start
 	connected   bool
 	connErr     error // failure before the stream started
 	streamErr   error // the stream ended before the run stopped it
