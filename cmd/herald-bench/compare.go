@@ -70,6 +70,10 @@ var metrics = []metric{
 	{"connect all ms", func(r *result) float64 { return r.ConnectAll }, "%.0f", func(r *result) bool { return r.Subs >= 1000 && r.ConnectAll > 0 }},
 	{"held connections", func(r *result) float64 { return float64(r.Held) }, "%.0f", func(r *result) bool { return r.Subs >= 1000 }},
 	{"RSS bytes/conn", func(r *result) float64 { return float64(r.BytesPerConn) }, "%.0f", func(r *result) bool { return r.Subs >= 1000 && r.BytesPerConn > 0 }},
+	{"heartbeat gap p99 ms", func(r *result) float64 { return r.Heartbeats.Gap.P99 }, "%.0f", func(r *result) bool { return r.Heartbeats != nil && r.Heartbeats.Gap.N > 0 }},
+	{"heartbeats late+overdue", func(r *result) float64 { return float64(r.Heartbeats.Late + r.Heartbeats.Overdue) }, "%.0f", func(r *result) bool {
+		return r.Heartbeats != nil && r.Heartbeats.IntervalMs > 0 && r.Heartbeats.Streams > 0
+	}},
 	{"incomplete subs", func(r *result) float64 { return float64(r.IncompleteSubs) }, "%.0f", func(r *result) bool { return r.Published > 0 }},
 	{"lost+dup+reord", func(r *result) float64 { return float64(r.Lost + r.Duplicated + r.Reordered) }, "%.0f", func(r *result) bool { return r.Published > 0 }},
 	{"errors", func(r *result) float64 { return float64(r.ConnectErrors + r.StreamErrors + int(r.PublishErrors)) }, "%.0f", func(*result) bool { return true }},

@@ -5,6 +5,8 @@ import (
 	"context"
 	"log/slog"
 	"net"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"strconv"
@@ -13,6 +15,8 @@ import (
 	"time"
 
 	"github.com/herald-sse/herald/internal/server"
+	"github.com/herald-sse/herald/pkg/broker/membroker"
+	"github.com/herald-sse/herald/pkg/sse"
 	"github.com/redis/go-redis/v9"
 )
 
@@ -185,5 +189,102 @@ func TestHeraldRedisBatchIdempotent(t *testing.T) {
 	keys, err := rdb.Keys(context.Background(), "*:k:*").Result()
 	if err != nil || len(keys) != 84 {
 		t.Errorf("idempotency keys in Redis: %d (%v), want 84", len(keys), err)
+	}
+}
+
+// hbConfig is an idle run (no events) sampling the heartbeats of 10 of 20
+// streams, expecting one every 200 ms (late beyond 1.2 s: the tolerance is
+// at least 1 s).
+func hbConfig(u string, hold time.Duration) config {
+	cfg := testConfig(u)
+	cfg.subs, cfg.events, cfg.hold, cfg.settle = 20, 0, hold, 0
+	cfg.hbSample, cfg.heartbeat = 10, 200*time.Millisecond
+	return cfg
+}
+
+func TestHeraldHeartbeats(t *testing.T) {
+	u := startHerald(t, func(c *server.Config) { c.Heartbeat = 200 * time.Millisecond })
+	res, err := run(context.Background(), hbConfig(u, time.Second), &bytes.Buffer{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	hb := res.Heartbeats
+	if hb == nil || res.Connected != 20 {
+		t.Fatalf("connected %d, heartbeats %+v: %q", res.Connected, hb, res.Errors)
+	}
+	// About 5 heartbeats per stream in ~1 s; herald staggers them over 8
+	// slots of the interval, so the first comes within 200 ms.
+	if hb.Streams != 10 || hb.Seen < 30 || hb.Silent != 0 || hb.Missing != 0 || hb.Late != 0 || hb.Overdue != 0 {
+		t.Errorf("heartbeats %+v", hb)
+	}
+	if hb.First.N != 10 || hb.First.Max > 400 || hb.Gap.N != hb.Seen-10 {
+		t.Errorf("first %+v, gaps %+v of %d seen", hb.First, hb.Gap, hb.Seen)
+	}
+	if hb.Gap.P50 < 150 || hb.Gap.P50 > 300 || hb.Gap.Max > 1000 {
+		t.Errorf("gaps %+v, want near 200 ms", hb.Gap)
+	}
+	if hb.ObservedMinMs < 900 || hb.IntervalMs != 200 || hb.ToleranceMs != 1000 {
+		t.Errorf("observed %v-%v ms, interval %v ± %v", hb.ObservedMinMs, hb.ObservedMaxMs, hb.IntervalMs, hb.ToleranceMs)
+	}
+	var out bytes.Buffer
+	res.printTable(&out)
+	if !strings.Contains(out.String(), "on 10 sampled streams") || !strings.Contains(out.String(), "late 0, overdue 0, missing 0") {
+		t.Errorf("table:\n%s", out.String())
+	}
+}
+
+func TestHeartbeatsMissing(t *testing.T) {
+	// pkg/sse's handler without heartbeats: every sampled stream, watched
+	// 1.5 s, misses its heartbeat.
+	b := membroker.New(membroker.Config{})
+	t.Cleanup(func() { _ = b.Close() })
+	mux := http.NewServeMux()
+	mux.Handle("/events", &sse.TopicHandler{Broker: b, Heartbeat: -1})
+	srv := httptest.NewServer(mux)
+	t.Cleanup(srv.Close)
+	cfg := hbConfig(srv.URL, 1500*time.Millisecond)
+	res, err := run(context.Background(), cfg, &bytes.Buffer{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if hb := res.Heartbeats; res.Connected != 20 || hb == nil || hb.Streams != 10 || hb.Seen != 0 || hb.Silent != 10 ||
+		hb.Missing != 10 || hb.Overdue != 10 || hb.Late != 0 || hb.ObservedMinMs < 1200 {
+		t.Fatalf("connected %d, heartbeats %+v: %q", res.Connected, hb, res.Errors)
+	}
+	var out bytes.Buffer
+	res.printTable(&out)
+	if !strings.Contains(out.String(), "10 without any; expected every 200ms + 1s: late 0, overdue 10, missing 10") {
+		t.Errorf("table:\n%s", out.String())
+	}
+
+	// Without -heartbeat nothing is judged.
+	cfg.heartbeat = 0
+	res, err = run(context.Background(), cfg, &bytes.Buffer{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if hb := res.Heartbeats; hb == nil || hb.Silent != 10 || hb.Missing != 0 || hb.Overdue != 0 || hb.IntervalMs != 0 {
+		t.Errorf("unknown interval: %+v", hb)
+	}
+
+	// A stream whose only comment comes with its head (the fanout test
+	// server's ":ok") has a heartbeat, then none: overdue, not missing.
+	cfg = hbConfig(startFanout(t, newFanout()), 1500*time.Millisecond)
+	res, err = run(context.Background(), cfg, &bytes.Buffer{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if hb := res.Heartbeats; hb == nil || hb.Seen != 10 || hb.Silent != 0 || hb.Missing != 0 || hb.Overdue != 10 || hb.First.Max > 500 {
+		t.Errorf("opening comment only: %+v", hb)
+	}
+
+	// -hb-sample 0: no sample, no summary object.
+	cfg.hbSample, cfg.hold = 0, 0
+	res, err = run(context.Background(), cfg, &bytes.Buffer{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Heartbeats != nil {
+		t.Errorf("-hb-sample 0: %+v", res.Heartbeats)
 	}
 }

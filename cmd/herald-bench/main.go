@@ -13,7 +13,11 @@
 // per-topic sequence numbers in the payload), errors, and the server's
 // resident memory (from /proc/<pid>/status with -pid, or from a Prometheus
 // endpoint with -metrics-url) before connecting, once all are connected and at the end,
-// with the bytes per connection that gives. Output: a human-readable table,
+// with the bytes per connection that gives. For a sample of streams
+// (-hb-sample) it times the heartbeat comments while the connections are
+// idle (before publishing): the first one's delay after the response head,
+// the gaps between them, and with -heartbeat (the server's interval) the
+// late ones and the streams that got none. Output: a human-readable table,
 // then one line of JSON (the last line) to compare runs.
 //
 // With -batch N each publish request carries N events: over HTTP one
@@ -82,6 +86,8 @@ type config struct {
 	header             []string
 
 	hold         time.Duration
+	hbSample     int
+	heartbeat    time.Duration
 	settle       time.Duration
 	drainTimeout time.Duration
 	timeout      time.Duration
@@ -155,6 +161,8 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	fs.IntVar(&c.sourceIPs, "source-ips", 1, "spread connections to a loopback URL over source addresses 127.0.0.1..127.0.0.N (beyond ~28k connections)")
 	fs.Var(headerFlag{&c.header}, "header", "extra request header on streams, 'Name: value' (repeatable)")
 	fs.DurationVar(&c.hold, "hold", 0, "keep the connections idle this long before publishing (idle-scale test), then count those still open")
+	fs.IntVar(&c.hbSample, "hb-sample", 200, "streams (spread evenly over the subscribers) whose heartbeat comments are timed from their response head until publishing starts (0: none)")
+	fs.DurationVar(&c.heartbeat, "heartbeat", 0, "the server's heartbeat interval: sampled heartbeats later than it + max(1s, 10%) are counted late (0: unknown, just report)")
 	fs.DurationVar(&c.settle, "settle", time.Second, "wait after the last connect before measuring memory")
 	fs.DurationVar(&c.drainTimeout, "drain-timeout", 10*time.Second, "after the last publish, wait at most this long for missing deliveries")
 	fs.DurationVar(&c.timeout, "timeout", 5*time.Minute, "bound on the whole run")
@@ -178,8 +186,8 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	switch {
 	case len(c.urls) == 0:
 		return c, errors.New("-url is required")
-	case c.subs < 0 || c.topics < 1 || c.events < 0 || c.rate < 0 || c.publishers < 1 || c.payload < 0:
-		return c, errors.New("-subs, -events, -rate, -payload must be >= 0; -topics, -publishers >= 1")
+	case c.subs < 0 || c.topics < 1 || c.events < 0 || c.rate < 0 || c.publishers < 1 || c.payload < 0 || c.hbSample < 0 || c.heartbeat < 0:
+		return c, errors.New("-subs, -events, -rate, -payload, -hb-sample, -heartbeat must be >= 0; -topics, -publishers >= 1")
 	case c.connectConcurrency < 1 || c.sourceIPs < 1 || c.sourceIPs > 254:
 		return c, errors.New("-connect-concurrency >= 1, -source-ips in 1..254")
 	case c.subTopics < 1 || c.subTopics > c.topics:

@@ -54,6 +54,9 @@ type result struct {
 	CompleteSubs   int         `json:"complete_subs"`
 	IncompleteSubs int         `json:"incomplete_subs"`
 
+	// Heartbeats of the -hb-sample streams while idle (nil: no sample).
+	Heartbeats *hbResult `json:"heartbeats,omitempty"`
+
 	// CPU used from the first publish to the end of the wait for
 	// deliveries, in cores (1.0 = one core busy all along): a figure near
 	// the cores the load tool may use means the tool, not the server,
@@ -264,12 +267,24 @@ func run(ctx context.Context, cfg config, progress io.Writer) (*result, error) {
 	subs := make([]*subscriber, cfg.subs)
 	var opened, ended sync.WaitGroup
 	sem := make(chan struct{}, cfg.connectConcurrency)
+	// The heartbeat sample: subscribers j*subs/k for j < k.
+	var hb *hbSampler
+	var hbStreams []*hbStream
+	nSample := min(cfg.hbSample, cfg.subs)
+	if nSample > 0 {
+		hb = newHBSampler(r.t0, cfg.heartbeat)
+		hbStreams = make([]*hbStream, 0, nSample)
+	}
 	connStart := time.Now()
 	for i := range subs {
 		t := i % cfg.topics
 		u := streamURLs[(i%len(cfg.urls))*cfg.topics+t]
 		s := &subscriber{idx: i, first: t, topics: make([]topicState, max(cfg.subTopics, 1)), url: u.String()}
 		subs[i] = s
+		if j := len(hbStreams); j < nSample && i == j*cfg.subs/nSample {
+			s.hb = &hbStream{sampler: hb, idx: i}
+			hbStreams = append(hbStreams, s.hb)
+		}
 		select {
 		case sem <- struct{}{}:
 		case <-runCtx.Done():
@@ -294,10 +309,16 @@ func run(ctx context.Context, cfg config, progress io.Writer) (*result, error) {
 				return
 			}
 			s.opened = time.Since(r.t0)
+			if s.hb != nil {
+				s.hb.opened = s.opened
+			}
 			s.connected = true
 			s.alive.Store(true)
 			opened.Done()
 			err = readEvents(br, s, r)
+			if s.hb != nil {
+				s.hb.streamEnded()
+			}
 			s.alive.Store(false)
 			s.unhook()
 			_ = s.conn.Close()
@@ -335,6 +356,9 @@ func run(ctx context.Context, cfg config, progress io.Writer) (*result, error) {
 			fmt.Fprintf(progress, "herald-bench: holding %d connections for %v\n", res.Connected, cfg.hold)
 		}
 		sleepCtx(runCtx, cfg.hold)
+	}
+	if hb != nil {
+		hb.close() // the idle phase ends
 	}
 	for _, s := range subs {
 		if s.alive.Load() {
@@ -460,6 +484,15 @@ func run(ctx context.Context, cfg config, progress io.Writer) (*result, error) {
 		if s.last > lastRecv {
 			lastRecv = s.last
 		}
+	}
+	if hb != nil {
+		connected := hbStreams[:0]
+		for _, h := range hbStreams {
+			if subs[h.idx].connected {
+				connected = append(connected, h)
+			}
+		}
+		res.Heartbeats = hb.summarize(connected)
 	}
 	res.Delivered = r.deliveredTotal()
 	if span := lastRecv - pubStart.Sub(r.t0); res.Delivered > 0 && span > 0 {
@@ -612,6 +645,13 @@ func (res *result) printTable(w io.Writer) {
 		"completeness", res.CompleteSubs, res.IncompleteSubs, res.Lost, res.Duplicated, res.Reordered, res.Foreign, res.OtherEvents)
 	fmt.Fprintf(w, "%-16s before %s, connected %s, end %s; %d bytes/connection (%s)\n", "server memory",
 		mb(res.RSSBefore), mb(res.RSSConnected), mb(res.RSSEnd), res.BytesPerConn, res.MemSource)
+	if res.Heartbeats != nil {
+		label := "heartbeats"
+		for _, l := range res.Heartbeats.lines() {
+			fmt.Fprintf(w, "%-16s %s\n", label, l)
+			label = ""
+		}
+	}
 	for _, e := range res.Errors {
 		fmt.Fprintf(w, "%-16s %s\n", "error", e)
 	}

@@ -298,7 +298,8 @@ func TestRealMainJSONAndCompare(t *testing.T) {
 	file := t.TempDir() + "/r.jsonl"
 	base := result{Scenario: "S1", Target: "refserver", Published: 1, DeliveriesPerS: 1000, Subs: 1000, ConnectAll: 1000}
 	other := result{Scenario: "S1", Target: "herald", Published: 1000, Delivered: 2000, DeliveriesPerS: 900,
-		ProcServerCPU: 0.05, ProcRedisCPU: 0.01, Subs: 1000, ConnectAll: 1500}
+		ProcServerCPU: 0.05, ProcRedisCPU: 0.01, Subs: 1000, ConnectAll: 1500,
+		Heartbeats: &hbResult{IntervalMs: 30000, Streams: 200, Late: 1, Overdue: 2, Gap: percentiles{N: 50, P99: 30012}}}
 	var buf bytes.Buffer
 	for _, r := range []result{other, base} {
 		b, _ := json.Marshal(r)
@@ -314,7 +315,9 @@ func TestRealMainJSONAndCompare(t *testing.T) {
 	if !strings.Contains(out.String(), "| S1 | deliveries/s | 1000 | 900 | 0.90× |") ||
 		!strings.Contains(out.String(), "| S1 | server CPU µs/event | — | 50.0 | — |") ||
 		!strings.Contains(out.String(), "| S1 | Redis CPU ns/delivery | — | 5000 | — |") ||
-		!strings.Contains(out.String(), "| S1 | connect all ms | 1000 | 1500 | 1.50× |") {
+		!strings.Contains(out.String(), "| S1 | connect all ms | 1000 | 1500 | 1.50× |") ||
+		!strings.Contains(out.String(), "| S1 | heartbeat gap p99 ms | — | 30012 | — |") ||
+		!strings.Contains(out.String(), "| S1 | heartbeats late+overdue | — | 3 | — |") {
 		t.Errorf("comparison:\n%s", out.String())
 	}
 	if code := realMain([]string{"-subs", "1"}, &out, &errb); code != 2 {

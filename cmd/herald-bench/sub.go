@@ -34,6 +34,7 @@ type subscriber struct {
 	alive       atomic.Bool
 	unhook      func() bool   // stops closing conn when the run's context ends
 	last        time.Duration // receive time of the last counted event, since the run's start
+	hb          *hbStream     // heartbeat record when the stream is in the -hb-sample sample
 
 	received uint64 // events with a parsable payload
 	foreign  uint64 // events of a topic it does not follow or from another run
@@ -174,9 +175,9 @@ type payloadSink interface {
 // readEvents parses the event stream until it ends: lines ending in LF
 // (CR before it is dropped), "data:" lines, and a blank line dispatching
 // the event. Only an event's first data line is passed to the sink (bench
-// payloads are one line); id, event, retry fields and comments are
-// skipped. It allocates only when a line is longer than the reader's
-// buffer.
+// payloads are one line); id, event and retry fields are skipped, and so
+// are comments, which count as heartbeats when s.hb is set. It allocates
+// only when a line is longer than the reader's buffer.
 func readEvents(r *bufio.Reader, s *subscriber, sink payloadSink) error {
 	var (
 		hasData bool
@@ -203,6 +204,12 @@ func readEvents(r *bufio.Reader, s *subscriber, sink payloadSink) error {
 			if hasData {
 				sink.event(s, first)
 				hasData = false
+			}
+			continue
+		}
+		if line[0] == ':' {
+			if s.hb != nil {
+				s.hb.beat()
 			}
 			continue
 		}

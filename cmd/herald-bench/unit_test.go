@@ -312,3 +312,32 @@ func TestIdempotencyKey(t *testing.T) {
 		t.Errorf("key %q: want at most 128 printable characters without spaces", k)
 	}
 }
+
+func TestReadEventsHeartbeats(t *testing.T) {
+	// Comment lines count as heartbeats on a sampled stream, and only
+	// until the idle phase ends; events still reach the sink.
+	stream := ":\n\n" + ": ping\n\n" + "data: x\n\n" + ":\r\n\r\n"
+	hb := newHBSampler(time.Now(), 2*time.Second)
+	s := &subscriber{hb: &hbStream{sampler: hb}}
+	var sink recordSink
+	_ = readEvents(bufio.NewReader(strings.NewReader(stream)), s, &sink)
+	if s.hb.n != 3 || len(sink.got) != 1 || sink.got[0] != "x" {
+		t.Errorf("heartbeats %d, events %q; want 3 and [x]", s.hb.n, sink.got)
+	}
+	if n := testing.AllocsPerRun(100, s.hb.beat); n != 0 {
+		t.Errorf("a heartbeat allocates %v times", n)
+	}
+	hb.close()
+	before := s.hb.n
+	_ = readEvents(bufio.NewReader(strings.NewReader(stream)), s, &sink)
+	if s.hb.n != before {
+		t.Errorf("%d heartbeats counted after the idle phase", s.hb.n-before)
+	}
+	r := hb.summarize([]*hbStream{s.hb})
+	if r.Streams != 1 || r.Seen != uint64(before) || r.First.N != 1 || r.Gap.N != uint64(before-1) || r.IntervalMs != 2000 || r.ToleranceMs != 1000 {
+		t.Errorf("summary %+v", r)
+	}
+	if hbTolerance(30*time.Second) != 3*time.Second || hbTolerance(200*time.Millisecond) != time.Second {
+		t.Errorf("tolerance of 30s %v, of 200ms %v", hbTolerance(30*time.Second), hbTolerance(200*time.Millisecond))
+	}
+}
