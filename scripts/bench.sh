@@ -36,7 +36,9 @@
 #                  in the machine's load does not always favour the same one
 #   SERVER_CPUS    taskset CPU list for the servers and redis-server (default 0)
 #   LOAD_CPUS      taskset CPU list for the load tool (default 1)
-#   S4_CONNS       connections of the idle-scale scenario (default: hard RLIMIT_NOFILE - 1000)
+#   S4_CONNS       connections of the idle-scale scenario (default: hard RLIMIT_NOFILE - 1000);
+#                  S4 also times the heartbeats of 200 sampled streams (herald-bench
+#                  -hb-sample) and, for herald, judges them against its 30 s interval
 #   REDIS_SERVER   redis-server binary (default: from PATH; Debian package redis-server)
 #   HERALD_REV     build herald and herald-bench from this git revision (git archive into
 #                  $OUT/src) instead of the working tree, e.g. HERALD_REV=HEAD
@@ -477,6 +479,10 @@ for n in $(seq "$REPEAT"); do
 				case " $FCALL_SCENARIOS " in *" $sc "*) ;; *) continue ;; esac
 				extra="-publish redis -redis-url redis://127.0.0.1:$redis_port/0"
 			fi
+			# S4 judges herald's heartbeats (--heartbeat 30s, see start_server)
+			# on the sampled streams: late, overdue, missing. refserver's are
+			# reported, not judged.
+			if [ "$sc" = S4 ] && [ "$target" != refserver ]; then extra="$extra -heartbeat 30s"; fi
 			logf="$OUT/$sc-$target-$n.server.log"
 			start_server "$target" "$logf" || continue
 			log "$sc $target (run $n): herald-bench $args"
@@ -501,7 +507,7 @@ for n in $(seq "$REPEAT"); do
 			cpu="$(awk -v a="$s0" -v b="$s1" -v c="$r0" -v d="$r1" -v t="$CLK_TCK" \
 				'BEGIN { printf "\"proc_server_cpu_s\":%.3f,\"proc_redis_cpu_s\":%.3f", (b - a) / t, (d - c) / t }')"
 			tail -n1 "$run.txt" | grep '^{' | sed "s/}\$/,$cpu}/" >>"$results" || true
-			grep -E '^(delivered|latency|completeness|server memory|held|error)' "$run.txt" | sed 's/^/    /' >&2 || true
+			grep -E '^(connected|delivered|latency|completeness|server memory|held|heartbeats|error)' "$run.txt" | sed 's/^/    /' >&2 || true
 			log "    cpu (whole run, s): server $(awk -v a="$s0" -v b="$s1" -v t="$CLK_TCK" 'BEGIN { print (b - a) / t }')$([ -n "$rpids" ] && awk -v c="$r0" -v d="$r1" -v t="$CLK_TCK" 'BEGIN { print ", redis " (d - c) / t }')"
 			if [ -n "$rports" ]; then
 				census_stop

@@ -72,7 +72,8 @@ var metrics = []metric{
 	{"RSS bytes/conn", func(r *result) float64 { return float64(r.BytesPerConn) }, "%.0f", func(r *result) bool { return r.Subs >= 1000 && r.BytesPerConn > 0 }},
 	{"heartbeat gap p99 ms", func(r *result) float64 { return r.Heartbeats.Gap.P99 }, "%.0f", func(r *result) bool { return r.Heartbeats != nil && r.Heartbeats.Gap.N > 0 }},
 	{"heartbeats late+overdue", func(r *result) float64 { return float64(r.Heartbeats.Late + r.Heartbeats.Overdue) }, "%.0f", func(r *result) bool {
-		return r.Heartbeats != nil && r.Heartbeats.IntervalMs > 0 && r.Heartbeats.Streams > 0
+		// Judged: an expected interval, and streams watched longer than it.
+		return r.Heartbeats != nil && r.Heartbeats.IntervalMs > 0 && r.Heartbeats.ObservedMaxMs > r.Heartbeats.IntervalMs+r.Heartbeats.ToleranceMs
 	}},
 	{"incomplete subs", func(r *result) float64 { return float64(r.IncompleteSubs) }, "%.0f", func(r *result) bool { return r.Published > 0 }},
 	{"lost+dup+reord", func(r *result) float64 { return float64(r.Lost + r.Duplicated + r.Reordered) }, "%.0f", func(r *result) bool { return r.Published > 0 }},

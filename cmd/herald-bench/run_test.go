@@ -299,7 +299,8 @@ func TestRealMainJSONAndCompare(t *testing.T) {
 	base := result{Scenario: "S1", Target: "refserver", Published: 1, DeliveriesPerS: 1000, Subs: 1000, ConnectAll: 1000}
 	other := result{Scenario: "S1", Target: "herald", Published: 1000, Delivered: 2000, DeliveriesPerS: 900,
 		ProcServerCPU: 0.05, ProcRedisCPU: 0.01, Subs: 1000, ConnectAll: 1500,
-		Heartbeats: &hbResult{IntervalMs: 30000, Streams: 200, Late: 1, Overdue: 2, Gap: percentiles{N: 50, P99: 30012}}}
+		Heartbeats: &hbResult{IntervalMs: 30000, ToleranceMs: 3000, Streams: 200, ObservedMaxMs: 38000, Late: 1, Overdue: 2,
+			Gap: percentiles{N: 50, P99: 30012}}}
 	var buf bytes.Buffer
 	for _, r := range []result{other, base} {
 		b, _ := json.Marshal(r)
