@@ -485,7 +485,7 @@ for n in $(seq "$REPEAT"); do
 			if [ "$sc" = S4 ] && [ "$target" != refserver ]; then extra="$extra -heartbeat 30s"; fi
 			logf="$OUT/$sc-$target-$n.server.log"
 			start_server "$target" "$logf" || continue
-			log "$sc $target (run $n): herald-bench $args"
+			log "$sc $target (run $n): herald-bench $args${extra:+ $extra}"
 			run="$OUT/$sc-$target-$n"
 			rports="$(redis_ports_of "$target")"
 			rpids="$(redis_pids_of "$target")"
