@@ -17,7 +17,10 @@ import (
 //
 // Push and Fail are safe for concurrent use with each other and with Take.
 type Queue struct {
-	ready chan struct{} // capacity 1: a pending wake-up
+	// ready is made by the first Ready (a consumer that is called back,
+	// see Waker, never asks for it), capacity 1: a pending wake-up.
+	ready    atomic.Pointer[chan struct{}]
+	readyDue atomic.Bool // a wake-up before ready was made
 
 	mu      sync.Mutex // guards the fields below
 	items   []*broker.Event
@@ -70,7 +73,7 @@ func NewQueue(limit int) *Queue {
 	if limit <= 0 {
 		limit = broker.DefaultQueueLimit
 	}
-	return &Queue{ready: make(chan struct{}, 1), limit: limit, bound: limit}
+	return &Queue{limit: limit, bound: limit}
 }
 
 // SetNotify implements Notifier.
@@ -97,8 +100,21 @@ func (q *Queue) wake() {
 		(*fn)()
 		return
 	}
+	if ch := q.ready.Load(); ch != nil {
+		signal(*ch)
+		return
+	}
+	q.readyDue.Store(true)
+	// Ready may have made the channel meanwhile: whichever of the two
+	// takes readyDue signals it.
+	if ch := q.ready.Load(); ch != nil && q.readyDue.Swap(false) {
+		signal(*ch)
+	}
+}
+
+func signal(ch chan struct{}) {
 	select {
-	case q.ready <- struct{}{}:
+	case ch <- struct{}{}:
 	default:
 	}
 }
@@ -198,7 +214,19 @@ func (q *Queue) Ended() bool {
 }
 
 // Ready implements broker.Subscription.
-func (q *Queue) Ready() <-chan struct{} { return q.ready }
+func (q *Queue) Ready() <-chan struct{} {
+	if ch := q.ready.Load(); ch != nil {
+		return *ch
+	}
+	ch := make(chan struct{}, 1)
+	if !q.ready.CompareAndSwap(nil, &ch) {
+		return *q.ready.Load()
+	}
+	if q.readyDue.Swap(false) {
+		signal(ch)
+	}
+	return ch
+}
 
 // Take implements broker.Subscription.
 func (q *Queue) Take(dst []*broker.Event) ([]*broker.Event, error) {

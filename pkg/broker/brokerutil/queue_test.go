@@ -275,3 +275,38 @@ func TestQueueRefill(t *testing.T) {
 		}
 	})
 }
+
+// The Ready channel is made on first use: a wake-up before it (a push
+// while nobody asked for Ready yet) must still be waiting on it, also when
+// the push and the first Ready race.
+func TestQueueReadyMadeLate(t *testing.T) {
+	q := NewQueue(4)
+	q.Push(ev(1))
+	select {
+	case <-q.Ready():
+	default:
+		t.Fatal("a push before the first Ready left no wake-up on it")
+	}
+	for i := range 2000 {
+		q := NewQueue(4)
+		var wg sync.WaitGroup
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			q.Push(ev(i))
+		}()
+		ch := q.Ready()
+		wg.Wait()
+		if items, _ := q.Take(nil); len(items) != 1 {
+			t.Fatalf("round %d: took %d items", i, len(items))
+		}
+		select {
+		case <-ch:
+		default:
+			t.Fatalf("round %d: the push's wake-up was lost", i)
+		}
+		if q.Ready() != ch {
+			t.Fatalf("round %d: Ready changed its channel", i)
+		}
+	}
+}
