@@ -41,12 +41,20 @@ func withExpirySlot(r *http.Request) (*http.Request, *expirySlot) {
 	return r.WithContext(context.WithValue(r.Context(), expiryKey{}, slot)), slot
 }
 
-// timer returns a timer firing at the slot's time, or nil without one.
-func (s *expirySlot) timer() *time.Timer {
+// streamExpiry is a stream's expiry (ExpireAt): only streams that have one
+// pay for it.
+type streamExpiry struct {
+	at    time.Time
+	timer *time.Timer // fires at at (a parked stream's calls back instead)
+}
+
+// expiry returns the stream's expiry from the slot, with its timer
+// started, or nil without one.
+func (s *expirySlot) expiry() *streamExpiry {
 	if s == nil || !s.set {
 		return nil
 	}
-	return time.NewTimer(time.Until(s.at))
+	return &streamExpiry{at: s.at, timer: time.NewTimer(time.Until(s.at))}
 }
 
 // expired returns the channel that fires when the stream's credentials
@@ -55,5 +63,5 @@ func (c *topicStream) expired() <-chan time.Time {
 	if c.expiry == nil {
 		return nil
 	}
-	return c.expiry.C
+	return c.expiry.timer.C
 }

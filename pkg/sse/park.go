@@ -1,7 +1,6 @@
 package sse
 
 import (
-	"context"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -44,7 +43,7 @@ type parkSlot struct {
 
 func (s *parkSlot) add(c *topicStream) {
 	s.mu.Lock()
-	c.parkIdx = len(s.conns)
+	c.parkIdx = int32(len(s.conns))
 	s.conns = append(s.conns, c)
 	s.mu.Unlock()
 }
@@ -52,13 +51,13 @@ func (s *parkSlot) add(c *topicStream) {
 func (s *parkSlot) remove(c *topicStream) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	i := c.parkIdx
+	i := int(c.parkIdx)
 	if i < 0 || i >= len(s.conns) || s.conns[i] != c {
 		return
 	}
 	last := len(s.conns) - 1
 	s.conns[i] = s.conns[last]
-	s.conns[i].parkIdx = i
+	s.conns[i].parkIdx = int32(i)
 	s.conns[last] = nil
 	s.conns = s.conns[:last]
 	c.parkIdx = -1
@@ -107,13 +106,13 @@ func (c *topicStream) park(unwatch func()) bool {
 	// field is set.
 	c.drive.Store(parkRunning)
 	c.unwatch = unwatch
-	c.slot = lc.joinHeartbeat()
+	c.slot = int32(lc.joinHeartbeat())
 	if c.expiry != nil {
 		// A callback instead of a channel nobody waits on.
-		c.expiry.Stop()
-		c.expiry = time.AfterFunc(time.Until(c.expireAt), c.kick)
+		c.expiry.timer.Stop()
+		c.expiry.timer = time.AfterFunc(time.Until(c.expiry.at), c.kick)
 	}
-	c.stopCtx = context.AfterFunc(c.ctx, c.kick)
+	c.parked.Store(true) // a cancel from now on kicks; one before, the first round sees
 	lc.park[c.slot].add(c)
 	w.SetWake(c.kick)
 	go c.driveParked() // what was queued before; and a drain that began meanwhile
@@ -168,7 +167,7 @@ func (c *topicStream) step() CloseReason {
 	if c.ctx.Err() != nil {
 		return CloseClient
 	}
-	if c.expiry != nil && !time.Now().Before(c.expireAt) {
+	if c.expiry != nil && !time.Now().Before(c.expiry.at) {
 		return CloseExpired
 	}
 	if reason := c.pull(); reason != "" {
@@ -199,7 +198,6 @@ func (c *topicStream) endParked(reason CloseReason) {
 	lc := &c.h.lc
 	lc.park[c.slot].remove(c)
 	lc.leaveHeartbeat()
-	c.stopCtx()
 	c.finish(reason)
 	c.unwatch()
 	_ = c.out.(connSink).Close()
@@ -207,11 +205,10 @@ func (c *topicStream) endParked(reason CloseReason) {
 
 // parkedConn is what parking adds to a topicStream.
 type parkedConn struct {
-	drive    atomic.Int32 // parkIdle, parkRunning, parkAgain
-	hbDue    atomic.Bool  // a heartbeat is to be written
-	slot     int          // heartbeat and park slot
-	parkIdx  int          // index in its park slot; guarded by the slot's mu
-	expireAt time.Time    // with expiry: when the credentials expire
-	stopCtx  func() bool  // stops the context callback
-	unwatch  func()       // ends netwatch's watch of the connection
+	drive   atomic.Int32 // parkIdle, parkRunning, parkAgain
+	hbDue   atomic.Bool  // a heartbeat is to be written
+	parked  atomic.Bool  // cancel kicks the stream
+	slot    int32        // heartbeat and park slot
+	parkIdx int32        // index in its park slot; guarded by the slot's mu
+	unwatch func()       // ends netwatch's watch of the connection
 }

@@ -48,3 +48,19 @@ type connSink struct{ *rawconn.Conn }
 func (s connSink) flush(bufs [][]byte, timeout time.Duration) error {
 	return s.WriteBatch(bufs, timeout)
 }
+
+// writeHead writes the response head. Where it can, it tries a
+// non-blocking write first, which a fresh connection's empty socket buffer
+// takes whole: a blocking write would leave a write-deadline timer and an
+// iovec array on the connection for as long as it is open, and an idle
+// stream may never write again from its own goroutine.
+func (s connSink) writeHead(head []byte, timeout time.Duration) error {
+	if s.CanTryWrite() {
+		rest, _, err := s.TryWrite([][]byte{head}, nil)
+		if err != nil || rest == nil {
+			return err
+		}
+		head = rest
+	}
+	return s.WriteBatch([][]byte{head}, timeout)
+}

@@ -1,7 +1,6 @@
 package sse
 
 import (
-	"context"
 	"errors"
 	"net/http"
 	"os"
@@ -25,17 +24,15 @@ import (
 // (never long: it does not block).
 type topicStream struct {
 	h       *TopicHandler
-	ctx     context.Context // done when the client is gone or the stream must end
-	cancel  context.CancelFunc
+	ctx     streamCtx // done when the client is gone or the stream must end
 	sub     broker.Subscription
 	timeout time.Duration
 	topics  []string // sorted, unique
 	tags    []string // cursorTags(topics), for composite cursors; nil for one topic
 	start   time.Time
 	remote  string
-	expiry  *time.Timer // set by ExpireAt in the hook; nil without
-	flusher *flusher    // writes live events queued for an idle stream (see notify)
-	dirty   atomic.Bool // queued on flusher
+	expiry  *streamExpiry // set by ExpireAt in the hook; nil without
+	flusher *flusher      // writes live events queued for an idle stream (see notify)
 	parkedConn
 
 	mu       sync.Mutex           // guards the fields below
@@ -43,13 +40,15 @@ type topicStream struct {
 	notifier brokerutil.Notifier  // set when the flusher writes live events (notify)
 	pos      []string             // pos[i]: last position of topics[i] known to this stream
 	sent     []byte               // the id the client holds now
-	posMove  bool                 // a KindPosition moved pos since the last id written
 	why      []broker.ResetReason // why[i]: the last reset reason of topics[i]; nil until a reset
 	held     []*broker.Event      // items kept until every topic has a position
-	busy     bool                 // a writer has taken items and is writing them
 	pending  []byte               // what a flusher's write left unwritten: goes out first
 	werr     error                // a flusher's write failed: the stream ends
+	posMove  bool                 // a KindPosition moved pos since the last id written
+	busy     bool                 // a writer has taken items and is writing them
 	closed   bool                 // the stream is ending: flushers write no more
+
+	dirty atomic.Bool // queued on flusher (not guarded by mu; last to pack with the bools)
 }
 
 // maxHeld bounds the items a stream keeps while waiting for the positions
@@ -90,7 +89,7 @@ func (c *topicStream) serveHijacked(hdr http.Header) {
 	conn := c.out.(connSink)
 	stop := netwatch.Default.Watch(conn.NetConn(), c.cancel)
 	reason := CloseClient
-	if c.out.flush([][]byte{rawconn.Head(hdr)}, c.timeout) == nil {
+	if conn.writeHead(rawconn.Head(hdr), c.timeout) == nil {
 		c.enableNotify()
 		if c.park(stop) {
 			return
@@ -166,6 +165,14 @@ func (c *topicStream) flush() {
 	}
 }
 
+// cancel makes the stream's context done (the client is gone, or the
+// stream ends) and wakes a parked stream to notice. It never blocks.
+func (c *topicStream) cancel() {
+	if c.ctx.cancel() && c.parked.Load() {
+		c.kick()
+	}
+}
+
 // finish releases the stream's subscription and slot and reports it.
 func (c *topicStream) finish(reason CloseReason) {
 	c.mu.Lock()
@@ -173,7 +180,7 @@ func (c *topicStream) finish(reason CloseReason) {
 	c.mu.Unlock()
 	c.cancel()
 	if c.expiry != nil {
-		c.expiry.Stop()
+		c.expiry.timer.Stop()
 	}
 	c.sub.Close()
 	c.h.lc.release()
@@ -187,6 +194,7 @@ func (c *topicStream) finish(reason CloseReason) {
 // never).
 func (c *topicStream) run(shutdown <-chan struct{}) CloseReason {
 	lc := &c.h.lc
+	gone := c.ctx.Done()
 	slot := lc.joinHeartbeat()
 	defer lc.leaveHeartbeat()
 	for {
@@ -205,7 +213,7 @@ func (c *topicStream) run(shutdown <-chan struct{}) CloseReason {
 			return c.drained()
 		case <-c.expired():
 			return CloseExpired
-		case <-c.ctx.Done():
+		case <-gone:
 			return CloseClient
 		}
 	}

@@ -222,15 +222,21 @@ func (h *TopicHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	// The subscription lives as long as the stream, which may outlive this
 	// call (see Hijack below), so its context is not the request's (which
 	// would also keep net/http's connection state alive for the stream's
-	// lifetime); the request's cancellation is forwarded while ServeHTTP
-	// runs.
-	ctx, cancel := context.WithCancel(context.Background())
-	stopForward := context.AfterFunc(r.Context(), cancel)
-	start := time.Now()
+	// lifetime) but the stream's own (streamCtx); the request's
+	// cancellation is forwarded while ServeHTTP runs.
+	c := &topicStream{
+		h:       h,
+		topics:  topics,
+		start:   time.Now(),
+		timeout: h.WriteTimeout,
+		remote:  r.RemoteAddr,
+	}
+	stopForward := context.AfterFunc(r.Context(), c.cancel)
 	from := parseCursor(topics, lastID)
-	sub, err := h.Broker.Subscribe(ctx, topics, from)
+	sub, err := h.Broker.Subscribe(&c.ctx, topics, from)
 	if err != nil {
-		cancel()
+		c.ctx.cancel()
+		stopForward()
 		switch {
 		case errors.Is(err, broker.ErrInvalidTopic):
 			http.Error(w, err.Error(), http.StatusBadRequest)
@@ -245,22 +251,10 @@ func (h *TopicHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 
 	handedOff = true // from here on, finish releases the slot
-	c := &topicStream{
-		h:       h,
-		ctx:     ctx,
-		cancel:  cancel,
-		sub:     sub,
-		topics:  topics,
-		pos:     make([]string, len(topics)),
-		tags:    cursorTags(topics),
-		start:   start,
-		timeout: h.WriteTimeout,
-		remote:  r.RemoteAddr,
-		expiry:  expiry.timer(),
-	}
-	if c.expiry != nil {
-		c.expireAt = expiry.at
-	}
+	c.sub = sub
+	c.pos = make([]string, len(topics))
+	c.tags = cursorTags(topics)
+	c.expiry = expiry.expiry()
 	if c.timeout == 0 {
 		c.timeout = DefaultWriteTimeout
 	}

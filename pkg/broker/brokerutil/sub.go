@@ -31,8 +31,18 @@ func NewSub(limit int, release func()) *Sub {
 // EndWhenDone ends the subscription with ctx.Err() once ctx is done,
 // without a goroutine (context.AfterFunc). Call it once the subscription is
 // registered; if it has already ended, it does nothing.
+//
+// A context with an AfterFunc method of context.AfterFunc's shape (as
+// pkg/sse's stream contexts have) is asked directly, which spares the child
+// context context.AfterFunc would make.
 func (s *Sub) EndWhenDone(ctx context.Context) {
-	stop := context.AfterFunc(ctx, func() { s.End(ctx.Err()) })
+	end := func() { s.End(ctx.Err()) }
+	var stop func() bool
+	if a, ok := ctx.(afterFuncer); ok {
+		stop = a.AfterFunc(end)
+	} else {
+		stop = context.AfterFunc(ctx, end)
+	}
 	s.mu.Lock()
 	s.stop = stop
 	ended := s.ended
@@ -40,6 +50,12 @@ func (s *Sub) EndWhenDone(ctx context.Context) {
 	if ended {
 		stop()
 	}
+}
+
+// afterFuncer is the method the context package itself looks for on a
+// parent context (see context.AfterFunc).
+type afterFuncer interface {
+	AfterFunc(func()) (stop func() bool)
 }
 
 // End ends the subscription with err (the queue keeps its first error, so
