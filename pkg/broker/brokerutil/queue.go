@@ -70,10 +70,16 @@ var (
 // NewQueue returns a queue that holds at most limit pending items
 // (broker.DefaultQueueLimit if limit <= 0).
 func NewQueue(limit int) *Queue {
+	q := new(Queue)
+	q.init(limit)
+	return q
+}
+
+func (q *Queue) init(limit int) {
 	if limit <= 0 {
 		limit = broker.DefaultQueueLimit
 	}
-	return &Queue{limit: limit, bound: limit}
+	q.limit, q.bound = limit, limit
 }
 
 // SetNotify implements Notifier.

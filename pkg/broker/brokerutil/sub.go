@@ -10,10 +10,13 @@ import (
 // Sub is a ready-made broker.Subscription for Broker implementations: a Queue that
 // ends exactly once — on Close, when its context is done, or when the
 // broker ends it — and then calls the broker's release function once, to
-// unregister it from the broker's topics. Embed it (as a pointer) in the
-// broker's own subscription type.
+// unregister it from the broker's topics. Embed it in the broker's own
+// subscription type and Init it (one allocation for the whole
+// subscription), or use NewSub.
+//
+// A Sub must not be copied after Init.
 type Sub struct {
-	*Queue
+	Queue
 	release func()
 
 	mu    sync.Mutex // guards ended and stop
@@ -25,7 +28,16 @@ type Sub struct {
 // pending live items (see NewQueue). release, if not nil, is called once,
 // after the queue has ended.
 func NewSub(limit int, release func()) *Sub {
-	return &Sub{Queue: NewQueue(limit), release: release}
+	s := new(Sub)
+	s.Init(limit, release)
+	return s
+}
+
+// Init readies a Sub embedded in another type, as NewSub does: call it
+// once, before the subscription is used.
+func (s *Sub) Init(limit int, release func()) {
+	s.Queue.init(limit)
+	s.release = release
 }
 
 // EndWhenDone ends the subscription with ctx.Err() once ctx is done,

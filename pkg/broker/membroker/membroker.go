@@ -401,14 +401,14 @@ func (b *Broker) Subscribe(ctx context.Context, topics []string, from broker.Cur
 		topics: make([]*topicLog, len(topics)),
 		slot:   make([]int, len(topics)),
 	}
-	s.Sub = brokerutil.NewSub(b.queueLimit, s.unregister)
+	s.Init(b.queueLimit, s.unregister)
 	for k, name := range topics {
 		t, err := b.lockTopic(name)
 		if err != nil {
 			s.End(err)
 			return nil, err
 		}
-		b.replay(s.Queue, t, from[name])
+		b.replay(&s.Queue, t, from[name])
 		s.topics[k] = t
 		s.slot[k] = len(t.subs)
 		t.subs = append(t.subs, member{s, k})
@@ -532,7 +532,7 @@ func (b *Broker) sweep() {
 // subscriber is one Subscribe call: a broker.Subscription on a brokerutil.Sub,
 // a member of each of its topics' topicLog.
 type subscriber struct {
-	*brokerutil.Sub
+	brokerutil.Sub
 	b      *Broker
 	topics []*topicLog // nil entries: not registered (Subscribe failed)
 	slot   []int       // slot[k] guarded by topics[k].mu: index in topics[k].subs, -1 once removed

@@ -830,7 +830,7 @@ func (b *Broker) Subscribe(ctx context.Context, topics []string, from broker.Cur
 	}
 
 	s := &subscription{b: b, loaded: make(chan struct{})}
-	s.Sub = brokerutil.NewSub(b.queueLimit, func() { b.release(s) })
+	s.Init(b.queueLimit, func() { b.release(s) })
 	s.pending.Store(int32(len(topics)))
 	var ts []*topic
 	newTopic := false
@@ -941,7 +941,7 @@ func (b *Broker) release(s *subscription) {
 // subscription implements broker.Subscription on a brokerutil.Sub, which
 // releases it from the broker when it ends.
 type subscription struct {
-	*brokerutil.Sub
+	brokerutil.Sub
 	b       *Broker
 	members []*member     // set before the subscription is published
 	pending atomic.Int32  // members whose KindPosition is not queued yet
