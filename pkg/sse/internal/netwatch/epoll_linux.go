@@ -25,10 +25,15 @@ type epollWatcher struct {
 	broken  error // epoll_wait failed for good: every watch reads instead
 }
 
-// watched is one registered connection.
+// watched is one registered connection: everything a watch holds, in one
+// allocation.
 type watched struct {
-	cb *callback
-	c  net.Conn
+	cb    callback
+	c     net.Conn
+	w     *epollWatcher
+	raw   syscall.RawConn
+	fd    int
+	token uint64
 }
 
 func newWatcher() watcher {
@@ -48,46 +53,49 @@ func (w *epollWatcher) watch(c net.Conn, gone func()) func() {
 	if err != nil {
 		return readWatcher{}.watch(c, gone)
 	}
-	cb := &callback{gone: gone}
+	e := &watched{cb: callback{gone: gone}, c: c, w: w, raw: raw}
 	w.mu.Lock()
 	if w.broken != nil {
 		w.mu.Unlock()
 		return readWatcher{}.watch(c, gone)
 	}
 	w.next++
-	token := w.next
-	w.gone[token] = &watched{cb: cb, c: c}
+	e.token = w.next
+	w.gone[e.token] = e
 	if !w.running {
 		w.running = true
 		go w.loop()
 	}
 	w.mu.Unlock()
 
-	var fd int
 	var ctlErr error
 	err = raw.Control(func(f uintptr) {
-		fd = int(f)
+		e.fd = int(f)
 		ev := syscall.EpollEvent{Events: syscall.EPOLLRDHUP | epollOneShot}
-		putToken(&ev, token)
-		ctlErr = syscall.EpollCtl(w.epfd, syscall.EPOLL_CTL_ADD, fd, &ev)
+		putToken(&ev, e.token)
+		ctlErr = syscall.EpollCtl(w.epfd, syscall.EPOLL_CTL_ADD, e.fd, &ev)
 	})
 	if err != nil || ctlErr != nil {
 		w.mu.Lock()
-		delete(w.gone, token)
+		delete(w.gone, e.token)
 		w.mu.Unlock()
 		return readWatcher{}.watch(c, gone)
 	}
-	return func() {
-		cb.stop()
-		w.mu.Lock()
-		delete(w.gone, token)
-		w.mu.Unlock()
-		// The descriptor is still open (the caller closes c after stop),
-		// so fd still names this connection.
-		_ = raw.Control(func(uintptr) {
-			_ = syscall.EpollCtl(w.epfd, syscall.EPOLL_CTL_DEL, fd, nil)
-		})
-	}
+	return e.stop
+}
+
+// stop ends the watch of e.
+func (e *watched) stop() {
+	e.cb.stop()
+	w := e.w
+	w.mu.Lock()
+	delete(w.gone, e.token)
+	w.mu.Unlock()
+	// The descriptor is still open (the caller closes c after stop), so
+	// fd still names this connection.
+	_ = e.raw.Control(func(uintptr) {
+		_ = syscall.EpollCtl(w.epfd, syscall.EPOLL_CTL_DEL, e.fd, nil)
+	})
 }
 
 // EPOLLONESHOT as the uint32 EpollEvent.Events wants it.
@@ -112,7 +120,7 @@ func (w *epollWatcher) loop() {
 			w.mu.Unlock()
 			slog.Warn("netwatch: epoll_wait failed; watching connections with a reading goroutine each from now on", "err", err, "connections", len(pending))
 			for _, e := range pending {
-				readUntilGone(e.c, e.cb)
+				readUntilGone(e.c, &e.cb)
 			}
 			return
 		}
