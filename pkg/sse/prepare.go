@@ -70,7 +70,7 @@ func (c *topicStream) prepare(b *batch) {
 			}
 			c.posMove = false
 			switch {
-			case ev.Time.IsZero() || !ev.Time.Before(c.start):
+			case ev.Time.IsZero() || ev.Time.UnixNano() >= c.start:
 				if m.Delivered != nil {
 					m.Delivered(ev, now)
 				}

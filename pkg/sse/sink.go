@@ -13,14 +13,19 @@ type sink interface {
 	// flush writes bufs (which it may clobber) and pushes them to the
 	// client within timeout.
 	flush(bufs [][]byte, timeout time.Duration) error
+	// remoteAddr is the client's address, for logs.
+	remoteAddr() string
 }
 
 // responseSink is a ResponseWriter: a TopicHandler's stream without
 // Hijack, or a Handler's. Only the stream's writer uses it.
 type responseSink struct {
-	w  http.ResponseWriter
-	rc *http.ResponseController
+	w      http.ResponseWriter
+	rc     *http.ResponseController
+	remote string // the request's RemoteAddr
 }
+
+func (s *responseSink) remoteAddr() string { return s.remote }
 
 // flush writes bufs and flushes, under a fresh write deadline of timeout
 // (none if timeout is negative).
@@ -48,6 +53,8 @@ type connSink struct{ *rawconn.Conn }
 func (s connSink) flush(bufs [][]byte, timeout time.Duration) error {
 	return s.WriteBatch(bufs, timeout)
 }
+
+func (s connSink) remoteAddr() string { return s.NetConn().RemoteAddr().String() }
 
 // writeHead writes the response head. Where it can, it tries a
 // non-blocking write first, which a fresh connection's empty socket buffer

@@ -27,10 +27,9 @@ type topicStream struct {
 	ctx     streamCtx // done when the client is gone or the stream must end
 	sub     broker.Subscription
 	timeout time.Duration
-	topics  []string // sorted, unique
-	tags    []string // cursorTags(topics), for composite cursors; nil for one topic
-	start   time.Time
-	remote  string
+	topics  []string      // sorted, unique
+	tags    []string      // cursorTags(topics), for composite cursors; nil for one topic
+	start   int64         // when the stream started, Unix ns: events before are replays
 	expiry  *streamExpiry // set by ExpireAt in the hook; nil without
 	flusher *flusher      // writes live events queued for an idle stream (see notify)
 	parkedConn
@@ -281,7 +280,7 @@ func (c *topicStream) pull() CloseReason {
 		werr = c.out.flush([][]byte{pending}, c.timeout)
 	}
 	if werr == nil && len(b.bufs) > 0 {
-		werr = c.out.flush(b.bufs, c.timeout)
+		werr = c.writeBatch(b)
 	}
 	putBatch(b)
 	c.release()
@@ -294,6 +293,21 @@ func (c *topicStream) pull() CloseReason {
 		return c.subscriptionEnded(err)
 	}
 	return ""
+}
+
+// writeBatch writes a prepared batch from the stream's goroutine. A parked
+// stream first tries a non-blocking write, as a flusher does: what the
+// socket takes at once needs no write deadline (a runtime timer) and no
+// iovec array of net's, both of which would stay with the idle connection.
+func (c *topicStream) writeBatch(b *batch) error {
+	if !c.parked.Load() {
+		return c.out.flush(b.bufs, c.timeout)
+	}
+	rest, err := c.tryWrite(b)
+	if err != nil || rest == nil {
+		return err
+	}
+	return c.out.flush([][]byte{rest}, c.timeout)
 }
 
 // write writes one frame (a heartbeat, a retry hint) from the stream's
@@ -324,7 +338,7 @@ func (c *topicStream) subscriptionEnded(err error) CloseReason {
 	case c.ctx.Err() != nil:
 		return CloseClient
 	case errors.Is(err, broker.ErrSlowConsumer):
-		c.h.logger().Info("sse: disconnecting a slow client", "topics", c.topics, "remote", c.remote)
+		c.h.logger().Info("sse: disconnecting a slow client", "topics", c.topics, "remote", c.out.remoteAddr())
 		return CloseSlow
 	default:
 		c.h.logger().Warn("sse: subscription ended", "topics", c.topics, "err", err)

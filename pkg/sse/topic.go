@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"net/url"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/herald-sse/herald/pkg/broker"
@@ -175,10 +176,13 @@ func (h *TopicHandler) requestTopics(r *http.Request) ([]string, error) {
 	if len(topics) > h.maxTopics() {
 		return nil, fmt.Errorf("too many topics: %d, the limit is %d", len(topics), h.maxTopics())
 	}
-	for _, t := range topics {
+	for i, t := range topics {
 		if err := broker.ValidateTopic(t); err != nil {
 			return nil, err
 		}
+		// The stream keeps its topics: a copy, not a piece of the request
+		// line (which the query's unescaping would otherwise keep alive).
+		topics[i] = strings.Clone(t)
 	}
 	return topics, nil
 }
@@ -227,9 +231,8 @@ func (h *TopicHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	c := &topicStream{
 		h:       h,
 		topics:  topics,
-		start:   time.Now(),
+		start:   time.Now().UnixNano(),
 		timeout: h.WriteTimeout,
-		remote:  r.RemoteAddr,
 	}
 	stopForward := context.AfterFunc(r.Context(), c.cancel)
 	from := parseCursor(topics, lastID)
@@ -282,7 +285,7 @@ func (h *TopicHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	defer stopForward()
-	c.out = &responseSink{w: w, rc: http.NewResponseController(w)}
+	c.out = &responseSink{w: w, rc: http.NewResponseController(w), remote: r.RemoteAddr}
 	if h.Metrics.StreamOpened != nil {
 		h.Metrics.StreamOpened()
 	}
