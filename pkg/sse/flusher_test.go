@@ -36,7 +36,7 @@ func newFlushConn(t testing.TB, limit int) (*topicStream, *brokerutil.Sub, <-cha
 	if err != nil {
 		t.Fatal(err)
 	}
-	raw := rawconn.New(conn)
+	raw := rawconn.New(conn, func() {})
 	if !raw.CanTryWrite() {
 		t.Skip("no flusher writes on this platform")
 	}
@@ -46,7 +46,7 @@ func newFlushConn(t testing.TB, limit int) (*topicStream, *brokerutil.Sub, <-cha
 		topics: []string{"a"}, pos: []string{"e-0"}, timeout: time.Second,
 		notifier: sub,
 	}
-	t.Cleanup(func() { conn.Close() })
+	t.Cleanup(func() { raw.Close() })
 	return c, sub, got
 }
 

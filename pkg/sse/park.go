@@ -95,7 +95,7 @@ func (l *lifecycle) kickParked() {
 // park turns the stream into a parked one and returns true, or returns
 // false when it cannot be parked (the caller then runs it on its goroutine).
 // Call after enableNotify, on the goroutine that wrote the response head.
-func (c *topicStream) park(unwatch func()) bool {
+func (c *topicStream) park() bool {
 	w, ok := c.sub.(brokerutil.Waker)
 	if !ok || c.notifier == nil || c.h.NoPark {
 		return false
@@ -105,7 +105,6 @@ func (c *topicStream) park(unwatch func()) bool {
 	// for another round: the first round starts at the end, after every
 	// field is set.
 	c.drive.Store(parkRunning)
-	c.unwatch = unwatch
 	c.slot = int32(lc.joinHeartbeat())
 	if c.expiry != nil {
 		// A callback instead of a channel nobody waits on.
@@ -199,7 +198,6 @@ func (c *topicStream) endParked(reason CloseReason) {
 	lc.park[c.slot].remove(c)
 	lc.leaveHeartbeat()
 	c.finish(reason)
-	c.unwatch()
 	_ = c.out.(connSink).Close()
 }
 
@@ -210,5 +208,4 @@ type parkedConn struct {
 	parked  atomic.Bool  // cancel kicks the stream
 	slot    int32        // heartbeat and park slot
 	parkIdx int32        // index in its park slot; guarded by the slot's mu
-	unwatch func()       // ends netwatch's watch of the connection
 }

@@ -54,7 +54,7 @@ func (s connSink) flush(bufs [][]byte, timeout time.Duration) error {
 	return s.WriteBatch(bufs, timeout)
 }
 
-func (s connSink) remoteAddr() string { return s.NetConn().RemoteAddr().String() }
+func (s connSink) remoteAddr() string { return s.RemoteAddr() }
 
 // writeHead writes the response head. Where it can, it tries a
 // non-blocking write first, which a fresh connection's empty socket buffer

@@ -11,7 +11,6 @@ import (
 
 	"github.com/herald-sse/herald/pkg/broker"
 	"github.com/herald-sse/herald/pkg/broker/brokerutil"
-	"github.com/herald-sse/herald/pkg/sse/internal/netwatch"
 	"github.com/herald-sse/herald/pkg/sse/internal/rawconn"
 )
 
@@ -86,17 +85,15 @@ func (c *topicStream) positioned(items []*broker.Event) bool {
 // goroutine then ends.
 func (c *topicStream) serveHijacked(hdr http.Header) {
 	conn := c.out.(connSink)
-	stop := netwatch.Default.Watch(conn.NetConn(), c.cancel)
 	reason := CloseClient
 	if conn.writeHead(rawconn.Head(hdr), c.timeout) == nil {
 		c.enableNotify()
-		if c.park(stop) {
+		if c.park() {
 			return
 		}
 		reason = c.run(nil) // the server does not see hijacked streams
 	}
 	c.finish(reason)
-	stop()
 	_ = conn.Close()
 }
 

@@ -276,7 +276,7 @@ func (h *TopicHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if h.Hijack && r.ProtoMajor == 1 {
 		if conn, _, err := http.NewResponseController(w).Hijack(); err == nil {
 			stopForward()
-			c.out = connSink{rawconn.New(conn)}
+			c.out = connSink{rawconn.New(conn, c.cancel)}
 			if h.Metrics.StreamOpened != nil {
 				h.Metrics.StreamOpened()
 			}

@@ -5,8 +5,10 @@ package netwatch
 import (
 	"log/slog"
 	"net"
+	"os"
 	"sync"
 	"syscall"
+	"time"
 )
 
 // epollWatcher serves every watched connection from one goroutine blocked
@@ -29,11 +31,16 @@ type epollWatcher struct {
 // allocation.
 type watched struct {
 	cb    callback
-	c     net.Conn
+	c     net.Conn // nil for a bare descriptor (WatchFD)
 	w     *epollWatcher
 	raw   syscall.RawConn
 	fd    int
 	token uint64
+
+	// A bare descriptor's writer waiting for room (WaitWritable).
+	wmu      sync.Mutex
+	ended    bool          // the peer is gone, or the watch stopped: no more waits, no re-arming
+	writable chan struct{} // made by the first wait; capacity 1
 }
 
 func newWatcher() watcher {
@@ -118,21 +125,41 @@ func (w *epollWatcher) loop() {
 			pending := w.gone
 			w.gone = map[uint64]*watched{}
 			w.mu.Unlock()
-			slog.Warn("netwatch: epoll_wait failed; watching connections with a reading goroutine each from now on", "err", err, "connections", len(pending))
+			slog.Warn("netwatch: epoll_wait failed; from now on connections are watched by a reading goroutine each, and the streams on bare descriptors end (their clients resume)", "err", err, "connections", len(pending))
 			for _, e := range pending {
+				if e.c == nil {
+					// A bare descriptor has nobody to read it: its stream
+					// ends (the client reconnects and resumes).
+					e.wake(false)
+					e.cb.fire()
+					continue
+				}
 				readUntilGone(e.c, &e.cb)
 			}
 			return
 		}
 		for i := 0; i < n; i++ {
 			token := getToken(&events[i])
+			// A connection's watch is over with its one event; a bare
+			// descriptor's only with the peer gone (EPOLLOUT alone wakes
+			// its writer).
+			hup := events[i].Events&(syscall.EPOLLRDHUP|syscall.EPOLLHUP|syscall.EPOLLERR) != 0
 			w.mu.Lock()
 			e := w.gone[token]
-			delete(w.gone, token)
-			w.mu.Unlock()
-			if e != nil {
-				e.cb.fire()
+			if e != nil && (hup || e.c != nil) {
+				delete(w.gone, token)
 			}
+			w.mu.Unlock()
+			if e == nil {
+				continue
+			}
+			if e.c == nil {
+				e.wake(!hup)
+				if !hup {
+					continue
+				}
+			}
+			e.cb.fire()
 		}
 		w.mu.Lock()
 		if len(w.gone) == 0 {
@@ -156,4 +183,121 @@ func putToken(ev *syscall.EpollEvent, t uint64) {
 
 func getToken(ev *syscall.EpollEvent) uint64 {
 	return uint64(uint32(ev.Fd)) | uint64(uint32(ev.Pad))<<32
+}
+
+// watchFD registers a bare descriptor (see Watcher.WatchFD); nil when
+// epoll cannot take it.
+func (w *epollWatcher) watchFD(fd int, gone func()) *watched {
+	e := &watched{cb: callback{gone: gone}, w: w, fd: fd}
+	w.mu.Lock()
+	if w.broken != nil {
+		w.mu.Unlock()
+		return nil
+	}
+	w.next++
+	e.token = w.next
+	w.gone[e.token] = e
+	if !w.running {
+		w.running = true
+		go w.loop()
+	}
+	w.mu.Unlock()
+	if err := e.arm(true, false); err != nil {
+		w.mu.Lock()
+		delete(w.gone, e.token)
+		w.mu.Unlock()
+		return nil
+	}
+	return e
+}
+
+// arm registers a bare descriptor (add) or registers it again for its peer
+// going away and, with out, for room to write. Registrations are one-shot.
+// Call with e.wmu held, or before e is shared.
+func (e *watched) arm(add, out bool) error {
+	ev := syscall.EpollEvent{Events: syscall.EPOLLRDHUP | epollOneShot}
+	if out {
+		ev.Events |= syscall.EPOLLOUT
+	}
+	putToken(&ev, e.token)
+	op := syscall.EPOLL_CTL_MOD
+	if add {
+		op = syscall.EPOLL_CTL_ADD
+	}
+	return syscall.EpollCtl(e.w.epfd, op, e.fd, &ev)
+}
+
+// wake runs on the loop for a bare descriptor's event: it wakes a waiting
+// writer and, unless the watch is over (rearm false), registers the
+// descriptor again for its peer going away.
+func (e *watched) wake(rearm bool) {
+	e.wmu.Lock()
+	defer e.wmu.Unlock()
+	if !rearm {
+		e.ended = true
+	}
+	if e.writable != nil {
+		select {
+		case e.writable <- struct{}{}:
+		default:
+		}
+	}
+	if rearm && !e.ended {
+		// e.ended is set by stop before the descriptor is removed and
+		// closed, so this never touches a reused descriptor number.
+		_ = e.arm(false, false)
+	}
+}
+
+// waitWritable waits until the descriptor has room to write, its peer is
+// gone, or deadline passes (os.ErrDeadlineExceeded; a zero deadline waits
+// for the first two only).
+func (e *watched) waitWritable(deadline time.Time) error {
+	e.wmu.Lock()
+	if e.ended {
+		e.wmu.Unlock()
+		return nil // the write that follows fails, or goes through
+	}
+	if e.writable == nil {
+		e.writable = make(chan struct{}, 1)
+	}
+	select {
+	case <-e.writable: // stale
+	default:
+	}
+	err := e.arm(false, true)
+	e.wmu.Unlock()
+	if err != nil {
+		return err
+	}
+	if deadline.IsZero() {
+		<-e.writable
+		return nil
+	}
+	d := time.Until(deadline)
+	if d <= 0 {
+		return os.ErrDeadlineExceeded
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-e.writable:
+		return nil
+	case <-t.C:
+		return os.ErrDeadlineExceeded
+	}
+}
+
+// stopFD ends a bare descriptor's watch. The caller closes the descriptor
+// after it.
+func (e *watched) stopFD() {
+	e.cb.stop()
+	e.wmu.Lock()
+	e.ended = true
+	e.wmu.Unlock()
+	w := e.w
+	w.mu.Lock()
+	delete(w.gone, e.token)
+	w.mu.Unlock()
+	_ = syscall.EpollCtl(w.epfd, syscall.EPOLL_CTL_DEL, e.fd, nil)
 }

@@ -12,6 +12,7 @@ package netwatch
 import (
 	"net"
 	"sync"
+	"time"
 )
 
 // Watcher reports peers that closed or reset their connection. It is safe
@@ -24,6 +25,36 @@ type Watcher struct {
 type watcher interface {
 	watch(c net.Conn, gone func()) (stop func())
 }
+
+// FD is the watch of a bare descriptor (WatchFD). The zero FD is no watch.
+type FD struct{ e *watched }
+
+// WatchFD watches a bare, non-blocking socket descriptor as Watch does a
+// connection, and also serves its writer's waits for room (WaitWritable),
+// so a connection taken over as a descriptor needs neither a goroutine nor
+// Go's poller. ok is false where that is not possible (not Linux, or epoll
+// failed); the caller then keeps its net.Conn. Should epoll fail later,
+// every descriptor's gone is called (nothing else can watch it).
+func (w *Watcher) WatchFD(fd int, gone func()) (FD, bool) {
+	w.once.Do(func() { w.impl = newWatcher() })
+	fw, ok := w.impl.(interface {
+		watchFD(fd int, gone func()) *watched
+	})
+	if !ok {
+		return FD{}, false
+	}
+	e := fw.watchFD(fd, gone)
+	return FD{e}, e != nil
+}
+
+// WaitWritable waits until the descriptor has room to write, its peer is
+// gone (the next write then fails, or goes through), or deadline passes:
+// os.ErrDeadlineExceeded. A zero deadline never passes. Only one goroutine
+// may wait at a time.
+func (f FD) WaitWritable(deadline time.Time) error { return f.e.waitWritable(deadline) }
+
+// Stop ends the watch, as Watch's stop does; close the descriptor after.
+func (f FD) Stop() { f.e.stopFD() }
 
 // Default is the process-wide watcher.
 var Default = &Watcher{}

@@ -9,48 +9,106 @@ import (
 	"net"
 	"net/http"
 	"strings"
+	"sync"
 	"time"
+
+	"github.com/herald-sse/herald/pkg/sse/internal/netwatch"
 )
 
 // Conn is one hijacked connection. Write and TryWrite must not be called
-// concurrently (the stream's writer-ownership protocol sees to that).
+// concurrently (the stream's writer-ownership protocol sees to that); Close
+// may be called while a TryWrite runs, and waits for it.
+//
+// On Linux a TCP or Unix connection is taken over as a bare descriptor:
+// New duplicates its descriptor and closes the net.Conn, which frees Go's
+// state for it (the net.Conn, its addresses and the poller's descriptor,
+// about 1 KB); writes are writev(2) calls, a write that would block waits
+// for EPOLLOUT through netwatch (which also notices the peer leaving), and
+// an idle connection costs this struct and its netwatch entry. Elsewhere,
+// and for connections without a descriptor of their own (TLS, wrappers),
+// Conn keeps the net.Conn.
 type Conn struct {
+	mu     sync.Mutex // descriptor mode: held around each write and by Close
+	closed bool       // descriptor mode: fd is closed (guarded by mu)
+	fd     int        // descriptor mode: the socket; -1 in connection mode
+	watch  netwatch.FD
+	nc     *netConn // connection mode
+}
+
+// netConn is a Conn that keeps its net.Conn.
+type netConn struct {
 	conn  net.Conn
 	raw   *rawWriter // non-blocking writes; nil: none
 	armed time.Time  // the write deadline currently set on conn
+	stop  func()     // ends netwatch's watch
 }
 
-// New returns c as a stream's output.
-func New(c net.Conn) *Conn { return &Conn{conn: c, raw: newRawWriter(c)} }
+// New takes c over as a stream's output and has gone called (once, from
+// another goroutine) when its peer closes or resets it (netwatch). gone
+// must not block, nor call Close.
+func New(c net.Conn, gone func()) *Conn {
+	if fd, w, ok := takeFD(c, gone); ok {
+		return &Conn{fd: fd, watch: w}
+	}
+	return &Conn{fd: -1, nc: &netConn{conn: c, raw: newRawWriter(c), stop: netwatch.Default.Watch(c, gone)}}
+}
 
-// NetConn returns the connection New was given.
-func (c *Conn) NetConn() net.Conn { return c.conn }
+// Close ends the watch and closes the connection.
+func (c *Conn) Close() error {
+	if c.nc != nil {
+		c.nc.stop()
+		return c.nc.conn.Close()
+	}
+	c.mu.Lock()
+	if c.closed {
+		c.mu.Unlock()
+		return net.ErrClosed // and the descriptor number may be another's now
+	}
+	c.closed = true // no write is in progress, and none starts
+	c.mu.Unlock()
+	c.watch.Stop()
+	return closeFD(c.fd)
+}
 
-// Close closes the connection.
-func (c *Conn) Close() error { return c.conn.Close() }
+// RemoteAddr is the peer's address, for logs.
+func (c *Conn) RemoteAddr() string {
+	if c.nc != nil {
+		return c.nc.conn.RemoteAddr().String()
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closed {
+		return ""
+	}
+	return peerAddr(c.fd)
+}
 
 // CanTryWrite reports whether TryWrite can write: Linux, and a connection
 // with a file descriptor of its own (TCP or Unix, not TLS or a wrapper).
-func (c *Conn) CanTryWrite() bool { return c.raw != nil }
+func (c *Conn) CanTryWrite() bool { return c.nc == nil || c.nc.raw != nil }
 
-// WriteBatch writes bufs (which it may clobber) with one writev, waiting
-// for the socket up to timeout.
+// WriteBatch writes bufs (which it may clobber), waiting for the socket up
+// to timeout.
 func (c *Conn) WriteBatch(bufs [][]byte, timeout time.Duration) error {
 	if len(bufs) == 0 {
 		return nil
+	}
+	if c.nc == nil {
+		return c.writeFD(bufs, timeout)
 	}
 	// Moving a deadline costs a runtime timer update: re-arm it only when
 	// less than half the timeout is left, so a busy stream touches its
 	// timer at most twice per timeout and every write still gets at least
 	// half of it.
-	if now := time.Now(); c.armed.Sub(now) < timeout/2 {
-		c.armed = now.Add(timeout)
-		if err := c.conn.SetWriteDeadline(c.armed); err != nil {
+	nc := c.nc
+	if now := time.Now(); nc.armed.Sub(now) < timeout/2 {
+		nc.armed = now.Add(timeout)
+		if err := nc.conn.SetWriteDeadline(nc.armed); err != nil {
 			return err
 		}
 	}
 	nb := net.Buffers(bufs)
-	_, err := nb.WriteTo(c.conn)
+	_, err := nb.WriteTo(nc.conn)
 	return err
 }
 
@@ -59,7 +117,13 @@ func (c *Conn) WriteBatch(bufs [][]byte, timeout time.Duration) error {
 // when it took everything), or the error of the write. iov is scratch
 // space, returned for reuse. Call it only when CanTryWrite.
 func (c *Conn) TryWrite(bufs [][]byte, iov Iovecs) (rest []byte, _ Iovecs, err error) {
-	n, attempted, iov, err := c.raw.tryWritev(bufs, iov)
+	var n int
+	attempted := true
+	if c.nc == nil {
+		n, iov, err = c.tryWriteFD(bufs, iov)
+	} else {
+		n, attempted, iov, err = c.nc.raw.tryWritev(bufs, iov)
+	}
 	if err != nil {
 		return nil, iov, err
 	}

@@ -60,7 +60,7 @@ func pair(t *testing.T) (net.Conn, <-chan string) {
 
 func TestWrites(t *testing.T) {
 	nc, got := pair(t)
-	c := New(nc)
+	c := New(nc, func() {})
 	if err := c.WriteBatch([][]byte{[]byte("a"), []byte("bc")}, time.Second); err != nil {
 		t.Fatal(err)
 	}

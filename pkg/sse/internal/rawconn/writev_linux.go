@@ -64,18 +64,7 @@ func (w *rawWriter) call(fd uintptr) bool {
 // a failure of the call other than "would block". iov is scratch space,
 // returned for reuse.
 func (w *rawWriter) tryWritev(bufs [][]byte, iov Iovecs) (n int, attempted bool, _ Iovecs, err error) {
-	iov = iov[:0]
-	for _, b := range bufs {
-		if len(b) == 0 {
-			continue
-		}
-		if len(iov) == maxIovecs {
-			break
-		}
-		v := syscall.Iovec{Base: &b[0]}
-		v.SetLen(len(b))
-		iov = append(iov, v)
-	}
+	iov = appendIovecs(iov[:0], bufs)
 	if len(iov) == 0 {
 		return 0, true, iov, nil
 	}
