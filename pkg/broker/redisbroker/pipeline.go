@@ -2,7 +2,6 @@ package redisbroker
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"strings"
 	"sync"
@@ -292,14 +291,6 @@ func waitOf(waits []*redis.IntCmd, i int) *redis.IntCmd {
 	}
 	return waits[i]
 }
-
-// ErrNotReplicated is wrapped, with broker.ErrUnavailable, by the error of
-// a publish that Redis ran but that WAIT did not confirm on
-// Config.WaitReplicas replicas within Config.WaitTimeout: the event is in
-// the primary's log, and may or may not survive a failover. A retry with
-// the same idempotency key is safe: it appends nothing if the event is
-// there, and waits for the replicas again.
-var ErrNotReplicated = errors.New("redisbroker: the event may or may not have been kept")
 
 // waited turns a publish's result into an error unless wait (nil without
 // Config.WaitReplicas) confirmed enough replicas.

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net"
 	"slices"
 	"strings"
 	"sync"
@@ -363,51 +362,6 @@ func (b *Broker) Publish(ctx context.Context, topic string, msg broker.Message) 
 	}
 	r := g.calls[0].res
 	return r.ID, r.Err
-}
-
-func (b *Broker) publishError(err error) error {
-	switch {
-	case b.isClosed.Load():
-		// Close shuts the client (and its connections) under calls in
-		// flight: whatever they fail with — redis.ErrClosed, "use of closed
-		// network connection" on a read, a write or a SetDeadline — the
-		// cause is the Close.
-		return broker.ErrClosed
-	case isServerError(err):
-		msg := err.Error()
-		switch {
-		case strings.Contains(msg, "herald: idempotency key conflict"):
-			return fmt.Errorf("%w: %s", broker.ErrKeyConflict, msg)
-		case strings.Contains(msg, "herald: invalid topic"):
-			return fmt.Errorf("%w: %s", broker.ErrInvalidTopic, msg)
-		case strings.Contains(msg, "herald: "):
-			return fmt.Errorf("%w: %s", broker.ErrInvalidMessage, msg)
-		case transientServerError(msg):
-			return fmt.Errorf("%w: redis: %w", broker.ErrUnavailable, err)
-		}
-		return fmt.Errorf("redisbroker: publish: %w", err)
-	}
-	return fmt.Errorf("%w: redis: %w", broker.ErrUnavailable, err)
-}
-
-// isServerError reports whether Redis answered with an error reply (as
-// opposed to a network failure or timeout).
-func isServerError(err error) bool {
-	var re redis.Error
-	if !errors.As(err, &re) {
-		return false
-	}
-	var ne net.Error
-	return !errors.As(err, &ne)
-}
-
-func transientServerError(msg string) bool {
-	for _, p := range []string{"LOADING", "BUSY", "READONLY", "MASTERDOWN", "CLUSTERDOWN", "TRYAGAIN", "MOVED", "ASK"} {
-		if strings.HasPrefix(msg, p) {
-			return true
-		}
-	}
-	return false
 }
 
 // Close implements broker.Broker. It ends every subscription with

@@ -413,12 +413,6 @@ func (s *shard) onErrorReply(c *psConn, err error) bool {
 	return true
 }
 
-// ErrSubscribeRefused ends the subscriptions of a topic whose channel
-// Redis refused to subscribe to (for example an ACL user without the
-// channel permission: NOPERM). The error names the topic and carries
-// Redis's reply.
-var ErrSubscribeRefused = errors.New("redisbroker: Redis refused the subscription")
-
 // disconnected marks every topic of the shard unconfirmed: its channel
 // subscription lapsed with the connection, events may be lost until the
 // new connection confirms it (the confirmation then triggers the refill).
