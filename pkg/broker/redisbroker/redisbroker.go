@@ -337,33 +337,6 @@ func (b *Broker) updateUp(err error) {
 
 func (b *Broker) channel(topic string) string { return b.prefix + ":{" + topic + "}" }
 
-// Publish implements broker.Broker: one FCALL <prefix>_publish, in a
-// pipeline with other publishes when some are waiting (see pipeline.go). With
-// msg.Key, a retry within Config.IdempotencyWindow returns the first ID and
-// appends nothing. Errors that mean Redis could not be reached or did not
-// answer in time (including ctx's deadline) wrap broker.ErrUnavailable;
-// such a publish may still have been applied (Redis ran it but its reply
-// was lost), so a publisher that retries without a key may publish an
-// event twice, under two IDs. The client the broker
-// creates from Config.URL never sends it again by itself; see Config.Client
-// for a client of the caller's.
-func (b *Broker) Publish(ctx context.Context, topic string, msg broker.Message) (string, error) {
-	if err := validate(topic, msg); err != nil {
-		return "", err
-	}
-	if b.isClosed.Load() {
-		return "", broker.ErrClosed
-	}
-	g := &pubGroup{ctx: ctx}
-	g.one[0] = pubCall{topic: topic, msg: msg}
-	g.calls = g.one[:]
-	if err := b.submit(g); err != nil {
-		return "", b.publishError(err)
-	}
-	r := g.calls[0].res
-	return r.ID, r.Err
-}
-
 // Close implements broker.Broker. It ends every subscription with
 // broker.ErrClosed, stops the broker's goroutines and closes the Redis
 // client if the broker created it. It is idempotent.
