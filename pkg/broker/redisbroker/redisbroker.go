@@ -380,19 +380,3 @@ func (b *Broker) Close() error {
 	}
 	return err
 }
-
-// decodeMessage parses "<id>\n<type>\n<data>".
-func decodeMessage(topic, payload string) (item, bool) {
-	id, rest, ok1 := strings.Cut(payload, "\n")
-	typ, data, ok2 := strings.Cut(rest, "\n")
-	if !ok1 || !ok2 {
-		return item{}, false
-	}
-	epoch, sid, ok := parseID(id)
-	if !ok {
-		return item{}, false
-	}
-	return item{epoch: epoch, id: sid, ev: &broker.Event{
-		Kind: broker.KindEvent, Topic: topic, ID: id, Type: typ, Data: data, Time: timeOf(sid),
-	}}, true
-}
