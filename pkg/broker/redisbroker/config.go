@@ -2,6 +2,7 @@ package redisbroker
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"net"
 	"time"
@@ -83,7 +84,7 @@ type Config struct {
 	// answering, whatever the client.
 	Client redis.UniversalClient
 	// Prefix of every key, channel and function name: 1-64 letters, digits
-	// or '_'. Default "herald". Deployments sharing one Redis use different
+	// or '_' (see ValidatePrefix). Default "herald". Deployments sharing one Redis use different
 	// prefixes.
 	Prefix string
 	// HistorySize is the number of events kept per topic, approximately
@@ -138,3 +139,19 @@ type Config struct {
 }
 
 type dialFunc = func(ctx context.Context, network, addr string) (net.Conn, error)
+
+// ValidatePrefix checks a key prefix (Config.Prefix: New checks it, once
+// an empty one became DefaultPrefix): 1-64 bytes of [A-Za-z0-9_], so that
+// it is also a valid part of a function name and cannot contain a hash tag.
+func ValidatePrefix(p string) error {
+	if p == "" || len(p) > 64 {
+		return fmt.Errorf("redisbroker: prefix must be 1-64 characters, got %d", len(p))
+	}
+	for i := 0; i < len(p); i++ {
+		c := p[i]
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '_') {
+			return fmt.Errorf("redisbroker: prefix %q: only letters, digits and '_' are allowed", p)
+		}
+	}
+	return nil
+}

@@ -3,7 +3,6 @@ package redisbroker
 import (
 	"context"
 	_ "embed"
-	"fmt"
 	"regexp"
 	"strconv"
 	"strings"
@@ -76,22 +75,6 @@ func library(prefix string, maxLen int, ttlMillis, keyMillis int64, sharded bool
 		return prefix + libraryFunc.FindStringSubmatch(fn)[1]
 	})
 	return name, publishFn, readFn, touchFn, code
-}
-
-// validPrefix reports whether p can be a key prefix: 1-64 bytes of
-// [A-Za-z0-9_], so that it is also a valid part of a function name and
-// cannot contain a hash tag.
-func validPrefix(p string) error {
-	if p == "" || len(p) > 64 {
-		return fmt.Errorf("redisbroker: prefix must be 1-64 characters, got %d", len(p))
-	}
-	for i := 0; i < len(p); i++ {
-		c := p[i]
-		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '_') {
-			return fmt.Errorf("redisbroker: prefix %q: only letters, digits and '_' are allowed", p)
-		}
-	}
-	return nil
 }
 
 // isFunctionMissing reports whether err says the library is not loaded

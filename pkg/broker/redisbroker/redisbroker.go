@@ -129,7 +129,7 @@ func New(ctx context.Context, cfg Config) (*Broker, error) {
 	if b.prefix == "" {
 		b.prefix = DefaultPrefix
 	}
-	if err := validPrefix(b.prefix); err != nil {
+	if err := ValidatePrefix(b.prefix); err != nil {
 		return nil, err
 	}
 	if b.log == nil {
