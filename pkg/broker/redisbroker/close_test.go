@@ -16,7 +16,7 @@ import (
 // Closing a broker while publishers, churning subscribers, replays and
 // pub/sub kills run: every call returns, every subscription ends with
 // ErrClosed, the other replica carries on, and no goroutine is left.
-func TestRedteamCloseUnderLoad(t *testing.T) {
+func TestCloseUnderLoad(t *testing.T) {
 	r := testredis.Start(t)
 	c := r.Client(t)
 	ignore := goleak.IgnoreCurrent()

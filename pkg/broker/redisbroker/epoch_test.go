@@ -18,7 +18,7 @@ import (
 // stream whose IDs may repeat or precede old ones — in one transaction they
 // share the millisecond. No event may be lost silently nor share an ID with
 // another.
-func TestRedteamStreamLostEpochKept(t *testing.T) {
+func TestStreamLostEpochKept(t *testing.T) {
 	r := testredis.Start(t)
 	c := r.Client(t)
 	b := newBroker(t, r, Config{Logger: warnLogger()})
@@ -69,7 +69,7 @@ func TestRedteamStreamLostEpochKept(t *testing.T) {
 // The stream and epoch are deleted while a subscriber replays a long
 // history and publishers run: every subscriber sees, per epoch, the log
 // after its position, and a reset at every epoch change.
-func TestRedteamEpochChangeMidReplay(t *testing.T) {
+func TestEpochChangeMidReplay(t *testing.T) {
 	r := testredis.Start(t)
 	c := r.Client(t)
 	cfg := Config{Prefix: "rtep", HistorySize: 100000, QueueLimit: 1 << 20, Logger: warnLogger()}

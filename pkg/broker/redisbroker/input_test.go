@@ -13,7 +13,7 @@ import (
 // looks like another topic's key suffix) and payloads (1 MiB, NUL,
 // invalid UTF-8, blank lines) go through FCALL and pub/sub unchanged and
 // stay apart.
-func TestRedteamOddTopicsAndPayloads(t *testing.T) {
+func TestOddTopicsAndPayloads(t *testing.T) {
 	r := testredis.Start(t)
 	c := r.Client(t)
 	b := newBroker(t, r, Config{Logger: warnLogger()})
@@ -68,7 +68,7 @@ func TestRedteamOddTopicsAndPayloads(t *testing.T) {
 
 // FCALL from a plain client with wrong arguments fails cleanly, leaves no
 // key behind, and the broker carries on.
-func TestRedteamFCallArguments(t *testing.T) {
+func TestFCallArguments(t *testing.T) {
 	r := testredis.Start(t)
 	c := r.Client(t)
 	b := newBroker(t, r, Config{Logger: warnLogger()})

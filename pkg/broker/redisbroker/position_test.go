@@ -136,7 +136,7 @@ func TestIdleTopicKeysExpire(t *testing.T) {
 // A subscription that starts while Redis does not answer starts at a
 // time-based position. That position, handed to another replica when
 // nothing was published since, must resume exactly: no reset.
-func TestRedteamTimeBasedPositionResumes(t *testing.T) {
+func TestTimeBasedPositionResumes(t *testing.T) {
 	r := testredis.Start(t)
 	a := newBroker(t, r, Config{Logger: warnLogger()})
 	b := newBroker(t, r, Config{Logger: warnLogger()})

@@ -14,7 +14,7 @@ import (
 // of 1000 must not make a replay page a reply of a gigabyte, which never
 // arrives within a read timeout and stalls Redis for every replica: pages
 // are bounded in bytes, and a replay reads short pages to the end.
-func TestRedteamFatEventsReplay(t *testing.T) {
+func TestFatEventsReplay(t *testing.T) {
 	r := testredis.Start(t)
 	c := r.Client(t)
 	b := newBroker(t, r, Config{Logger: warnLogger()})

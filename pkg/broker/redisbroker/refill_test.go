@@ -178,7 +178,7 @@ func (g *readGate) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.Pro
 // Redis itself drops a pub/sub connection that falls behind
 // (client-output-buffer-limit pubsub): a burst of large events must still
 // reach every live subscriber, complete and in order, from the stream.
-func TestRedteamOutputBufferLimitKill(t *testing.T) {
+func TestOutputBufferLimitKill(t *testing.T) {
 	r := testredis.Start(t, testredis.WithArgs("--client-output-buffer-limit", "pubsub 256kb 128kb 1"))
 	c := r.Client(t)
 	b := newBroker(t, r, Config{QueueLimit: 1 << 16, Logger: warnLogger()})
@@ -227,7 +227,7 @@ func TestRedteamOutputBufferLimitKill(t *testing.T) {
 // subscribers': refilling it must not disconnect every (fast) subscriber of
 // the topic at once as a slow consumer — a reconnection herd right when
 // Redis is back. A subscriber that really takes nothing is still cut.
-func TestRedteamRefillIsNotSlowness(t *testing.T) {
+func TestRefillIsNotSlowness(t *testing.T) {
 	r := testredis.Start(t)
 	c := r.Client(t)
 	b := newBroker(t, r, Config{QueueLimit: 20, Logger: warnLogger()})

@@ -13,7 +13,7 @@ import (
 // The last local subscriber of a topic leaves and a new one arrives at
 // once, again and again, while the UNSUBSCRIBE of the previous round may
 // still be in flight: each new subscriber must get every later event.
-func TestRedteamResubscribeRace(t *testing.T) {
+func TestResubscribeRace(t *testing.T) {
 	r := testredis.Start(t)
 	a := newBroker(t, r, Config{Logger: warnLogger()})
 	p := newBroker(t, r, Config{Logger: warnLogger()})

@@ -17,7 +17,7 @@ import (
 // the pub/sub connections are killed: every subscriber's sequence is the
 // log after its position, or an honest reset followed by the log after
 // the new position.
-func TestRedteamTrimBoundary(t *testing.T) {
+func TestTrimBoundary(t *testing.T) {
 	r := testredis.Start(t)
 	c := r.Client(t)
 	cfg := Config{Prefix: "rt150", HistorySize: 150, QueueLimit: 1 << 20, Logger: warnLogger()}
