@@ -134,8 +134,6 @@ type Config struct {
 	// wrapDial, if set (tests), wraps the dialer of the client built from
 	// URL: a fault proxy's switch keeps the broker's socket options.
 	wrapDial func(dialFunc) dialFunc
-	// recentIDs, if set (tests), is Broker.recentCap whatever the topology.
-	recentIDs int
 }
 
 type dialFunc = func(ctx context.Context, network, addr string) (net.Conn, error)

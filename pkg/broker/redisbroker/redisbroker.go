@@ -254,9 +254,6 @@ func New(ctx context.Context, cfg Config) (*Broker, error) {
 		b.log.Warn("redisbroker: Redis is unreachable; starting anyway", "err", err)
 	}
 
-	if cfg.recentIDs > 0 {
-		b.recentCap = cfg.recentIDs
-	}
 	b.ctx, b.cancel = context.WithCancel(context.Background())
 	if b.cluster == nil {
 		b.single = b.newShard("", nil)
