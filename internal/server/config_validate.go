@@ -47,8 +47,8 @@ func (c *Config) validate(setting func(string) string) error {
 	if c.RedisWaitReplicas < 0 {
 		return bad("redis-wait-replicas", "must not be negative")
 	}
-	if err := validatePrefix(c.RedisPrefix); err != nil {
-		return bad("redis-prefix", "%v", err)
+	if err := redisbroker.ValidatePrefix(c.RedisPrefix); err != nil {
+		return bad("redis-prefix", "%s", redisWords(err.Error()))
 	}
 	positive := []struct {
 		name string
@@ -128,21 +128,6 @@ func validateNodeID(id string) error {
 	for i := 0; i < len(id); i++ {
 		if c := id[i]; c <= ' ' || c > '~' {
 			return fmt.Errorf("%q: only printable ASCII without spaces", id)
-		}
-	}
-	return nil
-}
-
-// validatePrefix applies the Redis broker's rule: 1-64 letters, digits or
-// '_' (the prefix also names its Redis function library).
-func validatePrefix(p string) error {
-	if p == "" || len(p) > 64 {
-		return fmt.Errorf("%q must be 1-64 characters", p)
-	}
-	for i := 0; i < len(p); i++ {
-		c := p[i]
-		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '_') {
-			return fmt.Errorf("%q: only letters, digits and '_' are allowed", p)
 		}
 	}
 	return nil

@@ -112,3 +112,23 @@ func parseID(s string) (epoch string, id streamID, ok bool) {
 
 // timeOf returns the publish time recorded in a stream ID.
 func timeOf(id streamID) time.Time { return time.UnixMilli(int64(id.ms)) }
+
+// validEpoch reports whether e is an epoch: base-36 digits, then "_" and an
+// 8-hex-digit topic tag (release 1 wrote no tag).
+func validEpoch(e string) bool {
+	base, tag, tagged := strings.Cut(e, "_")
+	if base == "" || len(base) > 20 || tagged && len(tag) != tagLen {
+		return false
+	}
+	for i := 0; i < len(base); i++ {
+		if c := base[i]; !(c >= '0' && c <= '9' || c >= 'a' && c <= 'z') {
+			return false
+		}
+	}
+	for i := 0; i < len(tag); i++ {
+		if c := tag[i]; !(c >= '0' && c <= '9' || c >= 'a' && c <= 'f') {
+			return false
+		}
+	}
+	return true
+}

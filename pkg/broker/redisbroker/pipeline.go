@@ -2,7 +2,6 @@ package redisbroker
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"strings"
 	"sync"
@@ -293,14 +292,6 @@ func waitOf(waits []*redis.IntCmd, i int) *redis.IntCmd {
 	return waits[i]
 }
 
-// ErrNotReplicated is wrapped, with broker.ErrUnavailable, by the error of
-// a publish that Redis ran but that WAIT did not confirm on
-// Config.WaitReplicas replicas within Config.WaitTimeout: the event is in
-// the primary's log, and may or may not survive a failover. A retry with
-// the same idempotency key is safe: it appends nothing if the event is
-// there, and waits for the replicas again.
-var ErrNotReplicated = errors.New("redisbroker: the event may or may not have been kept")
-
 // waited turns a publish's result into an error unless wait (nil without
 // Config.WaitReplicas) confirmed enough replicas.
 func (b *Broker) waited(res broker.PublishResult, wait *redis.IntCmd) broker.PublishResult {
@@ -356,49 +347,4 @@ func pipelineContext(batch []*pubGroup) (context.Context, context.CancelFunc) {
 		}
 	}
 	return context.WithDeadline(context.WithoutCancel(batch[0].ctx), latest)
-}
-
-// PublishBatch implements broker.BatchPublisher: the batch's valid events
-// go to Redis in one pipeline (with other publishes in flight, if any; a
-// batch over 512 events or 4 MiB of data goes in a pipeline of its own),
-// in batch order. An event that is invalid, or that Redis refuses (a key
-// conflict), fails alone. Errors are those of Publish.
-func (b *Broker) PublishBatch(ctx context.Context, batch []broker.Publication) []broker.PublishResult {
-	res := make([]broker.PublishResult, len(batch))
-	g := &pubGroup{ctx: ctx, calls: make([]pubCall, 0, len(batch))}
-	idx := make([]int, 0, len(batch))
-	for i, p := range batch {
-		if err := validate(p.Topic, p.Message); err != nil {
-			res[i].Err = err
-			continue
-		}
-		g.calls = append(g.calls, pubCall{topic: p.Topic, msg: p.Message})
-		idx = append(idx, i)
-	}
-	if len(g.calls) == 0 {
-		return res
-	}
-	if b.isClosed.Load() {
-		for _, i := range idx {
-			res[i].Err = broker.ErrClosed
-		}
-		return res
-	}
-	if err := b.submit(g); err != nil {
-		for _, i := range idx {
-			res[i].Err = b.publishError(err)
-		}
-		return res
-	}
-	for k, i := range idx {
-		res[i] = g.calls[k].res
-	}
-	return res
-}
-
-func validate(topic string, msg broker.Message) error {
-	if err := broker.ValidateTopic(topic); err != nil {
-		return err
-	}
-	return broker.ValidateMessage(msg)
 }

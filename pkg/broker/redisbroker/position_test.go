@@ -132,3 +132,30 @@ func TestIdleTopicKeysExpire(t *testing.T) {
 		}
 	}
 }
+
+// A subscription that starts while Redis does not answer starts at a
+// time-based position. That position, handed to another replica when
+// nothing was published since, must resume exactly: no reset.
+func TestTimeBasedPositionResumes(t *testing.T) {
+	r := testredis.Start(t)
+	a := newBroker(t, r, Config{Logger: warnLogger()})
+	b := newBroker(t, r, Config{Logger: warnLogger()})
+	topic := uniqueTopic("timebased")
+	publishN(t, a, topic, 3)
+	// Older than the clock-skew tolerance: the time-based start excludes
+	// them, so nothing in the stream is stamped after the start.
+	time.Sleep(clockSkew + 100*time.Millisecond)
+
+	r.Pause(t)
+	ra := subscribe(t, a, []string{topic}, nil) // the head read times out
+	r.Unpause(t)
+	pos := position(t, ra, topic)
+
+	rb := subscribe(t, b, []string{topic}, broker.Cursor{topic: pos})
+	position(t, rb, topic)
+	id := publishRetry(t, a, topic, broker.Message{Data: "after"})
+	waitLast(t, ra, topic, id)
+	waitLast(t, rb, topic, id)
+	brokertest.CheckSequence(t, topic, ra.Items[topic], brokertest.Want{Position: pos, IDs: []string{id}})
+	brokertest.CheckSequence(t, topic, rb.Items[topic], brokertest.Want{Position: pos, IDs: []string{id}})
+}

@@ -2,6 +2,7 @@ package redisbroker
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strings"
 	"sync"
@@ -172,4 +173,114 @@ func (g *readGate) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
 
 func (g *readGate) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
 	return next
+}
+
+// Redis itself drops a pub/sub connection that falls behind
+// (client-output-buffer-limit pubsub): a burst of large events must still
+// reach every live subscriber, complete and in order, from the stream.
+func TestOutputBufferLimitKill(t *testing.T) {
+	r := testredis.Start(t, testredis.WithArgs("--client-output-buffer-limit", "pubsub 256kb 128kb 1"))
+	c := r.Client(t)
+	b := newBroker(t, r, Config{QueueLimit: 1 << 16, Logger: warnLogger()})
+	topics := []string{uniqueTopic("burst1"), uniqueTopic("burst2")}
+	var readers []*brokertest.Reader
+	for i := range 4 {
+		rd := subscribe(t, b, topics[i%2:i%2+1], nil)
+		position(t, rd, topics[i%2])
+		readers = append(readers, rd)
+	}
+	l := map[string]*pubLog{topics[0]: newPubLog(), topics[1]: newPubLog()}
+	data := strings.Repeat("b", 200<<10)
+	for round := range 3 {
+		pipe := c.Pipeline()
+		var cmds []*redis.Cmd
+		var to []string
+		for i := range 24 {
+			topic := topics[i%2]
+			cmds = append(cmds, pipe.FCall(t.Context(), "herald_publish", []string{topic}, "", fmt.Sprint(round, i, data)))
+			to = append(to, topic)
+		}
+		if _, err := pipe.Exec(t.Context()); err != nil {
+			t.Fatal(err)
+		}
+		for i, cmd := range cmds {
+			l[to[i]].add(t, cmd.Val().(string))
+		}
+	}
+	drain(t, readers, "every event", func(rd *brokertest.Reader) bool {
+		for topic := range rd.Items {
+			return rd.LastID(topic) == l[topic].last()
+		}
+		return false
+	})
+	for i, rd := range readers {
+		for topic, items := range rd.Items {
+			if !checkSegments(t, topic, items, l[topic], true) {
+				t.Fatalf("reader %d", i)
+			}
+		}
+	}
+	t.Logf("%d events refilled from the stream", b.refilled.Load())
+}
+
+// A pub/sub gap longer than the queue limit is the broker's lag, not the
+// subscribers': refilling it must not disconnect every (fast) subscriber of
+// the topic at once as a slow consumer — a reconnection herd right when
+// Redis is back. A subscriber that really takes nothing is still cut.
+func TestRefillIsNotSlowness(t *testing.T) {
+	r := testredis.Start(t)
+	c := r.Client(t)
+	b := newBroker(t, r, Config{QueueLimit: 20, Logger: warnLogger()})
+	topic := uniqueTopic("herd")
+	l := newPubLog()
+	l.add(t, publishRetry(t, b, topic, broker.Message{Data: "first"}))
+	var rds []*brokertest.Reader
+	for range 4 {
+		rd := subscribe(t, b, []string{topic}, nil)
+		position(t, rd, topic)
+		rds = append(rds, rd)
+	}
+	stuck := subscribe(t, b, []string{topic}, nil) // never takes after this
+	position(t, stuck, topic)
+	poll(t, "a subscribed pub/sub connection", func() bool {
+		ch := "herald:{" + topic + "}"
+		return c.PubSubNumSub(t.Context(), ch).Val()[ch] > 0 && b.Connected()
+	})
+	cmds, err := c.TxPipelined(t.Context(), func(p redis.Pipeliner) error {
+		p.ClientKillByFilter(t.Context(), "TYPE", "pubsub")
+		for i := range 50 {
+			p.FCall(t.Context(), "herald_publish", []string{topic}, "", fmt.Sprint("gap ", i))
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, cmd := range cmds[1:] {
+		l.add(t, cmd.(*redis.Cmd).Val().(string))
+	}
+	for i, rd := range rds {
+		if !rd.Until(waitTimeout, func(r *brokertest.Reader) bool { return r.LastID(topic) == l.last() }) {
+			t.Fatalf("reader %d, taking all the time: %s", i, rd)
+		}
+		checkSegments(t, topic, rd.Items[topic], l, true)
+	}
+	if b.refilled.Load() == 0 {
+		t.Errorf("the gap was not refilled from the stream")
+	}
+	// Live events beyond the limit still cut the subscriber that takes
+	// nothing.
+	for chunk := range 3 {
+		for i := range 10 {
+			l.add(t, publishRetry(t, b, topic, broker.Message{Data: fmt.Sprint("live ", chunk, i)}))
+		}
+		for i, rd := range rds {
+			if !rd.Until(waitTimeout, func(r *brokertest.Reader) bool { return r.LastID(topic) == l.last() }) {
+				t.Fatalf("reader %d: %s", i, rd)
+			}
+		}
+	}
+	if !stuck.UntilEnd(waitTimeout) || !errors.Is(stuck.Err, broker.ErrSlowConsumer) {
+		t.Errorf("the subscriber that takes nothing: %s, want ErrSlowConsumer", stuck)
+	}
 }

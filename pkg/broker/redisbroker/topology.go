@@ -40,14 +40,6 @@ func (t topology) String() string {
 	return "standalone"
 }
 
-// ErrTopology is wrapped by the errors of New (and CheckURL) that say the
-// configuration names another Redis topology than the one it reaches or
-// describes: a Sentinel or a Cluster node behind a standalone URL, several
-// addresses without master_name or Cluster, a Sentinel URL whose master
-// name the sentinels do not know, Cluster against a server that is not a
-// cluster node.
-var ErrTopology = errors.New("redisbroker: wrong Redis topology")
-
 // CheckURL checks that url is one of the forms Config.URL accepts, with
 // cluster as Config.Cluster, without connecting: the mistakes it finds
 // wrap ErrTopology, other parse errors are go-redis's. New checks again,
