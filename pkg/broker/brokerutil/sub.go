@@ -44,17 +44,9 @@ func (s *Sub) Init(limit int, release func()) {
 // without a goroutine (context.AfterFunc). Call it once the subscription is
 // registered; if it has already ended, it does nothing.
 //
-// A context with an AfterFunc method of context.AfterFunc's shape (as
-// pkg/sse's stream contexts have) is asked directly, which spares the child
-// context context.AfterFunc would make.
+// It uses AfterFunc (below).
 func (s *Sub) EndWhenDone(ctx context.Context) {
-	end := func() { s.End(ctx.Err()) }
-	var stop func() bool
-	if a, ok := ctx.(afterFuncer); ok {
-		stop = a.AfterFunc(end)
-	} else {
-		stop = context.AfterFunc(ctx, end)
-	}
+	stop := AfterFunc(ctx, func() { s.End(ctx.Err()) })
 	s.mu.Lock()
 	s.stop = stop
 	ended := s.ended
@@ -64,8 +56,18 @@ func (s *Sub) EndWhenDone(ctx context.Context) {
 	}
 }
 
-// afterFuncer is the method the context package itself looks for on a
-// parent context (see context.AfterFunc).
+// AfterFunc is context.AfterFunc, except that a context with an AfterFunc
+// method of that shape (the method the context package itself looks for,
+// and pkg/sse's stream contexts have) is asked directly: that spares the
+// child context and the Done channel context.AfterFunc would make, which
+// would live as long as the subscription.
+func AfterFunc(ctx context.Context, f func()) (stop func() bool) {
+	if a, ok := ctx.(afterFuncer); ok {
+		return a.AfterFunc(f)
+	}
+	return context.AfterFunc(ctx, f)
+}
+
 type afterFuncer interface {
 	AfterFunc(func()) (stop func() bool)
 }

@@ -45,7 +45,11 @@ func (b *Broker) Subscribe(ctx context.Context, topics []string, from broker.Cur
 	}
 	timeBased := false
 	if len(live) > 0 {
-		hctx, cancel := context.WithTimeout(ctx, headTimeout)
+		// Bounded by headTimeout and cut short by ctx, without a child
+		// context of ctx (which would make ctx's Done channel, kept as
+		// long as the subscription by a context that makes it lazily).
+		hctx, cancel := context.WithTimeout(context.Background(), headTimeout)
+		stopCancel := brokerutil.AfterFunc(ctx, cancel)
 		for _, i := range live {
 			r, err := b.read(hctx, topics[i], streamID{}, 0)
 			if err != nil {
@@ -63,13 +67,18 @@ func (b *Broker) Subscribe(ctx context.Context, topics []string, from broker.Cur
 			}
 			cursors[i] = formatID(r.epoch, r.last)
 		}
+		stopCancel()
 		cancel()
 		if err := ctx.Err(); err != nil {
 			return nil, err
 		}
 	}
 
-	s := &subscription{b: b, loaded: make(chan struct{})}
+	s := &subscription{b: b}
+	loaded := make(chan struct{})
+	if !timeBased {
+		s.loaded.Store(&loaded)
+	}
 	s.Init(b.queueLimit, func() { b.release(s) })
 	s.pending.Store(int32(len(topics)))
 	var ts []*topic
@@ -127,14 +136,18 @@ func (b *Broker) Subscribe(ctx context.Context, topics []string, from broker.Cur
 	}
 	// Redis answered: wait (briefly) for the replay to be queued, so that
 	// a consumer finds it pending as soon as Subscribe returns.
+	// The wait ends early if ctx does (EndWhenDone ends s, whose release
+	// closes loaded); the subscription keeps no channel afterwards.
 	timer := time.NewTimer(headTimeout)
 	defer timer.Stop()
 	select {
-	case <-s.loaded:
+	case <-loaded:
 	case <-timer.C:
-	case <-ctx.Done():
-		s.End(ctx.Err())
-		return nil, ctx.Err()
+	}
+	s.loaded.Store(nil)
+	if err := ctx.Err(); err != nil {
+		s.End(err)
+		return nil, err
 	}
 	return s, nil
 }
@@ -142,6 +155,7 @@ func (b *Broker) Subscribe(ctx context.Context, topics []string, from broker.Cur
 // release removes s from its topics; a topic without members is dropped
 // and its channel unsubscribed.
 func (b *Broker) release(s *subscription) {
+	s.wakeLoaded()
 	var changed []*shard
 	b.mu.Lock()
 	delete(b.subs, s)
@@ -183,7 +197,15 @@ func (b *Broker) release(s *subscription) {
 type subscription struct {
 	brokerutil.Sub
 	b       *Broker
-	members []*member     // set before the subscription is published
-	pending atomic.Int32  // members whose KindPosition is not queued yet
-	loaded  chan struct{} // closed when pending reaches 0
+	members []*member                     // set before the subscription is published
+	pending atomic.Int32                  // members whose KindPosition is not queued yet
+	loaded  atomic.Pointer[chan struct{}] // while Subscribe waits: closed when pending reaches 0, or s ends
+}
+
+// wakeLoaded wakes the Subscribe waiting for s's replay, if one still is:
+// every member's position is queued, or s ended.
+func (s *subscription) wakeLoaded() {
+	if ch := s.loaded.Swap(nil); ch != nil {
+		close(*ch)
+	}
 }

@@ -369,7 +369,7 @@ func (b *Broker) runRound(t *topic, slow *[]*subscription) (again bool, err erro
 		if !m.started {
 			m.started = true
 			if m.s.pending.Add(-1) == 0 {
-				close(m.s.loaded)
+				m.s.wakeLoaded()
 			}
 		}
 		if !m.live {
