@@ -71,7 +71,11 @@ type TopicHandler struct {
 	// per-request buffers and goroutine, and writes each batch with one
 	// writev; on Linux, live events for idle streams are written by a
 	// small pool of flushers with non-blocking writes and idle streams
-	// hold no goroutine (see NoPublisherWrites and NoPark).
+	// hold no goroutine (see NoPublisherWrites and NoPark). On Linux a
+	// TCP or Unix connection is then kept as a bare descriptor (its
+	// net.Conn closed, Go's state for it freed): writes are writev(2),
+	// and a write that would block waits for the socket through the same
+	// epoll instance that notices departed peers.
 	//
 	// What the fast path bypasses:
 	//   - net/http's response writing: the handler writes the status line

@@ -61,19 +61,9 @@ func (w *epollWatcher) watch(c net.Conn, gone func()) func() {
 		return readWatcher{}.watch(c, gone)
 	}
 	e := &watched{cb: callback{gone: gone}, c: c, w: w, raw: raw}
-	w.mu.Lock()
-	if w.broken != nil {
-		w.mu.Unlock()
+	if !w.register(e) {
 		return readWatcher{}.watch(c, gone)
 	}
-	w.next++
-	e.token = w.next
-	w.gone[e.token] = e
-	if !w.running {
-		w.running = true
-		go w.loop()
-	}
-	w.mu.Unlock()
 
 	var ctlErr error
 	err = raw.Control(func(f uintptr) {
@@ -189,19 +179,9 @@ func getToken(ev *syscall.EpollEvent) uint64 {
 // epoll cannot take it.
 func (w *epollWatcher) watchFD(fd int, gone func()) *watched {
 	e := &watched{cb: callback{gone: gone}, w: w, fd: fd}
-	w.mu.Lock()
-	if w.broken != nil {
-		w.mu.Unlock()
+	if !w.register(e) {
 		return nil
 	}
-	w.next++
-	e.token = w.next
-	w.gone[e.token] = e
-	if !w.running {
-		w.running = true
-		go w.loop()
-	}
-	w.mu.Unlock()
 	if err := e.arm(true, false); err != nil {
 		w.mu.Lock()
 		delete(w.gone, e.token)
@@ -300,4 +280,22 @@ func (e *watched) stopFD() {
 	delete(w.gone, e.token)
 	w.mu.Unlock()
 	_ = syscall.EpollCtl(w.epfd, syscall.EPOLL_CTL_DEL, e.fd, nil)
+}
+
+// register gives e its token and serves it, starting the loop if needed;
+// false when epoll has failed for good.
+func (w *epollWatcher) register(e *watched) bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.broken != nil {
+		return false
+	}
+	w.next++
+	e.token = w.next
+	w.gone[e.token] = e
+	if !w.running {
+		w.running = true
+		go w.loop()
+	}
+	return true
 }
