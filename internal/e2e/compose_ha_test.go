@@ -529,6 +529,31 @@ func TestComposeCluster(t *testing.T) {
 			n.Close()
 		}
 	})
+	// `up` returns with the cluster able to survive a primary's loss: every
+	// replica has completed its first sync. A replica that never has
+	// refuses to take over ("Disconnected from master for longer than
+	// allowed"), and the shard stays without a primary.
+	replicas := 0
+	for _, a := range addrs {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		info, err := nodes[a].Info(ctx, "replication").Result()
+		cancel()
+		if err != nil {
+			t.Fatalf("%s: INFO replication: %v", svc[a], err)
+		}
+		if strings.Contains(info, "role:slave") {
+			replicas++
+			if !strings.Contains(info, "master_link_status:up") {
+				t.Errorf("%s is a replica whose link to its primary is not up once `up` has returned: its shard could not fail over\n%s", svc[a], info)
+			}
+		}
+	}
+	if replicas != 3 {
+		t.Errorf("%d replicas once `up` has returned, want 3", replicas)
+	}
+	if t.Failed() {
+		t.FailNow()
+	}
 	// owner returns the address of the primary of slot in the view of the
 	// first node but skip that answers.
 	owner := func(slot int, skip string) string {
