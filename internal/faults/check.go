@@ -358,7 +358,7 @@ func (c *checker) sequence(s *Session, topic string, items []Item) {
 				c.fail(s, topic, "false-reset", "reset %q at %s after %s, but no history after it was lost", reset.Ev.Reason, reset.At.Format(timeFmt), where)
 				return
 			}
-			c.res.Resets[reset.Ev.Reason+"/"+cause]++
+			c.res.Resets[string(reset.Ev.Reason)+"/"+cause]++
 			if i == len(items) {
 				return
 			}

@@ -106,7 +106,7 @@ func pos(topic, id string) *broker.Event {
 	return &broker.Event{Kind: broker.KindPosition, Topic: topic, ID: id}
 }
 
-func reset(topic, reason string) *broker.Event {
+func reset(topic string, reason broker.ResetReason) *broker.Event {
 	return &broker.Event{Kind: broker.KindReset, Topic: topic, Reason: reason}
 }
 

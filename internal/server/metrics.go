@@ -106,9 +106,9 @@ func NewMetrics() *Metrics {
 	for _, code := range []string{"400", "403", "405", "413", "415", "422", "500", "503"} {
 		m.publishErrors.WithLabelValues(code)
 	}
-	for _, r := range []string{broker.ReasonTruncated, broker.ReasonEpoch, broker.ReasonUnknown, broker.ReasonFailover} {
-		m.resets.WithLabelValues(r)
-		m.replayed.WithLabelValues(r)
+	for _, r := range []broker.ResetReason{broker.ReasonTruncated, broker.ReasonEpoch, broker.ReasonUnknown, broker.ReasonFailover} {
+		m.resets.WithLabelValues(string(r))
+		m.replayed.WithLabelValues(string(r))
 	}
 	m.replayed.WithLabelValues(replayResume)
 	for _, r := range []string{redisbroker.ReconnectUnanswered, redisbroker.ReconnectError, redisbroker.ReconnectDemoted} {

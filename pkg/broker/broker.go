@@ -146,13 +146,8 @@ const (
 
 // ResetReason says why a subscriber's cursor could not be honoured
 // exactly: one of the Reason constants, carried by KindReset items and by
-// herald's reset event.
-//
-// It is an alias of string for now, so that brokers and their tests that
-// hold reasons in strings keep compiling; it may become a defined string
-// type in a later release (use the constants, and convert explicitly where
-// a string is needed).
-type ResetReason = string
+// herald's reset event (its "reason" field).
+type ResetReason string
 
 // The reasons of KindReset items.
 const (

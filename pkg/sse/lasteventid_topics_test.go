@@ -12,7 +12,7 @@ import (
 
 // topicLog is what a stream delivered for one topic.
 type topicLog struct {
-	resets []string // reasons, in order
+	resets []broker.ResetReason // reasons, in order
 	data   []string
 }
 
@@ -45,7 +45,7 @@ func readTopics(t *testing.T, er *eventReader, topics ...string) (map[string]*to
 			if err := json.Unmarshal([]byte(ev.Data), &r); err != nil {
 				t.Fatalf("reset data %q: %v", ev.Data, err)
 			}
-			get(r.Topic).resets = append(get(r.Topic).resets, r.Reason)
+			get(r.Topic).resets = append(get(r.Topic).resets, broker.ResetReason(r.Reason))
 			continue
 		}
 		tp, rest, _ := strings.Cut(ev.Data, ":")

@@ -134,9 +134,9 @@ type hmStream struct {
 }
 
 type hmWant struct {
-	reasons        []string // a reset with one of these is required; nil: none allowed
-	maybeTruncated bool     // a "truncated" reset is allowed (the cursor's event was the last trimmed)
-	start          int      // the seq the topic continues after
+	reasons        []broker.ResetReason // a reset with one of these is required; nil: none allowed
+	maybeTruncated bool                 // a "truncated" reset is allowed (the cursor's event was the last trimmed)
+	start          int                  // the seq the topic continues after
 }
 
 type httpModel struct {
@@ -253,17 +253,17 @@ func (m *httpModel) expect(t string, c hmCursor) *hmWant {
 	case c.id == "":
 		w.start = len(tp.log)
 	case c.pos == nil && c.lookalike:
-		w.reasons = []string{broker.ReasonUnknown, broker.ReasonEpoch}
+		w.reasons = []broker.ResetReason{broker.ReasonUnknown, broker.ReasonEpoch}
 	case c.pos == nil:
-		w.reasons = []string{broker.ReasonUnknown}
+		w.reasons = []broker.ResetReason{broker.ReasonUnknown}
 	case !covered && c.single:
-		w.reasons = []string{broker.ReasonUnknown, broker.ReasonEpoch}
+		w.reasons = []broker.ResetReason{broker.ReasonUnknown, broker.ReasonEpoch}
 	case !covered:
-		w.reasons = []string{broker.ReasonUnknown}
+		w.reasons = []broker.ResetReason{broker.ReasonUnknown}
 	case p.inc != m.inc:
-		w.reasons = []string{broker.ReasonEpoch}
+		w.reasons = []broker.ResetReason{broker.ReasonEpoch}
 	case p.seq < tp.lo:
-		w.reasons = []string{broker.ReasonTruncated}
+		w.reasons = []broker.ResetReason{broker.ReasonTruncated}
 	case p.seq == tp.lo && p.seq > 0:
 		w.maybeTruncated = true // start is lo either way
 	default:
@@ -512,7 +512,10 @@ func (m *httpModel) verify(s *hmStream) (map[string]hmPos, bool, error) {
 	}
 	for i, ev := range events {
 		if ev.Type == ResetEventType {
-			var r struct{ Topic, Reason string }
+			var r struct {
+				Topic  string
+				Reason broker.ResetReason
+			}
 			if err := json.Unmarshal([]byte(ev.Data), &r); err != nil {
 				return nil, false, hmViolation("a malformed reset event", fmt.Sprintf("%q: %v", ev.Data, err))
 			}
@@ -522,7 +525,7 @@ func (m *httpModel) verify(s *hmStream) (map[string]hmPos, bool, error) {
 			case reset[r.Topic] != "" || len(got[r.Topic]) > 0:
 				return nil, false, hmViolation("a reset after the start", fmt.Sprintf("%s after %q and %d events", ev.Data, reset[r.Topic], len(got[r.Topic])))
 			}
-			reset[r.Topic] = r.Reason
+			reset[r.Topic] = string(r.Reason)
 			w := s.want[r.Topic]
 			ok := slices.Contains(w.reasons, r.Reason) || w.maybeTruncated && r.Reason == broker.ReasonTruncated
 			if !ok {

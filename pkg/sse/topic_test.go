@@ -324,7 +324,8 @@ func testTopicResetEvents(t *testing.T, m mode) {
 		ids = append(ids, e.publish("t", "", fmt.Sprint(i)))
 	}
 	cases := []struct {
-		name, cursor, reason string
+		name, cursor string
+		reason       broker.ResetReason
 	}{
 		{"truncated", ids[0], broker.ReasonTruncated},
 		{"another epoch", foreign, broker.ReasonEpoch},
@@ -336,7 +337,7 @@ func testTopicResetEvents(t *testing.T, m mode) {
 			_, er := e.open("topic=t", tc.cursor)
 			ev := er.next(wait)
 			var data struct{ Topic, Reason string }
-			if ev.Type != ResetEventType || json.Unmarshal([]byte(ev.Data), &data) != nil || data.Topic != "t" || data.Reason != tc.reason {
+			if ev.Type != ResetEventType || json.Unmarshal([]byte(ev.Data), &data) != nil || data.Topic != "t" || broker.ResetReason(data.Reason) != tc.reason {
 				t.Fatalf("got %+v, want a %s reset with reason %s", ev, ResetEventType, tc.reason)
 			}
 			// Then the retained history, in order.

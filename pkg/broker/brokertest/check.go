@@ -245,7 +245,7 @@ func ParseSequence(topic string, items []*broker.Event) (Sequence, error) {
 type Want struct {
 	// Reset lists the acceptable reasons of a leading KindReset, which is
 	// then required. Nil means no reset is allowed.
-	Reset []string
+	Reset []broker.ResetReason
 	// Position, if not empty, is the ID the KindPosition must carry.
 	Position string
 	// IDs are the expected event IDs, in log order.

@@ -31,7 +31,7 @@ func (s *suite) testForeignPosition(t *testing.T) {
 		{"the same-index event ID of another topic", aIDs[len(cIDs)-1]},
 		{"the position of a topic without events", nonePos},
 	}
-	reasons := []string{broker.ReasonUnknown, broker.ReasonEpoch}
+	reasons := []broker.ResetReason{broker.ReasonUnknown, broker.ReasonEpoch}
 	readers := make([]*Reader, len(foreign))
 	for i, fc := range foreign {
 		readers[i] = s.subscribe(t, b, []string{c}, broker.Cursor{c: fc.cursor})

@@ -178,7 +178,7 @@ type mSub struct {
 
 // mWant is what one topic of a subscription must deliver.
 type mWant struct {
-	reasons []string // a reset with one of these reasons is required; nil: none allowed
+	reasons []broker.ResetReason // a reset with one of these reasons is required; nil: none allowed
 	// maybeTruncated: the history may or may not cover from (ApproxTrim,
 	// or from is the last event trimmed): a "truncated" reset followed by
 	// the retained history is allowed, not required.
@@ -407,15 +407,15 @@ func (m *model) expect(t string, e mEntry, set bool) *mWant {
 	case !set:
 		w.from = tp.head()
 	case e.pos == nil && e.lookalike:
-		w.reasons = []string{broker.ReasonUnknown, broker.ReasonEpoch}
+		w.reasons = []broker.ResetReason{broker.ReasonUnknown, broker.ReasonEpoch}
 	case e.pos == nil:
-		w.reasons = []string{broker.ReasonUnknown}
+		w.reasons = []broker.ResetReason{broker.ReasonUnknown}
 	case e.pos.topic != t:
-		w.reasons = []string{broker.ReasonUnknown, broker.ReasonEpoch}
+		w.reasons = []broker.ResetReason{broker.ReasonUnknown, broker.ReasonEpoch}
 	case e.pos.inc != m.inc:
-		w.reasons = []string{broker.ReasonEpoch}
+		w.reasons = []broker.ResetReason{broker.ReasonEpoch}
 	case e.pos.seq < tp.lo:
-		w.reasons = []string{broker.ReasonTruncated}
+		w.reasons = []broker.ResetReason{broker.ReasonTruncated}
 	case e.pos.seq < approxLo, e.pos.seq > 0 && e.pos.seq == tp.lo:
 		// Either side of an approximate trim; or the cursor's own event
 		// was the last one trimmed: nothing after it is lost, but a
@@ -547,7 +547,7 @@ func (m *model) verify(topic string, items []*broker.Event, w *mWant) (bool, err
 			!w.maybeTruncated && !slices.Contains(w.reasons, seq.Reset.Reason):
 			want := w.reasons
 			if w.maybeTruncated {
-				want = []string{broker.ReasonTruncated}
+				want = []broker.ResetReason{broker.ReasonTruncated}
 			}
 			return false, violationf("a reset with the wrong reason (or none wanted)", "topic %s: reset %q, want %s; got %s", short(topic), seq.Reset.Reason, reasonWant(want), describe(items))
 		case len(seq.Events) == 0 && w.headAt > 0:
@@ -638,7 +638,7 @@ func (m *model) fail(rt *rapid.T, prefix string, err error) {
 	rt.Fatalf("%s: %v", prefix, err)
 }
 
-func reasonWant(r []string) string {
+func reasonWant(r []broker.ResetReason) string {
 	if len(r) == 0 {
 		return "none"
 	}
@@ -651,7 +651,7 @@ func describe(items []*broker.Event) string {
 	for _, e := range items {
 		switch e.Kind {
 		case broker.KindReset:
-			parts = append(parts, "reset("+e.Reason+")")
+			parts = append(parts, "reset("+string(e.Reason)+")")
 		case broker.KindPosition:
 			parts = append(parts, "pos("+e.ID+")")
 		default:

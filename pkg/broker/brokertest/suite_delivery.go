@@ -239,7 +239,7 @@ func (s *suite) testMultiTopic(t *testing.T) {
 		{ta, Want{Position: a[1], IDs: a[2:]}},
 		{tb, Want{Position: bs[4], IDs: b2}},
 		{tc, Want{Position: c[4], IDs: c2}},
-		{td, Want{Reset: []string{broker.ReasonUnknown}, IDs: d}},
+		{td, Want{Reset: []broker.ResetReason{broker.ReasonUnknown}, IDs: d}},
 	} {
 		seq, _ := CheckSequence(t, w.topic, r.Items[w.topic], w.want)
 		l.check(t, seq)

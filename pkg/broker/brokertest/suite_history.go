@@ -17,7 +17,7 @@ func (s *suite) testTruncated(t *testing.T) {
 	ids := s.publishN(t, l, b, topic, n, "trunc")
 	r0 := s.subscribe(t, b, []string{topic}, broker.Cursor{topic: ids[0]})
 	s.waitLast(t, r0, topic, ids[n-1])
-	seq, ok := CheckSequence(t, topic, r0.Items[topic], Want{Reset: []string{broker.ReasonTruncated}, IDs: ids, SuffixMin: size})
+	seq, ok := CheckSequence(t, topic, r0.Items[topic], Want{Reset: []broker.ResetReason{broker.ReasonTruncated}, IDs: ids, SuffixMin: size})
 	if !ok {
 		return
 	}
@@ -41,7 +41,7 @@ func (s *suite) testTruncated(t *testing.T) {
 		r    *Reader
 		want Want
 	}{
-		{"resumed from the first ID", r0, Want{Reset: []string{broker.ReasonTruncated}, IDs: ids[len(ids)-kept-1:]}},
+		{"resumed from the first ID", r0, Want{Reset: []broker.ResetReason{broker.ReasonTruncated}, IDs: ids[len(ids)-kept-1:]}},
 		{"resumed from the reset's position", rPos, Want{Position: seq.Position.ID, IDs: ids[len(ids)-kept-1:]}},
 		{"resumed from the last but one", rLast, Want{Position: ids[n-2], IDs: ids[n-1:]}},
 		{"resumed from the head", rHead, Want{Position: ids[n-1], IDs: ids[n:]}},
@@ -61,15 +61,15 @@ func (s *suite) testUnknownCursor(t *testing.T) {
 	longIDs := s.publishN(t, l, b, long, 20, "long")
 	cases := []struct {
 		name, cursor string
-		reasons      []string
+		reasons      []broker.ResetReason
 	}{
-		{"question mark", "?", []string{broker.ReasonUnknown}},
-		{"garbage", "garbage-but-printable", []string{broker.ReasonUnknown}},
-		{"long number", strings.Repeat("9", 300), []string{broker.ReasonUnknown}},
-		{"control characters", "\x00\r\n\x7f", []string{broker.ReasonUnknown}},
+		{"question mark", "?", []broker.ResetReason{broker.ReasonUnknown}},
+		{"garbage", "garbage-but-printable", []broker.ResetReason{broker.ReasonUnknown}},
+		{"long number", strings.Repeat("9", 300), []broker.ResetReason{broker.ReasonUnknown}},
+		{"control characters", "\x00\r\n\x7f", []broker.ResetReason{broker.ReasonUnknown}},
 		// Ahead of this topic's head (or of another epoch, for brokers with
 		// an epoch per topic).
-		{"other topic's cursor", longIDs[19], []string{broker.ReasonUnknown, broker.ReasonEpoch}},
+		{"other topic's cursor", longIDs[19], []broker.ResetReason{broker.ReasonUnknown, broker.ReasonEpoch}},
 	}
 	readers := make([]*Reader, len(cases))
 	for i, c := range cases {
@@ -115,9 +115,9 @@ func (s *suite) testEpoch(t *testing.T) {
 	aOnly := s.publishN(t, l, a, onlyA, 2, "a")
 	r := s.subscribe(t, b, []string{topic, onlyA}, broker.Cursor{topic: aIDs[1], onlyA: aOnly[1]})
 	s.until(t, r, "b's history", func(r *Reader) bool { return r.Count(topic) >= len(bIDs) && r.HasPosition(onlyA) })
-	seq, ok := CheckSequence(t, topic, r.Items[topic], Want{Reset: []string{broker.ReasonEpoch}, IDs: bIDs})
+	seq, ok := CheckSequence(t, topic, r.Items[topic], Want{Reset: []broker.ResetReason{broker.ReasonEpoch}, IDs: bIDs})
 	l.check(t, seq)
-	CheckSequence(t, onlyA, r.Items[onlyA], Want{Reset: []string{broker.ReasonEpoch}})
+	CheckSequence(t, onlyA, r.Items[onlyA], Want{Reset: []broker.ResetReason{broker.ReasonEpoch}})
 	if !ok {
 		return
 	}
@@ -126,7 +126,7 @@ func (s *suite) testEpoch(t *testing.T) {
 	CheckSequence(t, topic, r2.Items[topic], Want{Position: seq.Position.ID, IDs: bIDs})
 	live := s.publish(t, l, b, onlyA, broker.Message{Data: "live"})
 	s.waitLast(t, r, onlyA, live)
-	CheckSequence(t, onlyA, r.Items[onlyA], Want{Reset: []string{broker.ReasonEpoch}, IDs: []string{live}})
+	CheckSequence(t, onlyA, r.Items[onlyA], Want{Reset: []broker.ResetReason{broker.ReasonEpoch}, IDs: []string{live}})
 }
 
 func (s *suite) testSharedStorage(t *testing.T) {

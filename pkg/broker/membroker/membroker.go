@@ -428,7 +428,7 @@ func (b *Broker) replay(q *brokerutil.Queue, t *topicLog, cursor string) {
 	}
 	before := t.seq - uint64(t.n) // the position before the oldest retained event
 	epoch, tag, seq, ok := parseID(cursor)
-	reason := ""
+	var reason broker.ResetReason
 	switch {
 	case !ok, tag != t.tag:
 		reason = broker.ReasonUnknown // not ours, or another topic's

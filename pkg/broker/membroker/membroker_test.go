@@ -150,15 +150,15 @@ func TestHistoryTTL(t *testing.T) {
 	e2 := publish(t, b, "ttl", "2")
 	c.Advance(30 * time.Second) // e1 is exactly 60 s old: still kept
 	items := resume(t, b, "ttl", "?", 2)
-	brokertest.CheckSequence(t, "ttl", items, brokertest.Want{Reset: []string{broker.ReasonUnknown}, IDs: []string{e1, e2}})
+	brokertest.CheckSequence(t, "ttl", items, brokertest.Want{Reset: []broker.ResetReason{broker.ReasonUnknown}, IDs: []string{e1, e2}})
 
 	c.Advance(time.Nanosecond) // e1 is older than the TTL: checked on subscribe
 	for _, tc := range []struct {
 		cursor string
 		want   brokertest.Want
 	}{
-		{"?", brokertest.Want{Reset: []string{broker.ReasonUnknown}, Position: e1, IDs: []string{e2}}},
-		{b.Epoch() + "-" + topicTag("ttl") + "-0", brokertest.Want{Reset: []string{broker.ReasonTruncated}, Position: e1, IDs: []string{e2}}},
+		{"?", brokertest.Want{Reset: []broker.ResetReason{broker.ReasonUnknown}, Position: e1, IDs: []string{e2}}},
+		{b.Epoch() + "-" + topicTag("ttl") + "-0", brokertest.Want{Reset: []broker.ResetReason{broker.ReasonTruncated}, Position: e1, IDs: []string{e2}}},
 		{e1, brokertest.Want{Position: e1, IDs: []string{e2}}}, // nothing missed
 		{e2, brokertest.Want{Position: e2}},
 	} {
@@ -170,7 +170,7 @@ func TestHistoryTTL(t *testing.T) {
 	c.Advance(time.Minute)
 	e3 := publish(t, b, "ttl", "3")
 	items = resume(t, b, "ttl", e1, 1)
-	seq, _ := brokertest.CheckSequence(t, "ttl", items, brokertest.Want{Reset: []string{broker.ReasonTruncated}, Position: e2, IDs: []string{e3}})
+	seq, _ := brokertest.CheckSequence(t, "ttl", items, brokertest.Want{Reset: []broker.ResetReason{broker.ReasonTruncated}, Position: e2, IDs: []string{e3}})
 	if len(seq.Events) == 1 && !seq.Events[0].Time.Equal(c.Now()) {
 		t.Errorf("event Time %v, want the fake clock's %v", seq.Events[0].Time, c.Now())
 	}
@@ -236,10 +236,10 @@ func TestDropIdleTopics(t *testing.T) {
 		want   brokertest.Want
 	}{
 		// The events after ids[0] expired: truncated.
-		{ids[0], brokertest.Want{Reset: []string{broker.ReasonTruncated}, Position: ids[2], IDs: []string{n1, n2}}},
+		{ids[0], brokertest.Want{Reset: []broker.ResetReason{broker.ReasonTruncated}, Position: ids[2], IDs: []string{n1, n2}}},
 		// At the old head: nothing was missed.
 		{ids[2], brokertest.Want{Position: ids[2], IDs: []string{n1, n2}}},
-		{b.Epoch() + "-" + topicTag("news") + "-99", brokertest.Want{Reset: []string{broker.ReasonUnknown}, Position: ids[2], IDs: []string{n1, n2}}},
+		{b.Epoch() + "-" + topicTag("news") + "-99", brokertest.Want{Reset: []broker.ResetReason{broker.ReasonUnknown}, Position: ids[2], IDs: []string{n1, n2}}},
 	} {
 		items := resume(t, b, "news", tc.cursor, 2)
 		brokertest.CheckSequence(t, "news", items, tc.want)
@@ -266,7 +266,7 @@ func TestNoHistory(t *testing.T) {
 	e1 := publish(t, b, "none", "1")
 	e2 := publish(t, b, "none", "2")
 	items := resume(t, b, "none", e1, 0)
-	brokertest.CheckSequence(t, "none", items, brokertest.Want{Reset: []string{broker.ReasonTruncated}, Position: e2})
+	brokertest.CheckSequence(t, "none", items, brokertest.Want{Reset: []broker.ResetReason{broker.ReasonTruncated}, Position: e2})
 	items = resume(t, b, "none", e2, 0)
 	brokertest.CheckSequence(t, "none", items, brokertest.Want{Position: e2})
 }

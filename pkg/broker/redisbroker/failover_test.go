@@ -118,7 +118,7 @@ func killPubSub(t *testing.T, c *redis.Client) {
 	}
 }
 
-func hasReset(r *brokertest.Reader, topic, reason string) bool {
+func hasReset(r *brokertest.Reader, topic string, reason broker.ResetReason) bool {
 	return slices.ContainsFunc(r.Items[topic], func(e *broker.Event) bool { return e.Kind == broker.KindReset && e.Reason == reason })
 }
 
@@ -127,7 +127,7 @@ func itemsOf(r *brokertest.Reader, topic string) []string {
 	for _, e := range r.Items[topic] {
 		switch e.Kind {
 		case broker.KindReset:
-			s = append(s, "reset:"+e.Reason)
+			s = append(s, "reset:"+string(e.Reason))
 		case broker.KindPosition:
 			s = append(s, "pos:"+e.ID)
 		default:

@@ -94,12 +94,12 @@ type memberState struct {
 
 // plan is what a round decided for one member.
 type plan struct {
-	reset     string   // reason, or ""
-	from      streamID // deliver entries after this
-	position  bool     // deliver a KindPosition
-	cursor    string   // the ID of that position when the cursor was honoured
-	live      bool     // a live member being refilled: its items count against its queue limit
-	timeBased bool     // the position is the entry before the first one delivered
+	reset     broker.ResetReason // reason, or ""
+	from      streamID           // deliver entries after this
+	position  bool               // deliver a KindPosition
+	cursor    string             // the ID of that position when the cursor was honoured
+	live      bool               // a live member being refilled: its items count against its queue limit
+	timeBased bool               // the position is the entry before the first one delivered
 	// viaBuf: the events after from are whole only with the buffer's (the
 	// stream was trimmed past from): deliver only once the buffer has
 	// caught up with the stream, which proves the subscription alive.

@@ -18,7 +18,7 @@ func TestPlanMember(t *testing.T) {
 	whole := streamState{epoch: e1, first: id(10), last: id(20), length: 11, added: 11}
 	empty := streamState{epoch: noEpochOf(tag)}
 	type want struct {
-		reset    string
+		reset    broker.ResetReason
 		from     streamID
 		position bool
 		cursor   string

@@ -67,7 +67,7 @@ func TestForeignPositionSameMicrosecond(t *testing.T) {
 	if !rd.Until(waitTimeout, func(r *brokertest.Reader) bool { return r.Count(other) >= len(all) }) {
 		t.Fatalf("waiting for c's whole log after a reset: %s", rd)
 	}
-	brokertest.CheckSequence(t, other, rd.Items[other], brokertest.Want{Reset: []string{broker.ReasonUnknown, broker.ReasonEpoch}, IDs: all})
+	brokertest.CheckSequence(t, other, rd.Items[other], brokertest.Want{Reset: []broker.ResetReason{broker.ReasonUnknown, broker.ReasonEpoch}, IDs: all})
 }
 
 // Topic churn leaves nothing behind (issue 9, item 8): with a history TTL
@@ -111,7 +111,7 @@ func TestIdleTopicKeysExpire(t *testing.T) {
 	fresh, _ := withTTL.Publish(ctx, topic, broker.Message{Data: "z"})
 	rd := subscribe(t, withTTL, []string{topic}, broker.Cursor{topic: old})
 	waitLast(t, rd, topic, fresh)
-	brokertest.CheckSequence(t, topic, rd.Items[topic], brokertest.Want{Reset: []string{broker.ReasonEpoch}, IDs: []string{fresh}})
+	brokertest.CheckSequence(t, topic, rd.Items[topic], brokertest.Want{Reset: []broker.ResetReason{broker.ReasonEpoch}, IDs: []string{fresh}})
 
 	plain := newBroker(t, r, Config{})
 	idle, used := uniqueTopic("idle"), uniqueTopic("used")

@@ -457,14 +457,14 @@ func TestRestart(t *testing.T) {
 			t.Fatalf("no reset after Redis lost the stream: %d items", len(items))
 		}
 		brokertest.CheckSequence(t, topic, items[:cut], brokertest.Want{Position: pos, IDs: before})
-		brokertest.CheckSequence(t, topic, items[cut:], brokertest.Want{Reset: []string{broker.ReasonEpoch}, IDs: after})
+		brokertest.CheckSequence(t, topic, items[cut:], brokertest.Want{Reset: []broker.ResetReason{broker.ReasonEpoch}, IDs: after})
 		if e1, _, _ := parseID(before[0]); strings.HasPrefix(after[0], e1+"-") {
 			t.Errorf("same epoch after Redis lost the stream: %q then %q", before[0], after[0])
 		}
 		// A client resuming with an old cursor is told, then gets the rest.
 		rb := subscribe(t, p, []string{topic}, broker.Cursor{topic: before[9]})
 		waitLast(t, rb, topic, after[4])
-		brokertest.CheckSequence(t, topic, rb.Items[topic], brokertest.Want{Reset: []string{broker.ReasonEpoch}, IDs: after})
+		brokertest.CheckSequence(t, topic, rb.Items[topic], brokertest.Want{Reset: []broker.ResetReason{broker.ReasonEpoch}, IDs: after})
 	})
 }
 
@@ -533,7 +533,7 @@ func TestHistoryTTL(t *testing.T) {
 		t.Errorf("resuming from a trimmed event: reset %v, want %q", seq.Reset, broker.ReasonTruncated)
 	}
 	checkAgainstLog := logIDs(t, c, "ttl", topic)
-	brokertest.CheckSequence(t, topic, rd.Items[topic], brokertest.Want{Reset: []string{broker.ReasonTruncated}, IDs: checkAgainstLog})
+	brokertest.CheckSequence(t, topic, rd.Items[topic], brokertest.Want{Reset: []broker.ResetReason{broker.ReasonTruncated}, IDs: checkAgainstLog})
 }
 
 // A bounded load test: 1,000 subscribers on 3 replicas, several publishers
@@ -628,7 +628,7 @@ func TestNoHistory(t *testing.T) {
 	waitLast(t, head, topic, id)
 	waitLast(t, old, topic, id)
 	brokertest.CheckSequence(t, topic, head.Items[topic], brokertest.Want{Position: ids[2], IDs: []string{id}})
-	brokertest.CheckSequence(t, topic, old.Items[topic], brokertest.Want{Reset: []string{broker.ReasonTruncated}, Position: ids[2], IDs: []string{id}})
+	brokertest.CheckSequence(t, topic, old.Items[topic], brokertest.Want{Reset: []broker.ResetReason{broker.ReasonTruncated}, Position: ids[2], IDs: []string{id}})
 }
 
 // The stream and epoch vanish while the pub/sub connection stays up (DEL,
@@ -656,5 +656,5 @@ func TestStreamDeleted(t *testing.T) {
 	brokertest.CheckSequence(t, topic, items[4:], brokertest.Want{Position: formatID(e2, streamID{}), IDs: after})
 	old := subscribe(t, b, []string{topic}, broker.Cursor{topic: before[1]})
 	waitLast(t, old, topic, after[2])
-	brokertest.CheckSequence(t, topic, old.Items[topic], brokertest.Want{Reset: []string{broker.ReasonEpoch}, IDs: after})
+	brokertest.CheckSequence(t, topic, old.Items[topic], brokertest.Want{Reset: []broker.ResetReason{broker.ReasonEpoch}, IDs: after})
 }

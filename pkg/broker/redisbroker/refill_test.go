@@ -116,7 +116,7 @@ func testRefillKeepsBufferedEvents(t *testing.T, mode string) {
 
 // eventsAndResets returns the IDs of the events and the reasons of the
 // resets among items.
-func eventsAndResets(items []*broker.Event) (ids, resets []string) {
+func eventsAndResets(items []*broker.Event) (ids []string, resets []broker.ResetReason) {
 	for _, e := range items {
 		switch e.Kind {
 		case broker.KindEvent:
