@@ -116,6 +116,7 @@ func (d *dialer) dial(ctx context.Context, u *url.URL, idx int) (net.Conn, error
 		host := u.Hostname()
 		if ip := net.ParseIP(host); host == "localhost" || (ip != nil && ip.IsLoopback() && ip.To4() != nil) {
 			nd.LocalAddr = &net.TCPAddr{IP: net.IPv4(127, 0, 0, byte(1+idx%d.sourceIPs))}
+			nd.Control = bindNoPort
 		}
 	}
 	addr := u.Host
