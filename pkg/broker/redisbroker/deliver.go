@@ -45,7 +45,6 @@ func (b *Broker) deliver(t *topic, channel, payload string) {
 		// The stream was lost and recreated without this connection
 		// noticing: refill (and reset) the live subscribers.
 		t.stale = true
-		t.synced = false
 		t.inval++
 		schedule = true
 	}
@@ -68,9 +67,6 @@ func (b *Broker) deliver(t *topic, channel, payload string) {
 	}
 	if !t.stale && len(t.live) > 0 {
 		t.noteDelivered(b.recentCap, it.epoch, it.id)
-	}
-	if t.synced && !t.stale && t.head.less(it.id) {
-		t.head = it.id
 	}
 	if !t.stale {
 		for _, m := range t.live {

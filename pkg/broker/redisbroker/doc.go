@@ -8,11 +8,9 @@
 // connection, subscribed once per topic that has local subscribers
 // (reference-counted), decodes each event once and fans it out to the local
 // subscriptions' queues. The stream is the source of truth, pub/sub only the
-// wake-up: a new subscription is served from the stream and then live (one
-// without a cursor, to a topic whose local subscribers are in sync, joins
-// them where they are without a read); when the pub/sub connection drops
-// and comes back, every active topic is refilled from its stream before
-// live delivery resumes.
+// wake-up: a new subscription is served from the stream and then live; when
+// the pub/sub connection drops and comes back, every active topic is
+// refilled from its stream before live delivery resumes.
 //
 // # Keys
 //

@@ -435,7 +435,6 @@ func (s *shard) disconnected() {
 // refilled from the stream. Call with t.mu held.
 func (t *topic) setConfirmed(on bool) {
 	t.confirmed = on
-	t.synced = false
 	t.inval++
 	// What was buffered before is not contiguous with what follows.
 	t.lapsed = true

@@ -13,10 +13,7 @@ import (
 // Subscribe implements broker.Broker.
 //
 // A topic missing from from starts at the stream's head, read here with a
-// timeout of one second — unless this replica's live subscribers of the
-// topic are in sync with it already: the new subscriber then joins them at
-// their position, without a round trip to Redis (a burst of subscribers to
-// a followed topic costs Redis nothing). Subscribe then waits, up to another second, until
+// timeout of one second. Subscribe then waits, up to another second, until
 // every topic's first items (a KindReset if the cursor cannot be honoured,
 // a KindPosition, the replay) are queued, so they are pending when it
 // returns; whatever is not ready by then follows asynchronously.
@@ -44,28 +41,6 @@ func (b *Broker) Subscribe(ctx context.Context, topics []string, from broker.Cur
 		cursors[i] = from[name]
 		if cursors[i] == "" {
 			live = append(live, i)
-		}
-	}
-	// A topic whose live members this replica keeps in sync already needs
-	// no head read: the subscriber joins them where they are (topic.join).
-	var joining []bool
-	if len(live) > 0 {
-		b.mu.Lock()
-		for _, i := range live {
-			if t := b.topics[b.channel(topics[i])]; t != nil {
-				t.mu.Lock()
-				if t.joinable() {
-					if joining == nil {
-						joining = make([]bool, len(topics))
-					}
-					joining[i] = true
-				}
-				t.mu.Unlock()
-			}
-		}
-		b.mu.Unlock()
-		if joining != nil {
-			live = slices.DeleteFunc(live, func(i int) bool { return joining[i] })
 		}
 	}
 	timeBased := false
@@ -124,20 +99,11 @@ func (b *Broker) Subscribe(ctx context.Context, topics []string, from broker.Cur
 			newTopic = true
 		}
 		m := &member{s: s, t: t, cursor: cursors[i]}
-		joins := joining != nil && joining[i]
-		t.mu.Lock()
-		switch {
-		case joins && t.joinable():
-			t.join(m)
-		case joins || timeBased && from[name] == "":
-			// No head was read (or it could not be), or the topic fell
-			// out of sync since it was looked at (rare): start at the
-			// entries stamped since the call.
+		if timeBased && from[name] == "" {
 			m.cursor, m.timeBased, m.startMs = "", true, startMs
-			t.loading = append(t.loading, m)
-		default:
-			t.loading = append(t.loading, m)
 		}
+		t.mu.Lock()
+		t.loading = append(t.loading, m)
 		t.mu.Unlock()
 		s.members = append(s.members, m)
 		ts = append(ts, t)

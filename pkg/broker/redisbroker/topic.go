@@ -23,20 +23,14 @@ type topic struct {
 	slot    int    // Redis Cluster hash slot of its keys and channel
 	sh      *shard // the shard carrying its channel (nil: none yet, Cluster); guarded by Broker.mu
 
-	mu        sync.Mutex // guards the fields below; taken after Broker.mu
-	live      []*member  // member.idx is the index here
-	loading   []*member
-	confirmed bool   // the channel is subscribed on its shard's current connection
-	inval     uint64 // bumped by anything that voids a round in progress
-	stale     bool   // live members may have missed events: refill them
-	lapsed    bool   // the subscription lapsed since live members were last in sync
-	epoch     string // epoch of the live members
-	// synced: the live members are in sync at head (set by a round, kept
-	// up by live events, cleared by anything that makes them stale): every
-	// event after head reaches them as it arrives, so a subscriber without
-	// a cursor can join them there without reading the stream (join).
-	synced      bool
-	head        streamID
+	mu          sync.Mutex // guards the fields below; taken after Broker.mu
+	live        []*member  // member.idx is the index here
+	loading     []*member
+	confirmed   bool   // the channel is subscribed on its shard's current connection
+	inval       uint64 // bumped by anything that voids a round in progress
+	stale       bool   // live members may have missed events: refill them
+	lapsed      bool   // the subscription lapsed since live members were last in sync
+	epoch       string // epoch of the live members
 	buf         []item // live events received while loading or stale, since the last confirmation: one contiguous run of one epoch
 	bufOverflow bool
 	// covered: buf holds every event of coverEpoch published after cover
@@ -306,7 +300,6 @@ func (b *Broker) runRound(t *topic, slow *[]*subscription) (again bool, err erro
 		// without knowing it yet, as after a restart without data).
 		t.stale = true
 		t.lapsed = true
-		t.synced = false
 		t.inval++
 		return true, nil
 	}
@@ -393,43 +386,11 @@ func (b *Broker) runRound(t *topic, slow *[]*subscription) (again bool, err erro
 		// next refill.
 		t.recent = t.recent[:0]
 	}
-	// Every event up to the last merged (a read entry or a buffered one)
-	// is behind the live members; every later one reaches them live.
-	head := st.last
-	if n := len(items); n > 0 {
-		head = max2(head, items[n-1].id)
-	}
-	if n := len(t.buf); n > 0 {
-		head = max2(head, t.buf[n-1].id)
-	}
-	t.head, t.synced = head, !isNoEpoch(st.epoch)
 	t.epoch = st.epoch
 	t.stale = false
 	t.lapsed = false
 	t.restartBuf()
 	return len(t.loading) > 0, nil
-}
-
-// joinable reports whether a subscriber without a cursor can join the live
-// members at once (join) instead of reading the stream's head and loading.
-// Call with t.mu held.
-func (t *topic) joinable() bool {
-	return t.synced && t.confirmed && !t.stale && !t.lapsed && !t.removed && len(t.live) > 0
-}
-
-// join makes m, of a subscriber without a cursor, a live member at the
-// position the live members are in sync at: its KindPosition is queued,
-// and every later event reaches it as it arrives. Call with t.mu held,
-// when joinable.
-func (t *topic) join(m *member) {
-	m.live, m.started = true, true
-	m.epoch, m.pos, m.atEvent = t.epoch, t.head, false
-	m.s.Preload(&broker.Event{Kind: broker.KindPosition, Topic: t.name, ID: formatID(t.epoch, t.head)})
-	m.idx = len(t.live)
-	t.live = append(t.live, m)
-	if m.s.pending.Add(-1) == 0 {
-		m.s.wakeLoaded()
-	}
 }
 
 // noteDelivered records the ID of an event delivered to live members in
