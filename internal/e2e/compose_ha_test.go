@@ -458,7 +458,7 @@ func TestComposeSentinel(t *testing.T) {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 		defer cancel()
 		info, err := oldClient.Info(ctx, "replication").Result()
-		return err == nil && strings.Contains(info, "role:slave") && strings.Contains(info, "master_link_status:up")
+		return err == nil && syncedReplica(info)
 	})
 	pub.waitTopics(t, topics, time.Now(), 10, 30*time.Second, "after the old primary rejoined")
 	stopPub()
@@ -543,7 +543,7 @@ func TestComposeCluster(t *testing.T) {
 		}
 		if strings.Contains(info, "role:slave") {
 			replicas++
-			if !strings.Contains(info, "master_link_status:up") {
+			if !syncedReplica(info) {
 				t.Errorf("%s is a replica whose link to its primary is not up once `up` has returned: its shard could not fail over\n%s", svc[a], info)
 			}
 		}
@@ -658,7 +658,7 @@ func TestComposeCluster(t *testing.T) {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 		defer cancel()
 		info, err := nodes[victimAddr].Info(ctx, "replication").Result()
-		return err == nil && strings.Contains(info, "role:slave") && strings.Contains(info, "master_link_status:up")
+		return err == nil && syncedReplica(info)
 	})
 	pub.waitTopics(t, topics, time.Now(), 5, 30*time.Second, "after the killed node rejoined")
 	stopPub()
@@ -688,4 +688,10 @@ func TestComposeCluster(t *testing.T) {
 			t.Errorf("%s sent %d classic PUBLISH messages over the cluster bus during the test: herald must fan out with SPUBLISH", svc[a], after-before)
 		}
 	}
+}
+
+// syncedReplica reports whether INFO replication's answer is a replica's
+// whose link to its primary is up.
+func syncedReplica(info string) bool {
+	return strings.Contains(info, "role:slave") && strings.Contains(info, "master_link_status:up")
 }
